@@ -1,0 +1,616 @@
+"""The SDK: one base that builds requests and reads responses, two thin clients.
+
+`_BaseClient` holds everything that does not touch the network: option checks,
+turning numpy arrays and keyword parameters into requests, and turning responses
+into numpy arrays and dataclasses. Each public method asks it for an `_Rpc` (the
+stub method, the request, and how to read the answer); `Client` runs that with a
+blocking channel and `AsyncClient` awaits it on a `grpc.aio` channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+import grpc.aio
+import numpy as np
+import numpy.typing as npt
+from google.protobuf.message import Message
+
+from actgrad import _codec
+from actgrad._types import FunctionInfo, Limits, ParamDefault, ParamInfo, ServerInfo, VjpResult
+from actgrad.errors import InternalError, from_grpc_error
+from actgrad.v1 import activation_pb2, activation_pb2_grpc, tensor_pb2
+
+__all__ = ["AsyncClient", "Client"]
+
+DEFAULT_TARGET = "localhost:50051"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_PARAM_TYPE_PREFIX = "PARAM_TYPE_"
+_DTYPE_PREFIX = "DTYPE_"
+
+ResultT = TypeVar("ResultT")
+ChannelOptions = Sequence[tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Rpc(Generic[ResultT]):
+    """One prepared call: the stub method to run, its request, how to read the answer."""
+
+    method: str
+    request: Message
+    parse: Callable[[Any], ResultT]
+
+
+class _BaseClient:
+    """Options, request building and response decoding shared by both clients."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float,
+        max_message_bytes: int,
+        options: ChannelOptions | None,
+    ) -> None:
+        if not isinstance(target, str) or not target:
+            raise ValueError("target must be a non-empty 'host:port' string")
+        self._target = target
+        self._timeout = _check_timeout(timeout, name="timeout")
+        if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int):
+            raise TypeError("max_message_bytes must be an int")
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes}")
+        self._max_message_bytes = max_message_bytes
+        # Our size limits first; a caller's option with the same key wins.
+        merged: dict[str, Any] = {
+            "grpc.max_send_message_length": max_message_bytes,
+            "grpc.max_receive_message_length": max_message_bytes,
+        }
+        merged.update(dict(options or ()))
+        self._channel_options: list[tuple[str, Any]] = list(merged.items())
+        self._closed = False
+
+    @property
+    def target(self) -> str:
+        """The server address this client talks to, e.g. ``"localhost:50051"``."""
+        return self._target
+
+    @property
+    def timeout(self) -> float:
+        """The default deadline of every call, in seconds."""
+        return self._timeout
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called; further calls raise RuntimeError."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"{type(self).__name__}({self._target!r}, timeout={self._timeout}, {state})"
+
+    # -- shared by the I/O of both clients --------------------------------------
+
+    def _deadline(self, timeout: float | None) -> float:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        if timeout is None:
+            return self._timeout
+        return _check_timeout(timeout, name="timeout")
+
+    # -- request building --------------------------------------------------------
+
+    def _activate_rpc(
+        self, x: Any, function: str, params: Mapping[str, Any]
+    ) -> _Rpc[npt.NDArray[Any]]:
+        array = _codec.to_float_array(x, name="x")
+        request = activation_pb2.ActivateRequest(function=_check_function(function))
+        _codec.encode(array, out=request.input)
+        _fill_params(request.params, params, array.dtype)
+        return _Rpc(
+            "Activate",
+            request,
+            lambda response: _decode_like(response.output, array, field="output"),
+        )
+
+    def _gradient_rpc(
+        self,
+        x: Any,
+        function: str,
+        params: Mapping[str, Any],
+        *,
+        grad_output: Any,
+        return_output: bool,
+    ) -> _Rpc[VjpResult]:
+        array = _codec.to_float_array(x, name="x")
+        request = activation_pb2.GradientRequest(
+            function=_check_function(function), return_output=bool(return_output)
+        )
+        _codec.encode(array, out=request.input)
+        if grad_output is not None:
+            # Same dtype as x; the shape is left for the server to check.
+            _codec.encode(
+                _as_dtype(grad_output, array.dtype, name="grad_output"), out=request.grad_output
+            )
+        _fill_params(request.params, params, array.dtype)
+
+        def parse(response: activation_pb2.GradientResponse) -> VjpResult:
+            output = None
+            if response.HasField("output"):
+                output = _decode_like(response.output, array, field="output")
+            return VjpResult(
+                grad_input=_decode_like(response.grad_input, array, field="grad_input"),
+                grad_params={
+                    name: _decode(tensor, field=f"grad_params[{name!r}]")
+                    for name, tensor in sorted(response.grad_params.items())
+                },
+                output=output,
+            )
+
+        return _Rpc("Gradient", request, parse)
+
+    def _softmax_rpc(
+        self, x: Any, *, axis: int, temperature: float, log: bool
+    ) -> _Rpc[npt.NDArray[Any]]:
+        array = _codec.to_float_array(x, name="x")
+        if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+            raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+        if isinstance(temperature, bool) or not isinstance(
+            temperature, int | float | np.integer | np.floating
+        ):
+            raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+        # Values are always sent: the server's defaults are not ours to guess.
+        request = activation_pb2.SoftmaxRequest(
+            axis=int(axis), temperature=float(temperature), log=bool(log)
+        )
+        _codec.encode(array, out=request.input)
+        return _Rpc(
+            "Softmax",
+            request,
+            lambda response: _decode_like(response.output, array, field="output"),
+        )
+
+    def _functions_rpc(self) -> _Rpc[list[FunctionInfo]]:
+        return _Rpc(
+            "ListFunctions",
+            activation_pb2.ListFunctionsRequest(),
+            lambda response: [_function_info(f) for f in response.functions],
+        )
+
+    def _server_info_rpc(self) -> _Rpc[ServerInfo]:
+        return _Rpc("GetServerInfo", activation_pb2.GetServerInfoRequest(), _server_info)
+
+
+class Client(_BaseClient):
+    """Blocking client of an actgrad server. numpy arrays in, numpy arrays out.
+
+    Inputs may be numpy arrays of float32, float64, float16 or bfloat16
+    (``ml_dtypes.bfloat16``), lists or scalars (which become float64); the result
+    has the input's dtype and shape. Returned arrays are read-only views of the
+    response bytes; ``.copy()`` one to modify it in place. Options are
+    keyword-only; `timeout` (seconds) is the default deadline of every call and
+    each method takes its own ``timeout=`` too::
+
+        import numpy as np
+        from actgrad import Client
+
+        with Client("localhost:50051", timeout=10.0) as client:
+            y = client.activate(np.linspace(-3, 3, 7, dtype=np.float32), "gelu")
+
+    `max_message_bytes` sets the channel's send and receive limits; `options` are
+    extra ``grpc`` channel arguments (they override ours on the same key).
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        options: ChannelOptions | None = None,
+    ) -> None:
+        super().__init__(
+            target, timeout=timeout, max_message_bytes=max_message_bytes, options=options
+        )
+        self._channel = grpc.insecure_channel(target, options=self._channel_options)
+        self._stub = _make_stub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel; idempotent. ``with Client() as c:`` calls it for you."""
+        if not self._closed:
+            self._closed = True
+            self._channel.close()
+
+    def _invoke(self, rpc: _Rpc[ResultT], timeout: float | None) -> ResultT:
+        deadline = self._deadline(timeout)
+        try:
+            response = getattr(self._stub, rpc.method)(rpc.request, timeout=deadline)
+        except grpc.RpcError as exc:
+            raise from_grpc_error(exc) from exc
+        return rpc.parse(response)
+
+    def activate(
+        self, x: Any, function: str, /, *, timeout: float | None = None, **params: Any
+    ) -> npt.NDArray[Any]:
+        """Applies `function` (name or alias) to `x` with keyword parameters.
+
+        Parameters map by Python type: bool, int, float, str, or an array/list
+        (converted to x's dtype, e.g. prelu's ``slope``)::
+
+            y = client.activate(x, "gelu", approximate="tanh")
+            y = client.activate(x, "prelu", slope=np.array([0.25]))
+        """
+        return self._invoke(self._activate_rpc(x, function, params), timeout)
+
+    def gradient(
+        self,
+        x: Any,
+        function: str,
+        /,
+        *,
+        grad_output: Any = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> npt.NDArray[Any]:
+        """Returns ``grad_output * f'(x)``, the gradient with respect to `x`.
+
+        `grad_output` (default: ones) is converted to x's dtype and must have x's
+        shape; use `vjp` for parameter gradients::
+
+            dx = client.gradient(x, "leaky_relu", grad_output=g, alpha=0.1)
+        """
+        rpc = self._gradient_rpc(x, function, params, grad_output=grad_output, return_output=False)
+        return self._invoke(rpc, timeout).grad_input
+
+    def vjp(
+        self,
+        x: Any,
+        function: str,
+        /,
+        *,
+        grad_output: Any = None,
+        return_output: bool = False,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> VjpResult:
+        """Vector-Jacobian product with parameter gradients (and the forward value).
+
+        Example::
+
+            r = client.vjp(x, "prelu", slope=s, return_output=True)
+            r.grad_input, r.grad_params["slope"], r.output
+        """
+        rpc = self._gradient_rpc(
+            x, function, params, grad_output=grad_output, return_output=return_output
+        )
+        return self._invoke(rpc, timeout)
+
+    def softmax(
+        self,
+        x: Any,
+        /,
+        *,
+        axis: int = -1,
+        temperature: float = 1.0,
+        log: bool = False,
+        timeout: float | None = None,
+    ) -> npt.NDArray[Any]:
+        """Softmax of ``x / temperature`` along `axis` (log-softmax with ``log=True``).
+
+        Example::
+
+            p = client.softmax(logits, axis=-1, temperature=0.7)
+        """
+        return self._invoke(
+            self._softmax_rpc(x, axis=axis, temperature=temperature, log=log), timeout
+        )
+
+    def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
+        """The server's function catalog.
+
+        Example: ``[f.name for f in client.functions()]``.
+        """
+        return self._invoke(self._functions_rpc(), timeout)
+
+    def server_info(self, *, timeout: float | None = None) -> ServerInfo:
+        """The server's version, ONNX opset, execution providers and limits.
+
+        Example: ``client.server_info().execution_providers``.
+        """
+        return self._invoke(self._server_info_rpc(), timeout)
+
+
+class AsyncClient(_BaseClient):
+    """asyncio client with the same methods as `Client`, awaitable.
+
+    It may be created anywhere; its channel is opened on the first call, inside
+    the running event loop, and stays bound to that loop (one client per loop)::
+
+        async with AsyncClient("localhost:50051") as client:
+            y = await client.activate(x, "silu")
+            p = await client.softmax(logits, temperature=0.7)
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        options: ChannelOptions | None = None,
+    ) -> None:
+        super().__init__(
+            target, timeout=timeout, max_message_bytes=max_message_bytes, options=options
+        )
+        self._channel: grpc.aio.Channel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stub: Any = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel; idempotent. ``async with`` calls it for you."""
+        if not self._closed:
+            self._closed = True
+            if self._channel is not None:
+                await self._channel.close(grace=None)
+
+    def _connected_stub(self) -> Any:
+        # grpc.aio binds a channel to the loop it is created in; made in __init__
+        # outside a running loop, it would hang on another loop than asyncio.run's.
+        loop = asyncio.get_running_loop()
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._target, options=self._channel_options)
+            self._stub = _make_stub(self._channel)
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError(
+                "this AsyncClient is bound to the event loop of its first call; "
+                "create one client per event loop"
+            )
+        return self._stub
+
+    async def _invoke(self, rpc: _Rpc[ResultT], timeout: float | None) -> ResultT:
+        deadline = self._deadline(timeout)
+        stub = self._connected_stub()
+        try:
+            response = await getattr(stub, rpc.method)(rpc.request, timeout=deadline)
+        except grpc.RpcError as exc:
+            raise from_grpc_error(exc) from exc
+        return rpc.parse(response)
+
+    async def activate(
+        self, x: Any, function: str, /, *, timeout: float | None = None, **params: Any
+    ) -> npt.NDArray[Any]:
+        """Awaitable `Client.activate`: ``y = await client.activate(x, "gelu")``."""
+        return await self._invoke(self._activate_rpc(x, function, params), timeout)
+
+    async def gradient(
+        self,
+        x: Any,
+        function: str,
+        /,
+        *,
+        grad_output: Any = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> npt.NDArray[Any]:
+        """Awaitable `Client.gradient`: ``dx = await client.gradient(x, "tanh", grad_output=g)``."""
+        rpc = self._gradient_rpc(x, function, params, grad_output=grad_output, return_output=False)
+        return (await self._invoke(rpc, timeout)).grad_input
+
+    async def vjp(
+        self,
+        x: Any,
+        function: str,
+        /,
+        *,
+        grad_output: Any = None,
+        return_output: bool = False,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> VjpResult:
+        """Awaitable `Client.vjp`: ``r = await client.vjp(x, "prelu", slope=s)``."""
+        rpc = self._gradient_rpc(
+            x, function, params, grad_output=grad_output, return_output=return_output
+        )
+        return await self._invoke(rpc, timeout)
+
+    async def softmax(
+        self,
+        x: Any,
+        /,
+        *,
+        axis: int = -1,
+        temperature: float = 1.0,
+        log: bool = False,
+        timeout: float | None = None,
+    ) -> npt.NDArray[Any]:
+        """Awaitable `Client.softmax`: ``p = await client.softmax(logits, axis=0)``."""
+        return await self._invoke(
+            self._softmax_rpc(x, axis=axis, temperature=temperature, log=log), timeout
+        )
+
+    async def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
+        """Awaitable `Client.functions`: ``fs = await client.functions()``."""
+        return await self._invoke(self._functions_rpc(), timeout)
+
+    async def server_info(self, *, timeout: float | None = None) -> ServerInfo:
+        """Awaitable `Client.server_info`: ``info = await client.server_info()``."""
+        return await self._invoke(self._server_info_rpc(), timeout)
+
+
+# -- helpers of the base (no I/O) ------------------------------------------------
+
+
+def _make_stub(channel: grpc.Channel | grpc.aio.Channel) -> Any:
+    # The generated stub is untyped; `_invoke` looks its methods up by name.
+    return activation_pb2_grpc.ActivationServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def _check_timeout(timeout: Any, *, name: str) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(timeout).__name__}")
+    value = float(timeout)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be finite and > 0 seconds, got {timeout!r}")
+    return value
+
+
+def _check_function(function: Any) -> str:
+    if not isinstance(function, str):
+        raise TypeError(f"function must be a str name, got {type(function).__name__}")
+    return function
+
+
+def _as_dtype(value: Any, dtype: np.dtype[Any], *, name: str) -> npt.NDArray[Any]:
+    """Converts a companion tensor (grad_output, a tensor parameter) to x's dtype.
+
+    Integers are accepted here because the target dtype is fixed by x; booleans,
+    complex numbers and objects are not numbers the server can take.
+    """
+    array = np.asarray(value)
+    is_bfloat16 = array.dtype == _codec.dtype_info("bfloat16").numpy
+    if array.dtype.kind not in "fiu" and not is_bfloat16:
+        raise TypeError(f"{name}: {array.dtype} values cannot be converted to {dtype}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _fill_params(target: Any, params: Mapping[str, Any], dtype: np.dtype[Any]) -> None:
+    """Writes keyword parameters into a request's ``map<string, ParamValue>``."""
+    for name, value in params.items():
+        slot: activation_pb2.ParamValue = target[name]
+        # bool before int: True is an int in Python.
+        if isinstance(value, bool | np.bool_):
+            slot.flag = bool(value)
+        elif isinstance(value, int | np.integer):
+            if not _INT64_MIN <= int(value) <= _INT64_MAX:
+                raise ValueError(f"parameter {name!r}: {value} does not fit in int64")
+            slot.integer = int(value)
+        elif isinstance(value, float | np.floating):
+            slot.number = float(value)
+        elif isinstance(value, str):
+            slot.text = value
+        elif isinstance(value, np.ndarray | list | tuple):
+            _codec.encode(_as_dtype(value, dtype, name=f"parameter {name!r}"), out=slot.tensor)
+        else:
+            raise TypeError(
+                f"parameter {name!r}: {type(value).__name__} is not supported; "
+                "pass a bool, int, float, str, numpy array or list"
+            )
+
+
+def _decode(tensor: tensor_pb2.Tensor, *, field: str) -> npt.NDArray[Any]:
+    try:
+        return _codec.decode(tensor, field=field)
+    except _codec.TensorError as exc:
+        raise InternalError(f"malformed response from the server: {exc}") from exc
+
+
+def _decode_like(
+    tensor: tensor_pb2.Tensor, like: npt.NDArray[Any], *, field: str
+) -> npt.NDArray[Any]:
+    """Decodes a result that the contract says has the input's dtype and shape."""
+    array = _decode(tensor, field=field)
+    if array.dtype != like.dtype or array.shape != like.shape:
+        raise InternalError(
+            f"malformed response from the server: {field} is {array.dtype}{list(array.shape)}, "
+            f"expected {like.dtype}{list(like.shape)}"
+        )
+    return array
+
+
+def _enum_label(name: str, prefix: str) -> str:
+    return name[len(prefix) :].lower() if name.startswith(prefix) else name.lower()
+
+
+def _dtype_name(wire: int) -> str:
+    try:
+        return _codec.dtype_info(wire).name
+    except KeyError:
+        pass
+    try:
+        return _enum_label(tensor_pb2.DType.Name(wire), _DTYPE_PREFIX)
+    except ValueError:
+        return f"dtype_{wire}"
+
+
+def _param_value(value: activation_pb2.ParamValue, *, field: str) -> ParamDefault:
+    kind = value.WhichOneof("kind")
+    if kind is None:
+        return None
+    if kind == "tensor":
+        return _decode(value.tensor, field=field).tolist()  # type: ignore[no-any-return]
+    result: ParamDefault = getattr(value, kind)
+    return result
+
+
+def _param_info(param: activation_pb2.ParamInfo, *, function: str) -> ParamInfo:
+    try:
+        type_name = activation_pb2.ParamType.Name(param.type)
+    except ValueError:
+        type_name = str(int(param.type))
+    default = None
+    if param.HasField("default"):
+        default = _param_value(param.default, field=f"{function}.{param.name}.default")
+    return ParamInfo(
+        name=param.name,
+        type=_enum_label(type_name, _PARAM_TYPE_PREFIX),
+        description=param.description,
+        required=param.required,
+        default=default,
+        minimum=param.minimum if param.HasField("minimum") else None,
+        maximum=param.maximum if param.HasField("maximum") else None,
+        minimum_exclusive=param.minimum_exclusive,
+        maximum_exclusive=param.maximum_exclusive,
+        choices=list(param.choices),
+    )
+
+
+def _function_info(info: activation_pb2.FunctionInfo) -> FunctionInfo:
+    return FunctionInfo(
+        name=info.name,
+        aliases=list(info.aliases),
+        summary=info.summary,
+        formula=info.formula,
+        formula_latex=info.formula_latex,
+        gradient_note=info.gradient_note,
+        params=[_param_info(p, function=info.name) for p in info.params],
+        elementwise=info.elementwise,
+        dtypes=[_dtype_name(d) for d in info.dtypes],
+    )
+
+
+def _server_info(response: activation_pb2.GetServerInfoResponse) -> ServerInfo:
+    limits = response.limits
+    return ServerInfo(
+        version=response.version,
+        onnx_opset=response.onnx_opset,
+        onnxruntime_version=response.onnxruntime_version,
+        execution_providers=list(response.execution_providers),
+        limits=Limits(
+            max_message_bytes=limits.max_message_bytes,
+            max_elements=limits.max_elements,
+            max_rank=limits.max_rank,
+            max_concurrent_rpcs=limits.max_concurrent_rpcs,
+        ),
+    )

@@ -1,0 +1,160 @@
+"""numpy <-> wire `Tensor`: the one dtype table and the shape checks.
+
+Shared by the SDK and the server. Decoding never allocates from an unchecked
+shape: dimensions, rank, element count and byte length are all validated with
+Python integers before `np.frombuffer` makes a zero-copy view of the bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import numpy.typing as npt
+
+from actgrad.v1 import tensor_pb2
+
+__all__ = [
+    "DTYPES",
+    "DTypeInfo",
+    "TensorError",
+    "decode",
+    "dtype_info",
+    "encode",
+    "to_float_array",
+]
+
+
+@dataclass(frozen=True)
+class DTypeInfo:
+    """One row of the dtype table: wire enum, numpy dtype, ONNX element type."""
+
+    name: str
+    wire: int
+    numpy: np.dtype[Any]
+    onnx: int  # onnx.TensorProto.DataType value (a fact of the ONNX spec)
+
+    @property
+    def itemsize(self) -> int:
+        return self.numpy.itemsize
+
+
+# The one dtype table. Numpy dtypes are little-endian, as the wire is.
+DTYPES: tuple[DTypeInfo, ...] = (
+    DTypeInfo("float32", tensor_pb2.DTYPE_FLOAT32, np.dtype("<f4"), 1),
+    DTypeInfo("float64", tensor_pb2.DTYPE_FLOAT64, np.dtype("<f8"), 11),
+    DTypeInfo("float16", tensor_pb2.DTYPE_FLOAT16, np.dtype("<f2"), 10),
+    DTypeInfo("bfloat16", tensor_pb2.DTYPE_BFLOAT16, np.dtype(ml_dtypes.bfloat16), 16),
+)
+_BY_WIRE = {info.wire: info for info in DTYPES}
+_BY_NAME = {info.name: info for info in DTYPES}
+
+
+class TensorError(ValueError):
+    """A tensor that cannot be encoded or decoded; `field` names where it is."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+def dtype_info(key: int | str | np.dtype[Any]) -> DTypeInfo:
+    """Looks up a table row by wire enum, name or numpy dtype."""
+    if isinstance(key, int):
+        return _BY_WIRE[key]
+    if isinstance(key, str):
+        return _BY_NAME[key]
+    dtype = np.dtype(key)
+    if dtype == np.dtype(ml_dtypes.bfloat16):
+        return _BY_NAME["bfloat16"]
+    name = dtype.newbyteorder("=").name if dtype.kind == "f" else dtype.name
+    if name not in _BY_NAME:
+        raise KeyError(name)
+    return _BY_NAME[name]
+
+
+def to_float_array(value: Any, *, name: str = "x") -> npt.NDArray[Any]:
+    """Returns `value` as a C-contiguous little-endian array of a served dtype.
+
+    Lists and scalars become float64 unless they already are float32/16/bf16
+    numpy values; non-contiguous and big-endian arrays are copied. Integer,
+    boolean, complex and object arrays raise TypeError: converting them
+    silently would hide a caller's mistake.
+    """
+    if isinstance(value, np.ndarray | np.generic):
+        array = np.asarray(value)
+    else:
+        array = np.asarray(value)
+        if array.dtype.kind in "iu" and array.size > 0:
+            raise TypeError(
+                f"{name}: integer values are not served; pass floats "
+                f"(e.g. np.asarray(...), dtype=np.float32)"
+            )
+        if array.dtype.kind in "iub" and array.size == 0:
+            array = array.astype(np.float64)
+    try:
+        info = dtype_info(array.dtype)
+    except KeyError:
+        raise TypeError(
+            f"{name}: dtype {array.dtype} is not served; use float32, float64, float16 or bfloat16"
+        ) from None
+    if array.dtype != info.numpy or not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array, dtype=info.numpy)
+    return array
+
+
+def encode(array: npt.NDArray[Any], out: tensor_pb2.Tensor | None = None) -> tensor_pb2.Tensor:
+    """Encodes a served-dtype array (see `to_float_array`) into a wire Tensor."""
+    array = to_float_array(array)
+    tensor = tensor_pb2.Tensor() if out is None else out
+    tensor.dtype = dtype_info(array.dtype).wire  # type: ignore[assignment]
+    tensor.shape[:] = array.shape
+    tensor.data = array.tobytes()
+    return tensor
+
+
+def check_shape(
+    shape: list[int] | tuple[int, ...],
+    *,
+    field: str,
+    max_rank: int | None = None,
+    max_elements: int | None = None,
+) -> int:
+    """Validates a shape with Python integers and returns its element count."""
+    if max_rank is not None and len(shape) > max_rank:
+        raise TensorError(field, f"rank {len(shape)} exceeds the limit of {max_rank}")
+    for axis, dim in enumerate(shape):
+        if dim < 0:
+            raise TensorError(field, f"shape[{axis}] is negative ({dim})")
+    count = math.prod(shape)
+    if max_elements is not None and count > max_elements:
+        raise TensorError(field, f"{count} elements exceed the limit of {max_elements} per tensor")
+    return count
+
+
+def decode(
+    tensor: tensor_pb2.Tensor,
+    *,
+    field: str = "input",
+    max_rank: int | None = None,
+    max_elements: int | None = None,
+) -> npt.NDArray[Any]:
+    """Decodes a wire Tensor into a read-only numpy view of its bytes."""
+    info = _BY_WIRE.get(tensor.dtype)
+    if info is None:
+        if tensor.dtype == tensor_pb2.DTYPE_UNSPECIFIED:
+            raise TensorError(f"{field}.dtype", "is unspecified")
+        raise TensorError(f"{field}.dtype", f"unknown dtype enum value {tensor.dtype}")
+    shape = tuple(tensor.shape)
+    count = check_shape(shape, field=f"{field}.shape", max_rank=max_rank, max_elements=max_elements)
+    expected = count * info.itemsize
+    if len(tensor.data) != expected:
+        raise TensorError(
+            f"{field}.data",
+            f"has {len(tensor.data)} bytes but shape {list(shape)} of {info.name} needs {expected}",
+        )
+    return np.frombuffer(tensor.data, dtype=info.numpy).reshape(shape)

@@ -1,0 +1,344 @@
+"""The ``actgrad`` command: call a server from the shell, or start one.
+
+Examples::
+
+    actgrad functions                       # the catalog as a table (--json for JSON)
+    actgrad call relu -1 0 2                # 0.0 0.0 2.0
+    actgrad call leaky_relu -1 2 --param alpha=0.1 --dtype float32
+    actgrad call prelu -1 -2 2 --param slope=0.1,0.2,0.3
+    actgrad grad gelu -1 0 1 --grad-output 1 1 0.5 --param approximate=tanh
+    actgrad softmax 1 2 3 4 --shape 2 2 --axis 0 --temperature 0.5
+    actgrad info
+    actgrad serve --help                    # needs the server: pip install 'actgrad[server]'
+
+Negative numbers are values, not options (``-1``, ``-1e-3``, ``-inf``); ``--``
+also ends the options as usual. ``--target`` defaults to ``$ACTGRAD_TARGET``,
+else localhost:50051. A failed call prints ``error: <CODE>: <details>`` to stderr
+and exits with 1; a bad command line exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+from actgrad import __version__, _codec
+from actgrad._client import DEFAULT_TARGET, DEFAULT_TIMEOUT, Client
+from actgrad._types import FunctionInfo, ParamInfo, ServerInfo
+from actgrad.errors import ActgradError
+
+__all__ = ["build_parser", "main", "parse_param", "parse_param_value"]
+
+TARGET_ENV = "ACTGRAD_TARGET"
+_DTYPE_NAMES = [info.name for info in _codec.DTYPES]
+_SERVER_HINT = "install the server with: pip install 'actgrad[server]'"
+
+Handler = Callable[[Client, argparse.Namespace, TextIO], None]
+
+
+def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
+    """Runs the ``actgrad`` command and returns its exit status.
+
+    Example: ``main(["call", "relu", "-1", "0", "2"])`` prints ``0.0 0.0 2.0``.
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "serve":
+        return _serve(args_list[1:])
+    env = os.environ if environ is None else environ
+    parser = build_parser(default_target=env.get(TARGET_ENV) or DEFAULT_TARGET)
+    args = parser.parse_args(protect_negative_numbers(args_list))
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    handler: Handler = args.handler
+    try:
+        with Client(args.target, timeout=args.timeout) as client:
+            handler(client, args, sys.stdout)
+    except ActgradError as exc:
+        print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
+        return 1
+    except (TypeError, ValueError) as exc:
+        # Refused before any call (a shape that does not fit, a bad parameter type).
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser(*, default_target: str = DEFAULT_TARGET) -> argparse.ArgumentParser:
+    """The argument parser of every command but ``serve`` (delegated to the server).
+
+    Example: ``build_parser().parse_args(["info", "--target", "host:50051"])``.
+    """
+    parser = argparse.ArgumentParser(
+        prog="actgrad",
+        description="Activation functions and their gradients, served over gRPC.",
+        epilog="Negative numbers are read as values; '--' also ends the options.",
+    )
+    parser.add_argument("--version", action="version", version=f"actgrad {__version__}")
+    parser.set_defaults(command=None)
+
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--target",
+        default=default_target,
+        help=f"server address (default: ${TARGET_ENV} or {DEFAULT_TARGET}; now {default_target})",
+    )
+    connection.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT,
+        help=f"deadline of the call in seconds (default: {DEFAULT_TIMEOUT})",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands.add_parser(
+        "serve", help="start the server (needs actgrad[server]; see 'actgrad serve --help')"
+    )
+
+    functions = commands.add_parser(
+        "functions", parents=[connection], help="list the served functions"
+    )
+    functions.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    functions.set_defaults(command="functions", handler=_cmd_functions)
+
+    call = commands.add_parser("call", parents=[connection], help="apply a function to values")
+    call.add_argument("function", metavar="FUNCTION", help="function name or alias")
+    _add_tensor_arguments(call)
+    _add_param_argument(call)
+    call.set_defaults(command="call", handler=_cmd_call)
+
+    grad = commands.add_parser(
+        "grad", parents=[connection], help="gradient of a function at values (a VJP)"
+    )
+    grad.add_argument("function", metavar="FUNCTION", help="function name or alias")
+    _add_tensor_arguments(grad)
+    _add_param_argument(grad)
+    grad.add_argument(
+        "--grad-output",
+        nargs="+",
+        type=float,
+        metavar="VALUE",
+        help="upstream gradient, same count as VALUES (default: ones)",
+    )
+    grad.set_defaults(command="grad", handler=_cmd_grad)
+
+    softmax = commands.add_parser(
+        "softmax", parents=[connection], help="softmax of values along an axis"
+    )
+    _add_tensor_arguments(softmax)
+    softmax.add_argument("--axis", type=int, default=-1, help="axis (default: -1)")
+    softmax.add_argument(
+        "--temperature", type=float, default=1.0, help="divide by this first (default: 1.0)"
+    )
+    softmax.add_argument("--log", action="store_true", help="log-softmax")
+    softmax.set_defaults(command="softmax", handler=_cmd_softmax)
+
+    info = commands.add_parser("info", parents=[connection], help="server version and limits")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(command="info", handler=_cmd_info)
+
+    return parser
+
+
+def _add_tensor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("values", nargs="+", type=float, metavar="VALUES", help="input values")
+    parser.add_argument(
+        "--dtype", choices=_DTYPE_NAMES, default="float64", help="input dtype (default: float64)"
+    )
+    parser.add_argument(
+        "--shape", nargs="+", type=int, metavar="DIM", help="reshape the values (e.g. 2 3)"
+    )
+
+
+def _add_param_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=parse_param,
+        default=[],
+        metavar="NAME=VALUE",
+        help="function parameter: true/false, an int, a float, a list (0.1,0.2 or "
+        "[0.1, 0.2]; converted to --dtype) or a string; repeatable",
+    )
+
+
+def protect_negative_numbers(argv: Sequence[str]) -> list[str]:
+    """Marks tokens like ``-1e-3`` or ``-inf`` as values rather than options.
+
+    argparse only recognises ``-1`` and ``-.5`` as negative numbers. A leading
+    space keeps any other float-looking token from being taken for an option,
+    and ``float()``/``int()`` ignore it.
+    """
+    protected = []
+    for token in argv:
+        if token.startswith("-") and not token.startswith("--") and _is_float(token):
+            token = " " + token
+        protected.append(token)
+    return protected
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """Parses ``NAME=VALUE`` for ``--param``: ``"alpha=0.1"`` -> ``("alpha", 0.1)``."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, parse_param_value(value)
+
+
+def parse_param_value(text: str) -> Any:
+    """Reads a ``--param`` value: bool, int, float, float array or string, in that order.
+
+    Example: ``parse_param_value("0.1,0.2")`` is ``np.array([0.1, 0.2])``.
+    """
+    stripped = text.strip()
+    if stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    for convert in (int, float):
+        try:
+            return convert(stripped)
+        except ValueError:
+            pass
+    if stripped.startswith("["):
+        try:
+            return np.asarray(json.loads(stripped), dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(f"not a JSON list of numbers: {text!r}") from exc
+    if "," in stripped:
+        try:
+            return np.asarray([float(part) for part in stripped.split(",")], dtype=np.float64)
+        except ValueError:
+            pass
+    return text
+
+
+# -- commands --------------------------------------------------------------------
+
+
+def _cmd_functions(client: Client, args: argparse.Namespace, out: TextIO) -> None:
+    functions = client.functions()
+    if args.json:
+        json.dump([dataclasses.asdict(f) for f in functions], out, indent=2)
+        out.write("\n")
+        return
+    rows = [("NAME", "ALIASES", "PARAMS")] + [_function_row(f) for f in functions]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for name, aliases, params in rows:
+        out.write(f"{name:<{widths[0]}}  {aliases:<{widths[1]}}  {params}".rstrip() + "\n")
+
+
+def _cmd_call(client: Client, args: argparse.Namespace, out: TextIO) -> None:
+    x = _input_array(args.values, args)
+    out.write(format_values(client.activate(x, args.function, **dict(args.params))) + "\n")
+
+
+def _cmd_grad(client: Client, args: argparse.Namespace, out: TextIO) -> None:
+    x = _input_array(args.values, args)
+    grad_output = None if args.grad_output is None else _input_array(args.grad_output, args)
+    result = client.vjp(x, args.function, grad_output=grad_output, **dict(args.params))
+    out.write(format_values(result.grad_input) + "\n")
+    for name, value in result.grad_params.items():
+        out.write(f"{name}: {format_values(value)}\n")
+
+
+def _cmd_softmax(client: Client, args: argparse.Namespace, out: TextIO) -> None:
+    x = _input_array(args.values, args)
+    y = client.softmax(x, axis=args.axis, temperature=args.temperature, log=args.log)
+    out.write(format_values(y) + "\n")
+
+
+def _cmd_info(client: Client, args: argparse.Namespace, out: TextIO) -> None:
+    info: ServerInfo = client.server_info()
+    if args.json:
+        json.dump(dataclasses.asdict(info), out, indent=2)
+        out.write("\n")
+        return
+    for key, value in dataclasses.asdict(info).items():
+        if key == "limits":
+            for limit, number in value.items():
+                out.write(f"{limit}: {number}\n")
+        elif isinstance(value, list):
+            out.write(f"{key}: {', '.join(value)}\n")
+        else:
+            out.write(f"{key}: {value}\n")
+
+
+# -- formatting and input --------------------------------------------------------
+
+
+def format_values(array: npt.NDArray[Any]) -> str:
+    """Values on one line, space-separated, each at its dtype's shortest exact repr.
+
+    Example: ``format_values(np.array([0.1, -2.0], np.float32))`` is ``"0.1 -2.0"``.
+    """
+    # str() of a numpy scalar is the shortest string that reads back to the same
+    # value of its own dtype (float32 0.1 prints as 0.1, not 0.10000000149).
+    return " ".join(str(value) for value in np.asarray(array).ravel())
+
+
+def _input_array(values: list[float], args: argparse.Namespace) -> npt.NDArray[Any]:
+    array = np.asarray(values, dtype=np.float64).astype(_codec.dtype_info(args.dtype).numpy)
+    if args.shape is not None:
+        try:
+            array = array.reshape(args.shape)
+        except ValueError as exc:
+            raise ValueError(
+                f"{len(values)} values do not fit --shape {' '.join(map(str, args.shape))}"
+            ) from exc
+    return array
+
+
+def _function_row(function: FunctionInfo) -> tuple[str, str, str]:
+    return (
+        function.name,
+        ", ".join(function.aliases) or "-",
+        ", ".join(_format_param(p) for p in function.params) or "-",
+    )
+
+
+def _format_param(param: ParamInfo) -> str:
+    if param.required:
+        return f"{param.name} (required)"
+    if param.choices:
+        return f"{param.name}={param.default} [{'|'.join(param.choices)}]"
+    return f"{param.name}={json.dumps(param.default) if param.type == 'tensor' else param.default}"
+
+
+def _is_float(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text!r}")
+    return value
+
+
+def _serve(argv: list[str]) -> int:
+    try:
+        module = importlib.import_module("actgrad_server.cli")
+    except ImportError as exc:
+        print(
+            f"error: 'actgrad serve' needs the server package ({exc}); {_SERVER_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+    status = module.serve_main(argv)
+    return int(status) if status is not None else 0

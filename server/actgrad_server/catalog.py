@@ -1,0 +1,409 @@
+"""The function catalog: names, aliases, parameters (defaults, checks) and docs.
+
+This is the one table of functions. `ListFunctions`, the CLI help, the README
+table and the tests all read it. It knows nothing of gRPC or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from actgrad_server.errors import InvalidArgument, NotFound
+
+__all__ = [
+    "CATALOG",
+    "Call",
+    "Function",
+    "Param",
+    "ParamKind",
+    "bind",
+    "lookup",
+]
+
+
+class ParamKind(enum.Enum):
+    NUMBER = "number"
+    INTEGER = "integer"
+    STRING = "string"
+    BOOL = "bool"
+    TENSOR = "tensor"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a function.
+
+    `runtime` parameters are fed to the graph as float64 inputs, so any value
+    reuses one cached session; the others are structural and select a graph.
+    """
+
+    name: str
+    kind: ParamKind
+    description: str
+    default: Any = None
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_exclusive: bool = False
+    maximum_exclusive: bool = False
+    choices: tuple[str, ...] = ()
+    runtime: bool = False
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    summary: str
+    formula: str
+    formula_latex: str
+    gradient_note: str
+    aliases: tuple[str, ...] = ()
+    params: tuple[Param, ...] = ()
+    elementwise: bool = True
+
+    def param(self, name: str) -> Param:
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A validated call: what the engine needs to pick a graph and feed it."""
+
+    function: Function
+    # Float64 scalar graph inputs, by name (e.g. {"alpha": 0.1}).
+    scalars: Mapping[str, float] = field(default_factory=dict)
+    # Tensor graph inputs (e.g. {"slope": array}), already of the input's dtype.
+    tensors: Mapping[str, npt.NDArray[Any]] = field(default_factory=dict)
+    # Structural values that select the forward graph; part of the cache key.
+    static: tuple[tuple[str, Any], ...] = ()
+    # Extra structural values for the gradient graph (e.g. prelu's slope shape).
+    gradient_static: tuple[tuple[str, Any], ...] = ()
+
+
+_FINITE = "any finite number"
+
+CATALOG: tuple[Function, ...] = (
+    Function(
+        name="sigmoid",
+        summary="Logistic sigmoid.",
+        formula="sigmoid(x) = 1 / (1 + exp(-x))",
+        formula_latex=r"\sigma(x) = \frac{1}{1 + e^{-x}}",
+        gradient_note="sigmoid'(x) = sigmoid(x) * (1 - sigmoid(x)).",
+    ),
+    Function(
+        name="tanh",
+        summary="Hyperbolic tangent.",
+        formula="tanh(x)",
+        formula_latex=r"\tanh(x)",
+        gradient_note="tanh'(x) = 1 - tanh(x)^2, computed without cancellation in the tails.",
+    ),
+    Function(
+        name="relu",
+        summary="Rectified linear unit.",
+        formula="relu(x) = max(x, 0)",
+        formula_latex=r"\max(x, 0)",
+        gradient_note="relu'(x) = 1 for x > 0, else 0; relu'(0) = 0 as in PyTorch autograd.",
+    ),
+    Function(
+        name="leaky_relu",
+        summary="Leaky ReLU with a slope for negative inputs.",
+        formula="leaky_relu(x) = x if x >= 0 else alpha * x",
+        formula_latex=r"\begin{cases} x & x \ge 0 \\ \alpha x & x < 0 \end{cases}",
+        gradient_note=(
+            "leaky_relu'(x) = 1 for x > 0, else alpha; leaky_relu'(0) = alpha as in "
+            "PyTorch autograd."
+        ),
+        params=(
+            Param(
+                "alpha",
+                ParamKind.NUMBER,
+                "Slope for x < 0; " + _FINITE + ".",
+                default=0.01,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="prelu",
+        summary="Parametric ReLU with a learned slope tensor.",
+        formula="prelu(x) = x if x >= 0 else slope * x",
+        formula_latex=r"\begin{cases} x & x \ge 0 \\ s x & x < 0 \end{cases}",
+        gradient_note=(
+            "d/dx = 1 for x > 0, else slope (slope at x = 0, as in PyTorch); "
+            "d/dslope = x for x < 0, else 0, summed over the axes the slope is "
+            "broadcast along and returned in the slope's shape."
+        ),
+        params=(
+            Param(
+                "slope",
+                ParamKind.TENSOR,
+                "Slope tensor of the input's dtype, unidirectionally broadcastable "
+                "to the input (right-aligned, as ONNX PRelu).",
+                required=True,
+            ),
+        ),
+    ),
+    Function(
+        name="softmax",
+        summary="Softmax (or log-softmax) along one axis, with a temperature.",
+        formula="softmax(x)_i = exp(x_i / T) / sum_j exp(x_j / T) along axis",
+        formula_latex=r"\mathrm{softmax}(x)_i = \frac{e^{x_i/T}}{\sum_j e^{x_j/T}}",
+        gradient_note=(
+            "VJP: s * (g - sum(g * s, axis)) / T; for log-softmax (g - s * sum(g, axis)) / T."
+        ),
+        elementwise=False,
+        params=(
+            Param(
+                "axis",
+                ParamKind.INTEGER,
+                "Axis to normalise over, in [-rank, rank).",
+                default=-1,
+            ),
+            Param(
+                "temperature",
+                ParamKind.NUMBER,
+                "Divides the logits; finite and > 0.",
+                default=1.0,
+                minimum=0.0,
+                minimum_exclusive=True,
+                runtime=True,
+            ),
+            Param("log", ParamKind.BOOL, "Return log-softmax.", default=False),
+        ),
+    ),
+    Function(
+        name="swish",
+        summary="Swish / SiLU: x times the sigmoid of beta x.",
+        formula="swish(x) = x * sigmoid(beta * x)",
+        formula_latex=r"x \, \sigma(\beta x)",
+        gradient_note="swish'(x) = s + beta * x * s * (1 - s) with s = sigmoid(beta * x).",
+        aliases=("silu",),
+        params=(
+            Param(
+                "beta",
+                ParamKind.NUMBER,
+                "Scale inside the sigmoid; " + _FINITE + ".",
+                default=1.0,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="gelu",
+        summary="Gaussian error linear unit, exact or with the tanh approximation.",
+        formula=(
+            "gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))); approximate='tanh': "
+            "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"
+        ),
+        formula_latex=r"x\,\Phi(x) = \tfrac{x}{2}\left(1 + \mathrm{erf}(x/\sqrt{2})\right)",
+        gradient_note=(
+            "gelu'(x) = Phi(x) + x * phi(x); the tanh form differentiates its own formula."
+        ),
+        params=(
+            Param(
+                "approximate",
+                ParamKind.STRING,
+                "'none' for the exact erf form, 'tanh' for the tanh approximation.",
+                default="none",
+                choices=("none", "tanh"),
+            ),
+        ),
+    ),
+    Function(
+        name="selu",
+        summary="Scaled exponential linear unit.",
+        formula="selu(x) = gamma * (x if x > 0 else alpha * (exp(x) - 1))",
+        formula_latex=r"\gamma \begin{cases} x & x > 0 \\ \alpha (e^x - 1) & x \le 0 \end{cases}",
+        gradient_note=(
+            "selu'(x) = gamma for x > 0, else gamma * alpha * exp(x); "
+            "selu'(0) = gamma * alpha as in PyTorch autograd."
+        ),
+        params=(
+            Param(
+                "alpha",
+                ParamKind.NUMBER,
+                "SELU alpha; " + _FINITE + ".",
+                default=1.6732632423543772848,
+                runtime=True,
+            ),
+            Param(
+                "gamma",
+                ParamKind.NUMBER,
+                "SELU scale; " + _FINITE + ".",
+                default=1.0507009873554804934,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="xtanh",
+        summary="x times tanh(x).",
+        formula="xtanh(x) = x * tanh(x)",
+        formula_latex=r"x \tanh(x)",
+        gradient_note="xtanh'(x) = tanh(x) + x * (1 - tanh(x)^2).",
+        aliases=("scaled_tanh",),
+    ),
+    Function(
+        name="xsin",
+        summary="x times sin(x).",
+        formula="xsin(x) = x * sin(x)",
+        formula_latex=r"x \sin(x)",
+        gradient_note="xsin'(x) = sin(x) + x * cos(x).",
+        aliases=("sinusoidal",),
+    ),
+)
+
+_BY_NAME: dict[str, Function] = {}
+for _function in CATALOG:
+    for _name in (_function.name, *_function.aliases):
+        _BY_NAME[_name] = _function
+
+
+def lookup(name: str) -> Function:
+    """Finds a function by canonical name or alias (case-insensitive)."""
+    key = name.strip().lower().replace("-", "_")
+    function = _BY_NAME.get(key)
+    if function is None:
+        close = difflib.get_close_matches(key, list(_BY_NAME), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise NotFound(
+            f"unknown function {name!r}{hint} (known: {', '.join(f.name for f in CATALOG)})"
+        )
+    return function
+
+
+def _check_number(param: Param, value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"{where}: must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidArgument(f"{where}: must be finite, got {number!r}")
+    low, high = param.minimum, param.maximum
+    if low is not None and (number <= low if param.minimum_exclusive else number < low):
+        op = ">" if param.minimum_exclusive else ">="
+        raise InvalidArgument(f"{where}: must be {op} {low:g}, got {number!r}")
+    if high is not None and (number >= high if param.maximum_exclusive else number > high):
+        op = "<" if param.maximum_exclusive else "<="
+        raise InvalidArgument(f"{where}: must be {op} {high:g}, got {number!r}")
+    return number
+
+
+def _check_value(param: Param, value: Any, where: str) -> Any:
+    kind = param.kind
+    if kind is ParamKind.NUMBER:
+        return _check_number(param, value, where)
+    if kind is ParamKind.INTEGER:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgument(f"{where}: must be an integer, got {value!r}")
+        return value
+    if kind is ParamKind.STRING:
+        if not isinstance(value, str):
+            raise InvalidArgument(f"{where}: must be a string, got {type(value).__name__}")
+        if param.choices and value not in param.choices:
+            raise InvalidArgument(
+                f"{where}: must be one of {', '.join(map(repr, param.choices))}, got {value!r}"
+            )
+        return value
+    if kind is ParamKind.BOOL:
+        if not isinstance(value, bool | np.bool_):
+            raise InvalidArgument(f"{where}: must be a boolean, got {type(value).__name__}")
+        return bool(value)
+    if not isinstance(value, np.ndarray):
+        raise InvalidArgument(f"{where}: must be a tensor, got {type(value).__name__}")
+    return value
+
+
+def _normalize_axis(axis: int, rank: int, where: str) -> int:
+    # A 0-d input is treated as one element along one axis, as PyTorch does.
+    effective = max(rank, 1)
+    if not -effective <= axis < effective:
+        raise InvalidArgument(
+            f"{where}: axis {axis} is out of range for an input of rank {rank} "
+            f"(allowed: {-effective}..{effective - 1})"
+        )
+    return axis % effective
+
+
+def _check_slope(
+    slope: npt.NDArray[Any], x_shape: tuple[int, ...], x_dtype: np.dtype[Any], where: str
+) -> None:
+    if slope.dtype != x_dtype:
+        raise InvalidArgument(
+            f"{where}: dtype {slope.dtype} differs from the input's dtype {x_dtype}"
+        )
+    if slope.ndim > len(x_shape):
+        raise InvalidArgument(
+            f"{where}: rank {slope.ndim} exceeds the input's rank {len(x_shape)}; "
+            f"shape {list(slope.shape)} is not broadcastable to {list(x_shape)}"
+        )
+    for s_dim, x_dim in zip(reversed(slope.shape), reversed(x_shape), strict=False):
+        if s_dim not in (1, x_dim):
+            raise InvalidArgument(
+                f"{where}: shape {list(slope.shape)} is not broadcastable to the input's "
+                f"shape {list(x_shape)}"
+            )
+
+
+def bind(
+    function: Function,
+    params: Mapping[str, Any],
+    *,
+    x_shape: tuple[int, ...],
+    x_dtype: np.dtype[Any],
+    field_prefix: str = "params",
+) -> Call:
+    """Validates `params` for a call on an input of `x_shape` and `x_dtype`.
+
+    Raises InvalidArgument naming the field for an unknown, ill-typed,
+    out-of-range or missing parameter.
+    """
+    known = {p.name for p in function.params}
+    for name in params:
+        if name not in known:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise InvalidArgument(
+                f"{field_prefix}[{name!r}]: unknown parameter for {function.name} "
+                f"(allowed: {allowed})"
+            )
+    scalars: dict[str, float] = {}
+    tensors: dict[str, npt.NDArray[Any]] = {}
+    static: list[tuple[str, Any]] = []
+    gradient_static: list[tuple[str, Any]] = []
+    for param in function.params:
+        where = f"{field_prefix}[{param.name!r}]"
+        if param.name in params:
+            value = _check_value(param, params[param.name], where)
+        elif param.required:
+            raise InvalidArgument(f"{where}: is required for {function.name}")
+        else:
+            value = param.default
+        if param.kind is ParamKind.TENSOR:
+            _check_slope(value, x_shape, x_dtype, where)
+            tensors[param.name] = value
+            gradient_static += [("x_rank", len(x_shape)), ("slope_shape", tuple(value.shape))]
+        elif param.runtime:
+            scalars[param.name] = float(value)
+        elif param.name == "axis":
+            static.append(("axis", _normalize_axis(value, len(x_shape), where)))
+        else:
+            static.append((param.name, value))
+    return Call(
+        function=function,
+        scalars=scalars,
+        tensors=tensors,
+        static=tuple(static),
+        gradient_static=tuple(gradient_static),
+    )

@@ -1,0 +1,242 @@
+"""Runs catalog calls on onnxruntime: execution providers, the session cache, dtypes.
+
+Sessions are built once per (function, forward|gradient, graph dtype, structural
+parameters) and kept in a bounded LRU; per-request scalars (alpha, beta,
+temperature, ...) are graph inputs, so a stream of distinct values reuses one
+session. Nothing here imports grpc.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from actgrad_server import graphs
+from actgrad_server.catalog import CATALOG, Call, bind
+from actgrad_server.errors import ConfigError
+
+__all__ = ["CacheInfo", "Engine", "GradientResult", "resolve_providers"]
+
+_LOGGER = logging.getLogger(__name__)
+
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+# Dtypes with a graph of their own; bfloat16 runs the float32 graph (see _graph_dtype).
+_GRAPH_DTYPES = ("float32", "float64", "float16")
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class GradientResult:
+    grad_input: Array
+    grad_params: Mapping[str, Array] = field(default_factory=dict)
+    output: Array | None = None
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    size: int
+    capacity: int
+    builds: int
+
+
+def resolve_providers(device: str, available: Sequence[str] | None = None) -> list[str]:
+    """Maps --device to an onnxruntime provider list, or raises ConfigError."""
+    available = list(ort.get_available_providers() if available is None else available)
+    if device == "cpu":
+        return [_CPU]
+    if device == "cuda":
+        if _CUDA not in available:
+            raise ConfigError(
+                "--device cuda: onnxruntime offers no CUDAExecutionProvider here "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu with a "
+                "matching CUDA runtime, or use --device cpu/auto"
+            )
+        return [_CUDA, _CPU]
+    if device == "auto":
+        if _CUDA in available:
+            _LOGGER.info("device auto: using CUDAExecutionProvider")
+            return [_CUDA, _CPU]
+        _LOGGER.info("device auto: CUDAExecutionProvider not available, using the CPU")
+        return [_CPU]
+    raise ConfigError(f"unknown device {device!r}")
+
+
+def _graph_dtype(dtype: np.dtype[Any]) -> str:
+    # onnxruntime's Python API cannot return bfloat16 arrays, and its CPU kernels
+    # for bfloat16 are few, so bfloat16 is widened exactly to float32, run through
+    # the float32 graph and rounded back (round-to-nearest-even) by ml_dtypes.
+    if dtype == _BFLOAT16:
+        return "float32"
+    name = dtype.name
+    if name not in _GRAPH_DTYPES:
+        raise TypeError(f"unsupported dtype {dtype}")
+    return name
+
+
+class Engine:
+    """Evaluates validated calls; safe to use from many threads."""
+
+    def __init__(
+        self,
+        *,
+        device: str = "auto",
+        cache_size: int = 128,
+        intra_op_threads: int = 0,
+        available_providers: Sequence[str] | None = None,
+    ) -> None:
+        self._providers = resolve_providers(device, available_providers)
+        self._capacity = cache_size
+        self._options = ort.SessionOptions()
+        # Pinned so that results do not change with the fusions a level enables.
+        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        self._options.intra_op_num_threads = intra_op_threads
+        self._options.inter_op_num_threads = 1
+        self._options.log_severity_level = 3
+        self._sessions: OrderedDict[tuple[Any, ...], ort.InferenceSession] = OrderedDict()
+        self._lock = threading.Lock()
+        self._builds = 0
+        self._providers_in_use: list[str] = list(self._providers)
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the sessions actually use."""
+        return list(self._providers_in_use)
+
+    def cache_info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(len(self._sessions), self._capacity, self._builds)
+
+    def warm_up(self, dtypes: Sequence[str] = ("float32",)) -> None:
+        """Builds and runs the default forward and gradient graph of every function."""
+        for function in CATALOG:
+            for dtype_name in dtypes:
+                dtype = np.dtype(dtype_name)
+                x = np.linspace(-3.0, 3.0, 8, dtype=dtype).reshape(2, 4)
+                params: dict[str, Any] = {}
+                if function.name == "prelu":
+                    params["slope"] = np.full((4,), 0.25, dtype=dtype)
+                call = bind(function, params, x_shape=x.shape, x_dtype=x.dtype)
+                self.activate(call, x)
+                self.gradient(call, x, None)
+        _LOGGER.info(
+            "warm-up done: %d sessions on %s",
+            len(self._sessions),
+            ", ".join(self._providers_in_use),
+        )
+
+    def _session(self, key: tuple[Any, ...], build: Any) -> ort.InferenceSession:
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is not None:
+                self._sessions.move_to_end(key)
+                return session
+            # Built under the lock: a build takes milliseconds and happens once per
+            # key, and this stops a burst of identical requests building it N times.
+            model = build()
+            session = ort.InferenceSession(
+                model.SerializeToString(), sess_options=self._options, providers=self._providers
+            )
+            self._builds += 1
+            self._providers_in_use = session.get_providers()
+            self._sessions[key] = session
+            while len(self._sessions) > self._capacity:
+                self._sessions.popitem(last=False)
+            _LOGGER.debug("built session %s", key)
+            return session
+
+    def _feeds(self, call: Call, x: Array, graph_dtype: str) -> dict[str, Any]:
+        feeds: dict[str, Any] = {"x": x}
+        for name in graphs.runtime_inputs(call.function.name):
+            feeds[name] = np.asarray(call.scalars[name], dtype=np.float64)
+        for name, tensor in call.tensors.items():
+            feeds[name] = tensor.astype(graph_dtype) if tensor.dtype == _BFLOAT16 else tensor
+        return feeds
+
+    @staticmethod
+    def _prepare(call: Call, x: Array) -> tuple[Array, str, tuple[int, ...]]:
+        graph_dtype = _graph_dtype(x.dtype)
+        if x.dtype == _BFLOAT16:
+            x = x.astype(np.float32)
+        # Softmax of a 0-d input is over one element along one axis, as in PyTorch.
+        if call.function.name == "softmax" and x.ndim == 0:
+            x = x.reshape(1)
+        return x, graph_dtype, x.shape
+
+    def activate(self, call: Call, x: Array) -> Array:
+        """Forward value of `call` at `x`, in x's dtype and shape."""
+        if x.size == 0:
+            return np.empty(x.shape, dtype=x.dtype)
+        out_dtype, out_shape = x.dtype, x.shape
+        xg, graph_dtype, _ = self._prepare(call, x)
+        name = call.function.name
+        key = (name, "forward", graph_dtype, call.static)
+        session = self._session(
+            key, lambda: graphs.build_forward(name, graph_dtype, **dict(call.static))
+        )
+        (y,) = session.run(["y"], self._feeds(call, xg, graph_dtype))
+        return _finish(y, out_dtype, out_shape)
+
+    def gradient(
+        self,
+        call: Call,
+        x: Array,
+        grad_output: Array | None,
+        *,
+        with_output: bool = False,
+    ) -> GradientResult:
+        """Vector-Jacobian product at `x` with `grad_output` (ones when None)."""
+        out_dtype, out_shape = x.dtype, x.shape
+        if x.size == 0:
+            empty = np.empty(x.shape, dtype=x.dtype)
+            params = {n: np.zeros(t.shape, dtype=t.dtype) for n, t in call.tensors.items()}
+            return GradientResult(empty, params, empty.copy() if with_output else None)
+        xg, graph_dtype, shape = self._prepare(call, x)
+        if grad_output is None:
+            g = np.ones(shape, dtype=xg.dtype)
+        else:
+            g = grad_output.astype(np.float32) if grad_output.dtype == _BFLOAT16 else grad_output
+            g = g.reshape(shape)
+        name = call.function.name
+        static = call.static + call.gradient_static
+        key = (name, "gradient", graph_dtype, static, with_output)
+        session = self._session(
+            key,
+            lambda: graphs.build_gradient(
+                name, graph_dtype, with_output=with_output, **dict(static)
+            ),
+        )
+        outputs = ["grad_input"] + [f"grad_{n}" for n in call.tensors]
+        if with_output:
+            outputs.append("y")
+        feeds = self._feeds(call, xg, graph_dtype)
+        feeds["grad_output"] = g
+        results = session.run(outputs, feeds)
+        grad_input = _finish(results[0], out_dtype, out_shape)
+        grad_params = {
+            n: _finish(r, t.dtype, t.shape)
+            for (n, t), r in zip(
+                call.tensors.items(), results[1 : 1 + len(call.tensors)], strict=True
+            )
+        }
+        output = _finish(results[-1], out_dtype, out_shape) if with_output else None
+        return GradientResult(grad_input, grad_params, output)
+
+
+def _finish(result: Array, dtype: np.dtype[Any], shape: tuple[int, ...]) -> Array:
+    if result.dtype != dtype:
+        result = result.astype(dtype)
+    if result.shape != shape:
+        result = result.reshape(shape)
+    return result

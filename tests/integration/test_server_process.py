@@ -1,0 +1,99 @@
+"""`actgrad serve` as a real process: start-up, a call, INTERNAL on bugs, SIGTERM exit."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+import actgrad
+from actgrad import Client
+from actgrad_server.api._errors import INTERNAL_MESSAGE
+from actgrad_server.app import ActgradServer
+from actgrad_server.config import Settings
+from actgrad_server.engine import Engine
+
+
+def _wait_for_port(proc: subprocess.Popen[str], deadline: float) -> int:
+    assert proc.stderr is not None
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"serving actgrad\.v1 on [^ ]+:(\d+)", line)
+        if match:
+            return int(match.group(1))
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def test_serve_command_answers_and_exits_zero_on_sigterm() -> None:
+    env = dict(os.environ, ACTGRAD_DEVICE="cpu", ACTGRAD_GRACE="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actgrad", "serve", "--port", "0", "--host", "127.0.0.1"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        port = _wait_for_port(proc, time.monotonic() + 60)
+        with Client(f"127.0.0.1:{port}", timeout=10) as c:
+            np.testing.assert_allclose(c.activate([0.0], "sigmoid"), [0.5])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def test_cuda_device_without_cuda_fails_at_start() -> None:
+    if "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run(
+        [sys.executable, "-m", "actgrad", "serve", "--port", "0", "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "CUDAExecutionProvider" in proc.stderr
+
+
+class _BrokenEngine(Engine):
+    def warm_up(self, dtypes: Any = ("float32",)) -> None:
+        pass
+
+    def activate(self, call: Any, x: Any) -> Any:
+        raise RuntimeError("secret internal detail")
+
+
+def test_unexpected_errors_are_internal_with_a_generic_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(host="127.0.0.1", port=0, device="cpu")
+    server = ActgradServer(settings, engine=_BrokenEngine(device="cpu"))
+    server.start()
+    try:
+        with Client(f"127.0.0.1:{server.port}", timeout=10) as c:
+            with pytest.raises(actgrad.InternalError) as info:
+                c.activate([1.0], "relu")
+            assert info.value.code == grpc.StatusCode.INTERNAL
+            assert info.value.details == INTERNAL_MESSAGE
+            assert "secret" not in info.value.details
+            # The server keeps serving other RPCs.
+            assert c.gradient([1.0], "relu")[0] == 1.0
+    finally:
+        server.stop(0).wait(10)
+    assert "secret internal detail" in caplog.text

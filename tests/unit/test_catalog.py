@@ -1,0 +1,94 @@
+"""The catalog: names, aliases, defaults and parameter checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actgrad_server import catalog, graphs
+from actgrad_server.errors import InvalidArgument, NotFound
+
+F32 = np.dtype(np.float32)
+
+
+def test_catalog_matches_graph_builders() -> None:
+    assert {f.name for f in catalog.CATALOG} == set(graphs.FUNCTIONS)
+    for function in catalog.CATALOG:
+        runtime = tuple(p.name for p in function.params if p.runtime)
+        assert graphs.runtime_inputs(function.name) == runtime
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("silu", "swish"),
+        ("scaled_tanh", "xtanh"),
+        ("sinusoidal", "xsin"),
+        ("GELU", "gelu"),
+        ("leaky-relu", "leaky_relu"),
+    ],
+)
+def test_aliases(name: str, canonical: str) -> None:
+    assert catalog.lookup(name).name == canonical
+
+
+def test_unknown_name_suggests_close_matches() -> None:
+    with pytest.raises(NotFound, match="'swish'"):
+        catalog.lookup("swsh")
+
+
+def test_defaults() -> None:
+    call = catalog.bind(catalog.lookup("selu"), {}, x_shape=(3,), x_dtype=F32)
+    assert call.scalars == {"alpha": 1.6732632423543772848, "gamma": 1.0507009873554804934}
+    # The SELU constants round to ONNX's float32 defaults.
+    assert np.float32(call.scalars["alpha"]) == np.float32(1.67326319217681884765625)
+    assert np.float32(call.scalars["gamma"]) == np.float32(1.05070102214813232421875)
+    softmax = catalog.bind(catalog.lookup("softmax"), {}, x_shape=(2, 5), x_dtype=F32)
+    assert softmax.static == (("axis", 1), ("log", False))
+    assert softmax.scalars == {"temperature": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "fragment"),
+    [
+        ("relu", {"alpha": 0.1}, "unknown parameter"),
+        ("leaky_relu", {"alpha": True}, "number"),
+        ("leaky_relu", {"alpha": float("inf")}, "finite"),
+        ("softmax", {"temperature": 0.0}, "> 0"),
+        ("softmax", {"axis": 1.5}, "integer"),
+        ("softmax", {"axis": 5}, "out of range"),
+        ("softmax", {"log": "yes"}, "boolean"),
+        ("gelu", {"approximate": "foo"}, "'none', 'tanh'"),
+        ("prelu", {}, "required"),
+        ("prelu", {"slope": 0.5}, "tensor"),
+        ("prelu", {"slope": np.ones(4, dtype=np.float32)}, "broadcastable"),
+        ("prelu", {"slope": np.ones(3, dtype=np.float64)}, "dtype"),
+    ],
+)
+def test_refusals_name_the_field(name: str, params: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        catalog.bind(catalog.lookup(name), params, x_shape=(2, 3), x_dtype=F32)
+    assert fragment in info.value.message
+    assert "params[" in info.value.message
+
+
+def test_integer_accepted_for_number_and_integral_number_for_integer() -> None:
+    call = catalog.bind(catalog.lookup("leaky_relu"), {"alpha": 1}, x_shape=(2,), x_dtype=F32)
+    assert call.scalars == {"alpha": 1.0}
+    call = catalog.bind(catalog.lookup("softmax"), {"axis": -2.0}, x_shape=(2, 3), x_dtype=F32)
+    assert ("axis", 0) in call.static
+
+
+def test_prelu_gradient_static_carries_slope_shape() -> None:
+    slope = np.ones((3, 1, 1), dtype=np.float32)
+    call = catalog.bind(
+        catalog.lookup("prelu"), {"slope": slope}, x_shape=(2, 3, 4, 5), x_dtype=F32
+    )
+    assert dict(call.gradient_static) == {"x_rank": 4, "slope_shape": (3, 1, 1)}
+
+
+def test_scalar_softmax_axis() -> None:
+    call = catalog.bind(catalog.lookup("softmax"), {"axis": -1}, x_shape=(), x_dtype=F32)
+    assert ("axis", 0) in call.static

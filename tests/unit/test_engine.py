@@ -1,0 +1,87 @@
+"""The engine: providers, the bounded session cache, dtypes, empty and 0-d inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from actgrad_server import catalog
+from actgrad_server.engine import Engine, resolve_providers
+from actgrad_server.errors import ConfigError
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(device="cpu", cache_size=8)
+
+
+def bind(name: str, x: Any, **params: Any) -> catalog.Call:
+    return catalog.bind(catalog.lookup(name), params, x_shape=x.shape, x_dtype=x.dtype)
+
+
+def test_cuda_without_provider_fails_clearly() -> None:
+    with pytest.raises(ConfigError, match="CUDAExecutionProvider"):
+        resolve_providers("cuda", available=["CPUExecutionProvider"])
+
+
+def test_auto_picks_cuda_only_when_offered() -> None:
+    assert resolve_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert resolve_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+
+
+def test_runtime_parameters_share_one_session() -> None:
+    engine = Engine(device="cpu", cache_size=4)
+    x = np.linspace(-2, 2, 9, dtype=np.float32)
+    for alpha in np.linspace(0.01, 0.5, 20):
+        y = engine.activate(bind("leaky_relu", x, alpha=float(alpha)), x)
+        np.testing.assert_allclose(y, np.where(x >= 0, x, np.float32(alpha) * x), rtol=1e-7)
+    assert engine.cache_info().builds == 1
+
+
+def test_cache_is_bounded() -> None:
+    engine = Engine(device="cpu", cache_size=3)
+    x = np.ones((2, 2, 2, 2, 2), dtype=np.float32)
+    for axis in range(5):
+        engine.activate(bind("softmax", x, axis=axis), x)
+    info = engine.cache_info()
+    assert info.size == 3 and info.builds == 5
+
+
+def test_bfloat16_runs_through_float32_and_rounds(engine: Engine) -> None:
+    x = np.linspace(-4, 4, 33).astype(BF16)
+    y = engine.activate(bind("sigmoid", x), x)
+    assert y.dtype == BF16
+    exact = 1 / (1 + np.exp(-x.astype(np.float64)))
+    np.testing.assert_array_equal(y, exact.astype(np.float32).astype(BF16))
+
+
+def test_empty_tensors_short_circuit(engine: Engine) -> None:
+    x = np.empty((3, 0, 5), dtype=np.float16)
+    assert engine.activate(bind("softmax", x, axis=1), x).shape == (3, 0, 5)
+    slope = np.ones((5,), dtype=np.float16)
+    result = engine.gradient(bind("prelu", x, slope=slope), x, None, with_output=True)
+    assert result.grad_input.shape == (3, 0, 5) and result.grad_input.dtype == np.float16
+    np.testing.assert_array_equal(result.grad_params["slope"], np.zeros(5, np.float16))
+    assert result.output is not None and result.output.shape == (3, 0, 5)
+
+
+def test_scalar_softmax(engine: Engine) -> None:
+    x = np.array(3.0)
+    assert engine.activate(bind("softmax", x), x).shape == ()
+    assert float(engine.activate(bind("softmax", x), x)) == 1.0
+    assert float(engine.gradient(bind("softmax", x), x, None).grad_input) == 0.0
+
+
+def test_warm_up_builds_every_function(engine: Engine) -> None:
+    fresh = Engine(device="cpu", cache_size=64)
+    fresh.warm_up()
+    assert fresh.cache_info().builds == 2 * len(catalog.CATALOG)
+    assert fresh.providers == ["CPUExecutionProvider"]
