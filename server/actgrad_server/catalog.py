@@ -393,7 +393,7 @@ def bind(
         if param.kind is ParamKind.TENSOR:
             _check_slope(value, x_shape, x_dtype, where)
             tensors[param.name] = value
-            gradient_static += [("x_rank", len(x_shape)), ("slope_shape", tuple(value.shape))]
+            gradient_static.append(("slope_shape", tuple(value.shape)))
         elif param.runtime:
             scalars[param.name] = float(value)
         elif param.name == "axis":

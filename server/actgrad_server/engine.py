@@ -181,9 +181,11 @@ class Engine:
         out_dtype, out_shape = x.dtype, x.shape
         xg, graph_dtype, _ = self._prepare(call, x)
         name = call.function.name
-        key = (name, "forward", graph_dtype, call.static)
+        # One graph per rank: a ranked graph can pass onnx.checker's full check.
+        static = (*call.static, ("x_rank", xg.ndim))
+        key = (name, "forward", graph_dtype, static)
         session = self._session(
-            key, lambda: graphs.build_forward(name, graph_dtype, **dict(call.static))
+            key, lambda: graphs.build_forward(name, graph_dtype, **dict(static))
         )
         (y,) = session.run(["y"], self._feeds(call, xg, graph_dtype))
         return _finish(y, out_dtype, out_shape)
@@ -209,7 +211,7 @@ class Engine:
             g = grad_output.astype(np.float32) if grad_output.dtype == _BFLOAT16 else grad_output
             g = g.reshape(shape)
         name = call.function.name
-        static = call.static + call.gradient_static
+        static = (*call.static, *call.gradient_static, ("x_rank", xg.ndim))
         key = (name, "gradient", graph_dtype, static, with_output)
         session = self._session(
             key,

@@ -1,0 +1,181 @@
+"""High-precision (mpmath) references for the activation graphs.
+
+Each reference returns (f(x), f'(x)) rounded to float64 from 40-digit arithmetic at the
+exact (already dtype-rounded) x; the float64 rounding adds 2**-53 relative, far below
+every tolerance tested.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import mpmath
+import numpy as np
+import numpy.typing as npt
+
+DPS = 40
+
+Mpf: TypeAlias = Any  # mpmath.mpf; mpmath has no type stubs
+Reference = Callable[[Mpf, tuple[float, ...]], tuple[Mpf, Mpf]]
+
+_TANH_K = mpmath.sqrt(2 / mpmath.pi)
+
+
+def _sigmoid(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    e = mpmath.exp(-x)
+    return 1 / (1 + e), e / (1 + e) ** 2
+
+
+def _tanh(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    return mpmath.tanh(x), mpmath.sech(x) ** 2
+
+
+def _relu(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    return (x, mpmath.mpf(1)) if x > 0 else (mpmath.mpf(0), mpmath.mpf(0))
+
+
+def _leaky_relu(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    alpha = mpmath.mpf(p[0])
+    return (x, mpmath.mpf(1)) if x > 0 else (alpha * x, alpha)
+
+
+def _swish(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    beta = mpmath.mpf(p[0])
+    v = beta * x
+    e = mpmath.exp(-v)
+    s = 1 / (1 + e)
+    return x * s, s + v * e / (1 + e) ** 2
+
+
+def _gelu(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    return x * mpmath.ncdf(x), mpmath.ncdf(x) + x * mpmath.npdf(x)
+
+
+def _gelu_tanh(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    c = mpmath.mpf("0.044715")
+    u = _TANH_K * (x + c * x**3)
+    # 0.5 (1 + tanh u) = sigmoid(2u), exact and without cancellation in mpmath either way
+    s = 1 / (1 + mpmath.exp(-2 * u))
+    du = _TANH_K * (1 + 3 * c * x**2)
+    return x * s, s + x * mpmath.sech(u) ** 2 * du / 2
+
+
+def _selu(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    alpha, gamma = mpmath.mpf(p[0]), mpmath.mpf(p[1])
+    if x > 0:
+        return gamma * x, gamma
+    return gamma * alpha * mpmath.expm1(x), gamma * alpha * mpmath.exp(x)
+
+
+def _xtanh(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    return x * mpmath.tanh(x), mpmath.tanh(x) + x * mpmath.sech(x) ** 2
+
+
+def _xsin(x: Mpf, p: tuple[float, ...]) -> tuple[Mpf, Mpf]:
+    return x * mpmath.sin(x), mpmath.sin(x) + x * mpmath.cos(x)
+
+
+REFERENCES: dict[str, Reference] = {
+    "sigmoid": _sigmoid,
+    "tanh": _tanh,
+    "relu": _relu,
+    "leaky_relu": _leaky_relu,
+    "swish": _swish,
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
+    "selu": _selu,
+    "xtanh": _xtanh,
+    "xsin": _xsin,
+}
+
+
+@functools.cache
+def _point(name: str, x: float, params: tuple[float, ...]) -> tuple[float, float]:
+    with mpmath.workdps(DPS):
+        f, d = REFERENCES[name](mpmath.mpf(x), params)
+        return float(f), float(d)
+
+
+def reference(
+    name: str, x: npt.NDArray[np.floating], params: tuple[float, ...] = ()
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(f(x), f'(x)) elementwise for finite x, at the exact values of x."""
+    pairs = [_point(name, float(v), params) for v in np.asarray(x).ravel()]
+    f = np.array([pair[0] for pair in pairs], dtype=np.float64).reshape(np.shape(x))
+    d = np.array([pair[1] for pair in pairs], dtype=np.float64).reshape(np.shape(x))
+    return f, d
+
+
+def softmax_reference(
+    x: npt.NDArray[np.floating],
+    g: npt.NDArray[np.floating],
+    axis: int,
+    temperature: float,
+    log: bool,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(forward, vector-Jacobian product with g) of (log_)softmax(x / T) along axis."""
+    with mpmath.workdps(DPS):
+        xs = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+        gs = np.moveaxis(np.asarray(g, dtype=np.float64), axis, -1)
+        out = np.empty(xs.shape)
+        vjp = np.empty(xs.shape)
+        t = mpmath.mpf(temperature)
+        for index in np.ndindex(xs.shape[:-1]):
+            z = [mpmath.mpf(float(v)) / t for v in xs[index]]
+            gv = [mpmath.mpf(float(v)) for v in gs[index]]
+            peak = max(z)
+            e = [mpmath.exp(v - peak) for v in z]
+            total = mpmath.fsum(e)
+            s = [v / total for v in e]
+            if log:
+                log_total = mpmath.log(total)
+                row = [v - peak - log_total for v in z]
+                g_sum = mpmath.fsum(gv)
+                grad = [(gi - si * g_sum) / t for gi, si in zip(gv, s, strict=True)]
+            else:
+                row = s
+                dot = mpmath.fsum(gi * si for gi, si in zip(gv, s, strict=True))
+                grad = [si * (gi - dot) / t for gi, si in zip(gv, s, strict=True)]
+            out[index] = [float(v) for v in row]
+            vjp[index] = [float(v) for v in grad]
+        return np.moveaxis(out, -1, axis), np.moveaxis(vjp, -1, axis)
+
+
+def normal_tail_coefficients(terms: int, a: float) -> tuple[float, ...]:
+    """Monomial coefficients of the Chebyshev interpolant (at ``terms`` nodes) of
+    M(u) = Phi(-t) exp(t^2 / 2) (t + a) / (2a), t = a (1 + u) / (1 - u), u in [-1, 1].
+
+    This regenerates actgrad_server.graphs.gelu.NORMAL_TAIL.
+    """
+    with mpmath.workdps(DPS):
+        a_mp = mpmath.mpf(a)
+
+        def m(u: Mpf) -> Mpf:
+            t = a_mp * (1 + u) / (1 - u)
+            return mpmath.ncdf(-t) * mpmath.exp(t * t / 2) * (t + a_mp) / (2 * a_mp)
+
+        half = mpmath.mpf(1) / 2
+        nodes = [mpmath.cos(mpmath.pi * (k + half) / terms) for k in range(terms)]
+        values = [m(node) for node in nodes]
+        cheb = [
+            2
+            * mpmath.fsum(
+                values[k] * mpmath.cos(mpmath.pi * j * (k + half) / terms) for k in range(terms)
+            )
+            / terms
+            for j in range(terms)
+        ]
+        cheb[0] /= 2
+        basis: list[list[Mpf]] = [[mpmath.mpf(1)], [mpmath.mpf(0), mpmath.mpf(1)]]
+        for _ in range(2, terms):
+            nxt = [mpmath.mpf(0)] + [2 * v for v in basis[-1]]
+            for i, v in enumerate(basis[-2]):
+                nxt[i] -= v
+            basis.append(nxt)
+        monomial = [mpmath.mpf(0)] * terms
+        for j in range(terms):
+            for i, v in enumerate(basis[j]):
+                monomial[i] += cheb[j] * v
+        return tuple(float(v) for v in monomial)
