@@ -149,7 +149,7 @@ CATALOG: tuple[Function, ...] = (
                 "slope",
                 ParamKind.TENSOR,
                 "Slope tensor of the input's dtype, unidirectionally broadcastable "
-                "to the input (right-aligned, as ONNX PRelu).",
+                "to the input (right-aligned, as ONNX PRelu); a number is a 0-d slope.",
                 required=True,
             ),
         ),
@@ -321,9 +321,13 @@ def _check_value(param: Param, value: Any, where: str) -> Any:
         if not isinstance(value, bool | np.bool_):
             raise InvalidArgument(f"{where}: must be a boolean, got {type(value).__name__}")
         return bool(value)
-    if not isinstance(value, np.ndarray):
-        raise InvalidArgument(f"{where}: must be a tensor, got {type(value).__name__}")
-    return value
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # A number stands for a 0-d tensor (one slope for every element); bind()
+        # gives it the input's dtype, as a scalar weight is in PyTorch.
+        return _check_number(param, value, where)
+    raise InvalidArgument(f"{where}: must be a tensor or a number, got {type(value).__name__}")
 
 
 def _normalize_axis(axis: int, rank: int, where: str) -> int:
@@ -391,6 +395,8 @@ def bind(
         else:
             value = param.default
         if param.kind is ParamKind.TENSOR:
+            if not isinstance(value, np.ndarray):
+                value = np.asarray(value, dtype=x_dtype)
             _check_slope(value, x_shape, x_dtype, where)
             tensors[param.name] = value
             gradient_static.append(("slope_shape", tuple(value.shape)))

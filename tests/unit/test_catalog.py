@@ -62,7 +62,8 @@ def test_defaults() -> None:
         ("softmax", {"log": "yes"}, "boolean"),
         ("gelu", {"approximate": "foo"}, "'none', 'tanh'"),
         ("prelu", {}, "required"),
-        ("prelu", {"slope": 0.5}, "tensor"),
+        ("prelu", {"slope": "steep"}, "tensor"),
+        ("prelu", {"slope": float("nan")}, "finite"),
         ("prelu", {"slope": np.ones(4, dtype=np.float32)}, "broadcastable"),
         ("prelu", {"slope": np.ones(3, dtype=np.float64)}, "dtype"),
     ],
@@ -92,3 +93,10 @@ def test_prelu_gradient_static_carries_slope_shape() -> None:
 def test_scalar_softmax_axis() -> None:
     call = catalog.bind(catalog.lookup("softmax"), {"axis": -1}, x_shape=(), x_dtype=F32)
     assert ("axis", 0) in call.static
+
+
+def test_number_slope_is_a_scalar_tensor_of_the_input_dtype() -> None:
+    call = catalog.bind(catalog.lookup("prelu"), {"slope": 0.25}, x_shape=(2, 3), x_dtype=F32)
+    slope = call.tensors["slope"]
+    assert slope.shape == () and slope.dtype == F32 and float(slope) == 0.25
+    assert dict(call.gradient_static) == {"slope_shape": ()}
