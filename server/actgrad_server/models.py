@@ -1,0 +1,162 @@
+"""The catalog as Open Inference Protocol (KServe v2 / Triton) models.
+
+Every function is a model named after it (`gelu`: inputs `x` [, `slope`] -> `y`) and
+every gradient a model `<name>_grad` (inputs `x`, `grad_output` [, `slope`] ->
+`grad_input` [, `grad_slope`]). Aliases name the same models (`silu`, `silu_grad`).
+Tensor parameters (PReLU's `slope`) are inputs; the other parameters travel as request
+parameters. The OIP front end (`api/oip.py`) and the Triton exporter
+(`triton_export.py`) both read this table; it knows nothing of gRPC.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from actgrad._codec import dtype_info
+from actgrad_server import catalog
+from actgrad_server.errors import NotFound
+from actgrad_server.oip import model_config_pb2 as mc
+
+__all__ = [
+    "DATATYPES",
+    "GRADIENT_SUFFIX",
+    "MODELS",
+    "PLATFORM",
+    "VERSION",
+    "Model",
+    "datatype_of",
+    "lookup_model",
+    "model_config",
+]
+
+GRADIENT_SUFFIX = "_grad"
+# One version per model: the graphs change only with the server.
+VERSION = "1"
+PLATFORM = "onnxruntime_onnx"
+
+# OIP datatype names of the served dtypes (numpy dtypes come from the codec's table).
+DATATYPES: Mapping[str, np.dtype[Any]] = {
+    "FP32": dtype_info("float32").numpy,
+    "FP64": dtype_info("float64").numpy,
+    "FP16": dtype_info("float16").numpy,
+    "BF16": dtype_info("bfloat16").numpy,
+}
+_CONFIG_TYPES: Mapping[str, int] = {
+    "FP32": mc.TYPE_FP32,
+    "FP64": mc.TYPE_FP64,
+    "FP16": mc.TYPE_FP16,
+    "BF16": mc.TYPE_BF16,
+}
+
+
+def datatype_of(dtype: np.dtype[Any]) -> str:
+    """The OIP datatype name of a served numpy dtype (float32 -> "FP32")."""
+    for name, known in DATATYPES.items():
+        if known == dtype:
+            return name
+    raise KeyError(str(dtype))
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model: a function's forward pass or its vector-Jacobian product."""
+
+    name: str
+    function: catalog.Function
+    gradient: bool
+
+    @property
+    def tensor_params(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.function.params if p.kind is catalog.ParamKind.TENSOR)
+
+    @property
+    def request_params(self) -> tuple[catalog.Param, ...]:
+        return tuple(p for p in self.function.params if p.kind is not catalog.ParamKind.TENSOR)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        if self.gradient:
+            return ("x", "grad_output", *self.tensor_params)
+        return ("x", *self.tensor_params)
+
+    @property
+    def optional_inputs(self) -> tuple[str, ...]:
+        """Inputs the served model may go without (grad_output defaults to ones)."""
+        return ("grad_output",) if self.gradient else ()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        if self.gradient:
+            return ("grad_input", *(f"grad_{name}" for name in self.tensor_params))
+        return ("y",)
+
+
+MODELS: tuple[Model, ...] = tuple(
+    Model(function.name + suffix, function, gradient=bool(suffix))
+    for function in catalog.CATALOG
+    for suffix in ("", GRADIENT_SUFFIX)
+)
+
+_BY_NAME: dict[str, Model] = {}
+for _model in MODELS:
+    _suffix = GRADIENT_SUFFIX if _model.gradient else ""
+    for _name in (_model.function.name, *_model.function.aliases):
+        _BY_NAME[_name + _suffix] = _model
+
+
+def lookup_model(name: str) -> Model:
+    """Finds a model by its exact name (canonical or alias); NotFound names close matches."""
+    model = _BY_NAME.get(name)
+    if model is None:
+        close = difflib.get_close_matches(name, list(_BY_NAME), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise NotFound(f"unknown model {name!r}{hint} (models are function names and <name>_grad)")
+    return model
+
+
+def model_config(
+    model: Model,
+    *,
+    datatype: str = "FP32",
+    rank: int | None = None,
+    tensor_shapes: Mapping[str, Sequence[int]] | None = None,
+    served: bool = True,
+) -> mc.ModelConfig:
+    """The Triton configuration of `model` for the onnxruntime backend.
+
+    `rank` None (the served model, any rank) declares x-shaped tensors as [-1]; an int
+    declares that many variable dims. `tensor_shapes` fixes tensor parameters' dims
+    (e.g. {"slope": (1,)}); otherwise they are [-1]. `served` marks grad_output optional,
+    as the service defaults it to ones; an exported graph needs it.
+    """
+    data_type = _CONFIG_TYPES[datatype]
+    x_dims = [-1] if rank is None else [-1] * rank
+    shapes = tensor_shapes or {}
+
+    def dims(name: str) -> list[int]:
+        param = name.removeprefix("grad_")
+        if param in model.tensor_params:
+            return [int(d) for d in shapes.get(param, (-1,))]
+        return list(x_dims)
+
+    config = mc.ModelConfig(
+        name=model.name,
+        backend="onnxruntime",
+        max_batch_size=0,
+        default_model_filename="model.onnx",
+    )
+    for name in model.inputs:
+        config.input.add(
+            name=name,
+            data_type=data_type,
+            dims=dims(name),
+            optional=served and name in model.optional_inputs,
+        )
+    for name in model.outputs:
+        config.output.add(name=name, data_type=data_type, dims=dims(name))
+    return config
