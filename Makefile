@@ -6,15 +6,33 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: install serve test check lint format types stubs stubs-check unit integration clean
+.PHONY: install serve test check lint format types stubs stubs-check unit integration clean bench node-deps deploy-deps deploy
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[server,dev]'
+	$(PY) -m pip install --quiet -e '.[server,dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The Node.js client test's npm packages (tests/node), pinned by its package-lock.json.
+NODE_DIR := tests/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: apt-get install nodejs npm" >&2; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+node-deps: $(NODE_STAMP)
+
+# Debian's nginx for tests/deploy's load-balancer tests (installed only when missing).
+deploy-deps:
+	scripts/install_nginx.sh
+
+# The compose file, Dockerfiles and nginx config, checked without a Docker engine.
+deploy: install deploy-deps
+	$(PY) -m pytest tests/deploy
 
 serve: install
 	$(VENV)/bin/actgrad serve --host $(HOST) --port $(PORT)
@@ -42,11 +60,18 @@ check: stubs-check lint types
 unit: install
 	$(PY) -m pytest tests/unit
 
-integration: install
+integration: install node-deps
 	$(PY) -m pytest tests/integration
 
-test: check
+test: check node-deps deploy-deps
 	$(PY) -m pytest
+
+# The benchmark (not a test): latency, throughput and server memory against the
+# transport and compute floors; writes bench/results/. Flags go in BENCH_ARGS, e.g.
+# make bench BENCH_ARGS="--sizes 16,1Ki,64Ki --repeats 3"; `$(PY) -m bench --help`.
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -21,4 +21,19 @@ for committed in client/actgrad/v1/*_pb2*.py*; do
     status=1
   fi
 done
+# The Open Inference Protocol stubs in the server package.
+scripts/generate_oip_stubs.sh "$PY" "$scratch/oip"
+for generated in "$scratch"/oip/actgrad_server/oip/*.py "$scratch"/oip/actgrad_server/oip/*.pyi; do
+  committed="server/actgrad_server/oip/$(basename "$generated")"
+  if ! cmp -s "$generated" "$committed"; then
+    echo "stale generated stub: $committed (run: make stubs)" >&2
+    status=1
+  fi
+done
+for committed in server/actgrad_server/oip/*_pb2*.py*; do
+  if [ ! -e "$scratch/oip/actgrad_server/oip/$(basename "$committed")" ]; then
+    echo "generated stub without a proto: $committed" >&2
+    status=1
+  fi
+done
 exit $status

@@ -13,3 +13,7 @@ rm -f "$OUT"/actgrad/v1/*_pb2.py "$OUT"/actgrad/v1/*_pb2.pyi "$OUT"/actgrad/v1/*
   --grpc_python_out="$OUT" \
   proto/actgrad/v1/*.proto
 touch "$OUT"/actgrad/v1/__init__.py
+# The Open Inference Protocol stubs live in the server package (see the script).
+rm -f server/actgrad_server/oip/*_pb2.py server/actgrad_server/oip/*_pb2.pyi \
+  server/actgrad_server/oip/*_pb2_grpc.py
+scripts/generate_oip_stubs.sh "$PY" server

@@ -10,6 +10,7 @@ blocking channel and `AsyncClient` awaits it on a `grpc.aio` channel.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import grpc.aio
 import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from actgrad import _codec
 from actgrad._types import FunctionInfo, Limits, ParamDefault, ParamInfo, ServerInfo, VjpResult
@@ -31,6 +33,10 @@ __all__ = ["AsyncClient", "Client"]
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_ATTEMPTS = 5
+# gRPC caps a retry policy's maxAttempts at 5.
+_MAX_ATTEMPTS_LIMIT = 5
+_ACTIVATION_SERVICE = activation_pb2.DESCRIPTOR.services_by_name["ActivationService"].full_name
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -48,6 +54,7 @@ class _Rpc(Generic[ResultT]):
     method: str
     request: Message
     parse: Callable[[Any], ResultT]
+    service: str = "activation"  # which stub (see `_stub`) runs it
 
 
 class _BaseClient:
@@ -60,6 +67,12 @@ class _BaseClient:
         timeout: float,
         max_message_bytes: int,
         options: ChannelOptions | None,
+        tls: bool | None = None,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+        token: str | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         if not isinstance(target, str) or not target:
             raise ValueError("target must be a non-empty 'host:port' string")
@@ -70,10 +83,17 @@ class _BaseClient:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes}")
         self._max_message_bytes = max_message_bytes
-        # Our size limits first; a caller's option with the same key wins.
+        self._credentials = _channel_credentials(
+            tls, root_certificates, certificate_chain, private_key
+        )
+        self._metadata: tuple[tuple[str, str], ...] = (
+            () if token is None else (("authorization", f"Bearer {_check_token(token)}"),)
+        )
+        # Our options first; a caller's option with the same key wins.
         merged: dict[str, Any] = {
             "grpc.max_send_message_length": max_message_bytes,
             "grpc.max_receive_message_length": max_message_bytes,
+            **_retry_options(max_attempts, max_message_bytes),
         }
         merged.update(dict(options or ()))
         self._channel_options: list[tuple[str, Any]] = list(merged.items())
@@ -94,11 +114,22 @@ class _BaseClient:
         """True once `close()` was called; further calls raise RuntimeError."""
         return self._closed
 
+    @property
+    def secure(self) -> bool:
+        """True when the channel uses TLS."""
+        return self._credentials is not None
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"{type(self).__name__}({self._target!r}, timeout={self._timeout}, {state})"
+        tls = ", tls" if self.secure else ""
+        return f"{type(self).__name__}({self._target!r}, timeout={self._timeout}{tls}, {state})"
 
     # -- shared by the I/O of both clients --------------------------------------
+
+    def _call_options(self, deadline: float) -> dict[str, Any]:
+        if self._metadata:
+            return {"timeout": deadline, "metadata": self._metadata}
+        return {"timeout": deadline}
 
     def _deadline(self, timeout: float | None) -> float:
         if self._closed:
@@ -189,6 +220,16 @@ class _BaseClient:
     def _server_info_rpc(self) -> _Rpc[ServerInfo]:
         return _Rpc("GetServerInfo", activation_pb2.GetServerInfoRequest(), _server_info)
 
+    def _health_rpc(self, service: str) -> _Rpc[str]:
+        if not isinstance(service, str):
+            raise TypeError(f"service must be a str, got {type(service).__name__}")
+        return _Rpc(
+            "Check",
+            health_pb2.HealthCheckRequest(service=service),
+            _health_status,
+            service="health",
+        )
+
 
 class Client(_BaseClient):
     """Blocking client of an actgrad server. numpy arrays in, numpy arrays out.
@@ -208,6 +249,21 @@ class Client(_BaseClient):
 
     `max_message_bytes` sets the channel's send and receive limits; `options` are
     extra ``grpc`` channel arguments (they override ours on the same key).
+
+    Security: `root_certificates` (PEM bytes of the CA that signed the server's
+    certificate) turns on TLS; `certificate_chain` and `private_key` (PEM bytes)
+    are the client certificate of mutual TLS; ``tls=True`` alone uses the system's
+    roots. `token` is sent as ``authorization: Bearer <token>`` on every call
+    (use it over TLS)::
+
+        ca = Path("ca.pem").read_bytes()
+        with Client("actgrad.internal:443", root_certificates=ca, token=token) as client:
+            ...
+
+    Calls that end in UNAVAILABLE (no server reachable, or one draining) are
+    retried with exponential backoff (0.1 s doubling, at most 2 s) within the
+    call's deadline, up to `max_attempts` attempts in all (1 turns it off, gRPC
+    allows at most 5); no other status is retried.
     """
 
     def __init__(
@@ -217,12 +273,32 @@ class Client(_BaseClient):
         timeout: float = DEFAULT_TIMEOUT,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: ChannelOptions | None = None,
+        tls: bool | None = None,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+        token: str | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         super().__init__(
-            target, timeout=timeout, max_message_bytes=max_message_bytes, options=options
+            target,
+            timeout=timeout,
+            max_message_bytes=max_message_bytes,
+            options=options,
+            tls=tls,
+            root_certificates=root_certificates,
+            certificate_chain=certificate_chain,
+            private_key=private_key,
+            token=token,
+            max_attempts=max_attempts,
         )
-        self._channel = grpc.insecure_channel(target, options=self._channel_options)
-        self._stub = _make_stub(self._channel)
+        if self._credentials is None:
+            self._channel = grpc.insecure_channel(target, options=self._channel_options)
+        else:
+            self._channel = grpc.secure_channel(
+                target, self._credentials, options=self._channel_options
+            )
+        self._stubs: dict[str, Any] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -238,8 +314,9 @@ class Client(_BaseClient):
 
     def _invoke(self, rpc: _Rpc[ResultT], timeout: float | None) -> ResultT:
         deadline = self._deadline(timeout)
+        stub = _stub(self._stubs, self._channel, rpc.service)
         try:
-            response = getattr(self._stub, rpc.method)(rpc.request, timeout=deadline)
+            response = getattr(stub, rpc.method)(rpc.request, **self._call_options(deadline))
         except grpc.RpcError as exc:
             raise from_grpc_error(exc) from exc
         return rpc.parse(response)
@@ -334,6 +411,17 @@ class Client(_BaseClient):
         """
         return self._invoke(self._server_info_rpc(), timeout)
 
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """grpc.health.v1 status of `service` ("" = the whole server), e.g. ``"SERVING"``.
+
+        ``"NOT_SERVING"`` while the server warms up or drains. Health needs no token.
+        An unknown service raises `NotFoundError`; an unreachable server
+        `UnavailableError` (health checks are not retried)::
+
+            ready = client.health() == "SERVING"
+        """
+        return self._invoke(self._health_rpc(service), timeout)
+
 
 class AsyncClient(_BaseClient):
     """asyncio client with the same methods as `Client`, awaitable.
@@ -353,13 +441,28 @@ class AsyncClient(_BaseClient):
         timeout: float = DEFAULT_TIMEOUT,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: ChannelOptions | None = None,
+        tls: bool | None = None,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+        token: str | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         super().__init__(
-            target, timeout=timeout, max_message_bytes=max_message_bytes, options=options
+            target,
+            timeout=timeout,
+            max_message_bytes=max_message_bytes,
+            options=options,
+            tls=tls,
+            root_certificates=root_certificates,
+            certificate_chain=certificate_chain,
+            private_key=private_key,
+            token=token,
+            max_attempts=max_attempts,
         )
         self._channel: grpc.aio.Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stub: Any = None
+        self._stubs: dict[str, Any] = {}
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -374,26 +477,33 @@ class AsyncClient(_BaseClient):
             if self._channel is not None:
                 await self._channel.close(grace=None)
 
-    def _connected_stub(self) -> Any:
+    def _connected_stub(self, service: str) -> Any:
         # grpc.aio binds a channel to the loop it is created in; made in __init__
         # outside a running loop, it would hang on another loop than asyncio.run's.
         loop = asyncio.get_running_loop()
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._target, options=self._channel_options)
-            self._stub = _make_stub(self._channel)
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(
+                    self._target, options=self._channel_options
+                )
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self._target, self._credentials, options=self._channel_options
+                )
+            self._stubs = {}
             self._loop = loop
         elif loop is not self._loop:
             raise RuntimeError(
                 "this AsyncClient is bound to the event loop of its first call; "
                 "create one client per event loop"
             )
-        return self._stub
+        return _stub(self._stubs, self._channel, service)
 
     async def _invoke(self, rpc: _Rpc[ResultT], timeout: float | None) -> ResultT:
         deadline = self._deadline(timeout)
-        stub = self._connected_stub()
+        stub = self._connected_stub(rpc.service)
         try:
-            response = await getattr(stub, rpc.method)(rpc.request, timeout=deadline)
+            response = await getattr(stub, rpc.method)(rpc.request, **self._call_options(deadline))
         except grpc.RpcError as exc:
             raise from_grpc_error(exc) from exc
         return rpc.parse(response)
@@ -458,13 +568,110 @@ class AsyncClient(_BaseClient):
         """Awaitable `Client.server_info`: ``info = await client.server_info()``."""
         return await self._invoke(self._server_info_rpc(), timeout)
 
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """Awaitable `Client.health`: ``ready = await client.health() == "SERVING"``."""
+        return await self._invoke(self._health_rpc(service), timeout)
+
 
 # -- helpers of the base (no I/O) ------------------------------------------------
 
 
-def _make_stub(channel: grpc.Channel | grpc.aio.Channel) -> Any:
-    # The generated stub is untyped; `_invoke` looks its methods up by name.
-    return activation_pb2_grpc.ActivationServiceStub(channel)  # type: ignore[no-untyped-call]
+def _stub(stubs: dict[str, Any], channel: grpc.Channel | grpc.aio.Channel, service: str) -> Any:
+    """The stub of `service` on `channel`, made on first use and kept in `stubs`."""
+    stub = stubs.get(service)
+    if stub is None:
+        # The generated stubs are untyped; `_invoke` looks their methods up by name.
+        if service == "health":
+            stub = health_pb2_grpc.HealthStub(channel)
+        else:
+            stub = activation_pb2_grpc.ActivationServiceStub(channel)  # type: ignore[no-untyped-call]
+        stubs[service] = stub
+    return stub
+
+
+def _check_pem(value: Any, name: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, bytes) or not value.strip():
+        raise TypeError(f"{name} must be non-empty PEM bytes, got {type(value).__name__}")
+    return value
+
+
+def _channel_credentials(
+    tls: bool | None,
+    root_certificates: bytes | None,
+    certificate_chain: bytes | None,
+    private_key: bytes | None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials, or None for a plaintext channel.
+
+    `tls=None` means TLS when any certificate is given; `tls=True` alone verifies
+    the server against the system's roots.
+    """
+    roots = _check_pem(root_certificates, "root_certificates")
+    chain = _check_pem(certificate_chain, "certificate_chain")
+    key = _check_pem(private_key, "private_key")
+    if (chain is None) != (key is None):
+        raise ValueError("certificate_chain and private_key must be given together")
+    wants_tls = roots is not None or chain is not None
+    if tls is None:
+        tls = wants_tls
+    elif not isinstance(tls, bool):
+        raise TypeError(f"tls must be a bool or None, got {type(tls).__name__}")
+    if not tls:
+        if wants_tls:
+            raise ValueError("tls=False contradicts the certificates given")
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=key, certificate_chain=chain
+    )
+
+
+def _check_token(token: Any) -> str:
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, got {type(token).__name__}")
+    if not token or any(not (0x21 <= ord(ch) <= 0x7E) for ch in token):
+        raise ValueError("token must be non-empty printable ASCII without spaces")
+    return token
+
+
+def _retry_options(max_attempts: Any, max_message_bytes: int) -> dict[str, Any]:
+    """Channel options of the retry policy: UNAVAILABLE only, exponential backoff.
+
+    Only UNAVAILABLE (no server, or one draining) is retried: every other code is
+    an answer that a retry would repeat. Every RPC of the service is idempotent.
+    """
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+        raise TypeError(f"max_attempts must be an int, got {type(max_attempts).__name__}")
+    if not 1 <= max_attempts <= _MAX_ATTEMPTS_LIMIT:
+        raise ValueError(f"max_attempts must be in 1..{_MAX_ATTEMPTS_LIMIT}, got {max_attempts}")
+    if max_attempts == 1:
+        return {"grpc.enable_retries": 0}
+    config = {
+        "methodConfig": [
+            {
+                "name": [{"service": _ACTIVATION_SERVICE}],
+                "retryPolicy": {
+                    "maxAttempts": max_attempts,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+    return {
+        "grpc.enable_retries": 1,
+        "grpc.service_config": json.dumps(config),
+        # A call is retried only while its request fits the retry buffer (256 KiB
+        # by default); large tensors need the buffer as large as a message.
+        "grpc.per_rpc_retry_buffer_size": max_message_bytes,
+    }
+
+
+def _health_status(response: health_pb2.HealthCheckResponse) -> str:
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
 def _check_timeout(timeout: Any, *, name: str) -> float:

@@ -9,12 +9,17 @@ Examples::
     actgrad grad gelu -1 0 1 --grad-output 1 1 0.5 --param approximate=tanh
     actgrad softmax 1 2 3 4 --shape 2 2 --axis 0 --temperature 0.5
     actgrad info
+    actgrad health --timeout 3              # exit 0 only when the server says SERVING
     actgrad serve --help                    # needs the server: pip install 'actgrad[server]'
+    actgrad export-triton repo/ --functions gelu   # a Triton model repository (server package)
 
 Negative numbers are values, not options (``-1``, ``-1e-3``, ``-inf``); ``--``
 also ends the options as usual. ``--target`` defaults to ``$ACTGRAD_TARGET``,
-else localhost:50051. A failed call prints ``error: <CODE>: <details>`` to stderr
-and exits with 1; a bad command line exits with 2.
+else localhost:50051; ``--ca-file``, ``--cert-file``/``--key-file`` and
+``--token-file`` connect to a server with TLS, mutual TLS or bearer tokens. A
+failed call prints ``error: <CODE>: <details>`` to stderr and exits with 1;
+``health`` exits with 1 when the status is not SERVING; a bad command line exits
+with 2.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -42,7 +48,8 @@ TARGET_ENV = "ACTGRAD_TARGET"
 _DTYPE_NAMES = [info.name for info in _codec.DTYPES]
 _SERVER_HINT = "install the server with: pip install 'actgrad[server]'"
 
-Handler = Callable[[Client, argparse.Namespace, TextIO], None]
+# A handler prints its result; it may return an exit status (None = 0).
+Handler = Callable[[Client, argparse.Namespace, TextIO], int | None]
 
 
 def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
@@ -53,6 +60,8 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "serve":
         return _serve(args_list[1:])
+    if args_list and args_list[0] == "export-triton":
+        return _export_triton(args_list[1:])
     env = os.environ if environ is None else environ
     parser = build_parser(default_target=env.get(TARGET_ENV) or DEFAULT_TARGET)
     args = parser.parse_args(protect_negative_numbers(args_list))
@@ -61,16 +70,18 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
         return 2
     handler: Handler = args.handler
     try:
-        with Client(args.target, timeout=args.timeout) as client:
-            handler(client, args, sys.stdout)
+        security = _security_options(args)
+        with Client(args.target, timeout=args.timeout, **security) as client:
+            status = handler(client, args, sys.stdout)
     except ActgradError as exc:
         print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
         return 1
-    except (TypeError, ValueError) as exc:
-        # Refused before any call (a shape that does not fit, a bad parameter type).
+    except (TypeError, ValueError, OSError) as exc:
+        # Refused before any call (a shape that does not fit, a bad parameter type,
+        # a certificate file that cannot be read).
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 def build_parser(*, default_target: str = DEFAULT_TARGET) -> argparse.ArgumentParser:
@@ -98,9 +109,26 @@ def build_parser(*, default_target: str = DEFAULT_TARGET) -> argparse.ArgumentPa
         default=DEFAULT_TIMEOUT,
         help=f"deadline of the call in seconds (default: {DEFAULT_TIMEOUT})",
     )
+    connection.add_argument(
+        "--ca-file", metavar="PEM", help="CA certificate of the server's TLS certificate"
+    )
+    connection.add_argument(
+        "--cert-file", metavar="PEM", help="client certificate chain (mutual TLS)"
+    )
+    connection.add_argument("--key-file", metavar="PEM", help="private key of --cert-file")
+    connection.add_argument(
+        "--tls", action="store_true", help="use TLS with the system's roots (implied by --ca-file)"
+    )
+    connection.add_argument(
+        "--token-file", metavar="FILE", help="file holding a bearer token (first line)"
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands.add_parser(
         "serve", help="start the server (needs actgrad[server]; see 'actgrad serve --help')"
+    )
+    commands.add_parser(
+        "export-triton",
+        help="write a Triton model repository (needs actgrad[server]; see --help)",
     )
 
     functions = commands.add_parser(
@@ -144,6 +172,16 @@ def build_parser(*, default_target: str = DEFAULT_TARGET) -> argparse.ArgumentPa
     info = commands.add_parser("info", parents=[connection], help="server version and limits")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(command="info", handler=_cmd_info)
+
+    health = commands.add_parser(
+        "health",
+        parents=[connection],
+        help="grpc.health.v1 status; exits 0 only when SERVING",
+    )
+    health.add_argument(
+        "--service", default="", help="service to check (default: '', the whole server)"
+    )
+    health.set_defaults(command="health", handler=_cmd_health)
 
     return parser
 
@@ -272,6 +310,31 @@ def _cmd_info(client: Client, args: argparse.Namespace, out: TextIO) -> None:
             out.write(f"{key}: {value}\n")
 
 
+def _cmd_health(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    status = client.health(args.service)
+    out.write(status + "\n")
+    return 0 if status == "SERVING" else 1
+
+
+def _security_options(args: argparse.Namespace) -> dict[str, Any]:
+    def read(path: str | None) -> bytes | None:
+        return None if path is None else Path(path).read_bytes()
+
+    given = {
+        "root_certificates": read(args.ca_file),
+        "certificate_chain": read(args.cert_file),
+        "private_key": read(args.key_file),
+    }
+    # Only what was asked for: a plain command line builds a plain Client.
+    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if args.tls:
+        options["tls"] = True
+    if args.token_file is not None:
+        lines = Path(args.token_file).read_text().splitlines()
+        options["token"] = lines[0].strip() if lines else ""
+    return options
+
+
 # -- formatting and input --------------------------------------------------------
 
 
@@ -342,3 +405,15 @@ def _serve(argv: list[str]) -> int:
         return 2
     status = module.serve_main(argv)
     return int(status) if status is not None else 0
+
+
+def _export_triton(argv: list[str]) -> int:
+    try:
+        module = importlib.import_module("actgrad_server.triton_export")
+    except ImportError as exc:
+        print(
+            f"error: 'actgrad export-triton' needs the server package ({exc}); {_SERVER_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+    return int(module.export_main(argv))

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from actgrad_server import app, config
 from actgrad_server.errors import ConfigError
+from actgrad_server.logs import configure_logging
 
 __all__ = ["serve_main"]
 
@@ -32,10 +33,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"actgrad serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         return app.serve(settings)
     except ConfigError as exc:

@@ -16,9 +16,11 @@ from typing import Any
 
 from actgrad_server.errors import ConfigError
 
-__all__ = ["DEVICES", "Settings", "add_arguments", "from_args", "load"]
+__all__ = ["DEVICES", "LOG_FORMATS", "LOG_LEVELS", "Settings", "add_arguments", "from_args", "load"]
 
 DEVICES = ("auto", "cpu", "cuda")
+LOG_FORMATS = ("plain", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MiB = 1 << 20
 
 
@@ -56,6 +58,35 @@ class Settings:
         default=10.0, metadata=_opt("seconds in-flight calls get to finish on SIGTERM")
     )
     log_level: str = field(default="INFO", metadata=_opt("logging level"))
+    log_format: str = field(
+        default="plain",
+        metadata=_opt("log format: plain text, or json (one object per line)", choices=LOG_FORMATS),
+    )
+    access_log: bool = field(
+        default=True, metadata=_opt("log one line per call (rpc, status, duration, request id)")
+    )
+    reflection: bool = field(
+        default=True, metadata=_opt("serve grpc.reflection.v1alpha (--no-reflection to turn off)")
+    )
+    metrics_port: int = field(
+        default=-1,
+        metadata=_opt("port of the Prometheus /metrics endpoint; -1 = off, 0 = any free port"),
+    )
+    metrics_host: str = field(
+        default="127.0.0.1", metadata=_opt("address the /metrics endpoint binds")
+    )
+    tls_cert: str = field(
+        default="", metadata=_opt("PEM certificate chain file; with --tls-key turns on TLS")
+    )
+    tls_key: str = field(default="", metadata=_opt("PEM private key file of --tls-cert"))
+    tls_client_ca: str = field(
+        default="",
+        metadata=_opt("PEM CA file; when set, clients must present a certificate it signed"),
+    )
+    auth_token_file: str = field(
+        default="",
+        metadata=_opt("file of accepted bearer tokens, one per line; when set, calls need one"),
+    )
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -76,6 +107,25 @@ class Settings:
             raise ConfigError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.grace < 0:
             raise ConfigError(f"grace must be >= 0, got {self.grace}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be -1 (off) or 0..65535, got {self.metrics_port}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key must be given together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+
+    @property
+    def tls(self) -> bool:
+        """True when the server listens with TLS."""
+        return bool(self.tls_cert)
 
 
 def _fields() -> list[dataclasses.Field[Any]]:
@@ -108,6 +158,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         env = "ACTGRAD_" + f.name.upper()
         meta = dict(f.metadata)
         help_text = f"{meta.pop('help')} (env {env}; default {f.default!r})"
+        if f.type in (bool, "bool"):
+            # --reflection / --no-reflection; unset stays None and falls back to the env.
+            meta["action"] = argparse.BooleanOptionalAction
         parser.add_argument(flag, dest=f.name, default=None, help=help_text, **meta)
 
 

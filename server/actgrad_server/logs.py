@@ -1,0 +1,103 @@
+"""Logging set-up: one format (plain or JSON lines) and the request id of each call.
+
+The request id of the call a thread is serving lives in a context variable, set by
+the server interceptor for the duration of the call; a filter copies it onto every
+log record (``-`` outside calls), so any ``_LOGGER.info`` inside a call carries it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = [
+    "JsonFormatter",
+    "RequestIdFilter",
+    "configure_logging",
+    "current_request_id",
+    "request_id_scope",
+]
+
+_NO_REQUEST = "-"
+_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "actgrad_request_id", default=_NO_REQUEST
+)
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+# Attributes every LogRecord has; anything else was passed through `extra=`.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "taskName",
+}
+
+
+def current_request_id() -> str:
+    """The request id of the call this thread serves, or ``"-"`` outside calls."""
+    return _REQUEST_ID.get()
+
+
+@contextmanager
+def request_id_scope(request_id: str) -> Iterator[None]:
+    """Makes `request_id` the current one until the block ends."""
+    token = _REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        _REQUEST_ID.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id`` (the current call's id) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = _REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extras.
+
+    ``_LOGGER.info("done", extra={"rpc": "Activate"})`` adds ``"rpc": "Activate"``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", _NO_REQUEST),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Sets up the root logger once for `actgrad serve` (stderr, the chosen format)."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

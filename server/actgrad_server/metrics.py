@@ -1,0 +1,129 @@
+"""Prometheus metrics of one server, in a registry of its own (no module globals).
+
+Each `ActgradServer` owns a `ServerMetrics`; the interceptor records every call in
+it, and the engine's session cache is read at scrape time. `serve_http` exposes
+``/metrics`` on its own port (prometheus-client's WSGI server, a daemon thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from actgrad_server.engine import CacheInfo
+
+__all__ = ["ServerMetrics"]
+
+_LOGGER = logging.getLogger(__name__)
+
+# From half a millisecond (a small tensor over loopback) to ten seconds.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class _CacheCollector(Collector):
+    """Reads the engine's session cache when scraped."""
+
+    def __init__(self, cache_info: Callable[[], CacheInfo]) -> None:
+        self._cache_info = cache_info
+
+    def collect(self) -> Iterator[Any]:
+        info = self._cache_info()
+        yield GaugeMetricFamily(
+            "actgrad_session_cache_size", "onnxruntime sessions in the cache", value=info.size
+        )
+        yield GaugeMetricFamily(
+            "actgrad_session_cache_capacity",
+            "most onnxruntime sessions the cache keeps",
+            value=info.capacity,
+        )
+        yield CounterMetricFamily(
+            "actgrad_graph_builds", "ONNX graphs built into sessions", value=info.builds
+        )
+
+
+class ServerMetrics:
+    """The metrics of one server. `registry` is what ``/metrics`` shows."""
+
+    def __init__(self, cache_info: Callable[[], CacheInfo]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.received = Counter(
+            "actgrad_requests_received",
+            "Calls accepted, counted before they wait for a thread, by rpc",
+            ["rpc"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "actgrad_requests",
+            "Finished calls by rpc, function, dtype and status code",
+            ["rpc", "function", "dtype", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "actgrad_request_duration_seconds",
+            "Time from the handler's start to its end, by rpc",
+            ["rpc"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "actgrad_requests_in_flight",
+            "Calls being handled now",
+            registry=self.registry,
+        )
+        self.bytes_in = Counter(
+            "actgrad_request_bytes",
+            "Serialized request message bytes, by rpc",
+            ["rpc"],
+            registry=self.registry,
+        )
+        self.bytes_out = Counter(
+            "actgrad_response_bytes",
+            "Serialized response message bytes, by rpc",
+            ["rpc"],
+            registry=self.registry,
+        )
+        self.serving = Gauge(
+            "actgrad_serving",
+            "1 while health says SERVING, 0 while warming up or draining",
+            registry=self.registry,
+        )
+        self.registry.register(_CacheCollector(cache_info))
+        self._http: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Starts ``/metrics`` on host:port (0 = any free port); returns the port."""
+        self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        bound: int = self._http.server_port
+        return bound
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

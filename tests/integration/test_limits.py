@@ -1,0 +1,172 @@
+"""Limits and backpressure: concurrency, message size, deadlines and cancellation."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from _running import SlowEngine, make_client, running, sample, scrape, settings
+
+import actgrad
+from actgrad import Client
+
+KINDS = ["sync", "async"]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_over_the_concurrency_limit_a_call_is_refused_at_once(kind: str) -> None:
+    engine = SlowEngine()
+    config = settings(max_concurrent_rpcs=2, threads=4, metrics_port=0)
+    x = np.linspace(-4.0, 4.0, 9)
+    with running(config, engine=engine) as server, futures.ThreadPoolExecutor(2) as pool:
+        target = f"127.0.0.1:{server.port}"
+        held = [pool.submit(_activate, target, x) for _ in range(2)]
+        engine.wait_entered(2)
+        client = make_client(kind, target, timeout=30.0)
+        try:
+            # The engine is still held: a hang would end in DEADLINE_EXCEEDED instead.
+            with pytest.raises(actgrad.ResourceExhaustedError) as info:
+                client.activate(x, "sigmoid")
+            assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert not any(f.done() for f in held)
+            engine.release.set()
+            for future in held:
+                np.testing.assert_allclose(future.result(30), _sigmoid(x), rtol=1e-12)
+            np.testing.assert_allclose(client.activate(x, "sigmoid"), _sigmoid(x), rtol=1e-12)
+        finally:
+            engine.release.set()
+            client.close()
+        assert engine.entered == 3  # the refused call never reached the engine
+        text = scrape(server.metrics_port or 0)
+        assert sample(text, "actgrad_requests_in_flight") == 0
+
+
+def _activate(target: str, x: np.ndarray) -> np.ndarray:
+    with Client(target, timeout=60.0) as client:
+        return client.activate(x, "sigmoid")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_oversized_message_is_resource_exhausted_and_the_next_call_works(kind: str) -> None:
+    limit = 1 << 20
+    with running(settings(max_message_bytes=limit)) as server:
+        client = make_client(kind, f"127.0.0.1:{server.port}")  # the client allows 64 MiB
+        try:
+            big = np.ones(limit // 8 + 1024, dtype=np.float64)  # just over 1 MiB of data
+            with pytest.raises(actgrad.ResourceExhaustedError) as info:
+                client.activate(big, "relu")
+            assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            small = np.array([-1.0, 2.0], dtype=np.float32)
+            y = client.activate(small, "relu")
+            assert y.dtype == np.float32 and y.tolist() == [0.0, 2.0]
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_response_over_the_limit_is_resource_exhausted_and_the_next_call_works(
+    kind: str,
+) -> None:
+    limit = 1 << 20
+    with running(settings(max_message_bytes=limit)) as server:
+        client = make_client(kind, f"127.0.0.1:{server.port}")
+        try:
+            # The request fits; grad_input and output together do not.
+            x = np.ones(limit // 8 - 4096, dtype=np.float64)
+            with pytest.raises(actgrad.ResourceExhaustedError) as info:
+                client.vjp(x, "relu", return_output=True)
+            assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            np.testing.assert_array_equal(client.gradient(x, "relu"), np.ones_like(x))
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_over_max_elements_is_invalid_argument(kind: str) -> None:
+    with running(settings(max_elements=1000, max_rank=3)) as server:
+        client = make_client(kind, f"127.0.0.1:{server.port}")
+        try:
+            with pytest.raises(actgrad.InvalidArgumentError) as info:
+                client.activate(np.zeros(1001, dtype=np.float32), "relu")
+            assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(actgrad.InvalidArgumentError):
+                client.activate(np.zeros((1, 1, 1, 1), dtype=np.float32), "relu")
+            assert client.activate(np.zeros(1000, dtype=np.float32), "relu").shape == (1000,)
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_call_whose_deadline_passed_in_the_queue_is_not_computed(kind: str) -> None:
+    # One thread: a second call waits in the queue behind the held one.
+    engine = SlowEngine()
+    config = settings(threads=1, metrics_port=0)
+    x = np.array([0.5, -0.5])
+    with running(config, engine=engine) as server, futures.ThreadPoolExecutor(1) as pool:
+        target = f"127.0.0.1:{server.port}"
+        held = pool.submit(_activate, target, x)
+        engine.wait_entered(1)
+        client = make_client(kind, target)
+        try:
+            with pytest.raises(actgrad.DeadlineExceededError) as info:
+                client.activate(x, "sigmoid", timeout=0.5)
+            assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            engine.release.set()
+            np.testing.assert_allclose(held.result(30), _sigmoid(x), rtol=1e-12)
+            # With one thread, this call runs after the expired one was taken off the queue.
+            np.testing.assert_allclose(client.activate(x, "sigmoid"), _sigmoid(x), rtol=1e-12)
+        finally:
+            engine.release.set()
+            client.close()
+        assert engine.entered == 2, "the expired call reached the engine"
+        text = scrape(server.metrics_port or 0)
+        assert sample(text, "actgrad_requests_in_flight") == 0
+        assert client_health(target) == "SERVING"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_call_cancelled_while_computing_leaks_nothing(kind: str) -> None:
+    engine = SlowEngine()
+    config = settings(threads=2, metrics_port=0)
+    x = np.array([1.0, 2.0])
+    with running(config, engine=engine) as server:
+        target = f"127.0.0.1:{server.port}"
+        client = make_client(kind, target)
+        try:
+            with pytest.raises(actgrad.DeadlineExceededError):
+                client.activate(x, "sigmoid", timeout=0.5)
+            assert engine.entered == 1
+            engine.release.set()
+            for _ in range(4):  # more calls than threads: no thread was lost
+                np.testing.assert_allclose(client.activate(x, "sigmoid"), _sigmoid(x), rtol=1e-12)
+        finally:
+            engine.release.set()
+            client.close()
+        text = scrape(server.metrics_port or 0)
+        assert sample(text, "actgrad_requests_in_flight") == 0
+        rpc = "actgrad.v1.ActivationService/Activate"
+        ok = sample(
+            text, "actgrad_requests_total", rpc=rpc, function="sigmoid", dtype="float64", code="OK"
+        )
+        assert ok == 4
+        late = sample(
+            text,
+            "actgrad_requests_total",
+            rpc=rpc,
+            function="sigmoid",
+            dtype="float64",
+            code="DEADLINE_EXCEEDED",
+        )
+        assert late == 1
+
+
+def client_health(target: str) -> Any:
+    with Client(target, timeout=10.0) as client:
+        return client.health()
