@@ -1,0 +1,718 @@
+"""``python -m bench``: runs the phases, interleaved and repeated, and writes the reports.
+
+Phases (``--phases``, all by default):
+
+- ``latency``: for every size and operation, each subject's p50 and p99 of one call
+  at a time. After a warm-up (not measured), every round runs every (size, operation,
+  subject) cell with the subject order rotated by one each round, so that drift in
+  the machine's load falls on all subjects alike. The servers' RSS high-water mark is
+  read per size.
+- ``throughput``: calls per second for small tensors at each concurrency level, the
+  same rotation. Load comes from one asyncio event loop per cell with that many
+  calls in flight on one channel (see `_throughput_cell` for why).
+- ``memory``: for each ``--memory-sizes`` size, a fresh server serves one call and
+  its peak RSS is read; a tensor that cannot fit one message is reported as needing
+  streaming, not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import math
+import shlex
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from actgrad import ActgradError
+from actgrad_server.config import DEVICES, Settings
+from bench import report
+from bench._proc import REPO_ROOT
+from bench.machine import load_average, machine_info
+from bench.subjects import (
+    COMPUTE_FLOOR,
+    DEFAULT_SUBJECTS,
+    SERVICE,
+    SUBJECTS,
+    TRANSPORT_FLOOR,
+    Prepared,
+    Setup,
+    Subject,
+)
+from bench.workloads import OPS, compute_floor, make_input, request_bytes, session_setup
+
+__all__ = ["Config", "main", "parse_count", "run"]
+
+_LOGGER = logging.getLogger("bench")
+
+PHASES = ("latency", "throughput", "memory")
+_SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+_SCHEMA = 1
+
+
+def parse_count(text: str) -> int:
+    """``"16"``, ``"64Ki"``, ``"16Mi"``, ``"1Gi"`` (binary multiples) -> a positive int."""
+    text = text.strip()
+    scale = 1
+    for suffix, value in _SUFFIXES.items():
+        if text.endswith(suffix):
+            text, scale = text[: -len(suffix)], value
+            break
+    try:
+        count = int(text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 16, 64Ki, 16Mi)") from None
+    if count <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {count}")
+    return count
+
+
+def format_count(count: int) -> str:
+    """The inverse of `parse_count` where exact: 65536 -> ``"64Ki"``."""
+    for suffix, value in reversed(_SUFFIXES.items()):
+        if count >= value and count % value == 0:
+            return f"{count // value}{suffix}"
+    return str(count)
+
+
+def _list(parse: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
+    def parse_list(text: str) -> tuple[Any, ...]:
+        return tuple(parse(item) for item in text.split(",") if item.strip())
+
+    return parse_list
+
+
+def _choices(allowed: Sequence[str]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(allowed)}")
+        return text
+
+    return check
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    out: Path
+    name: str
+    phases: tuple[str, ...]
+    sizes: tuple[int, ...]
+    ops: tuple[str, ...]
+    subjects: tuple[str, ...]
+    repeats: int
+    warmup: int
+    cell_seconds: float
+    min_calls: int
+    max_calls: int
+    concurrency: tuple[int, ...]
+    throughput_elements: int
+    throughput_seconds: float
+    throughput_warmup: float
+    memory_sizes: tuple[int, ...]
+    device: str
+    max_message_bytes: int
+    max_concurrent_rpcs: int | None
+    server_args: tuple[str, ...]
+    seed: int
+    note: str
+
+    def as_json(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["out"] = str(self.out)
+        return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="actgrad against its transport floor (a bare gRPC echo) and its "
+        "compute floor (onnxruntime in-process). Counts take Ki/Mi/Gi suffixes.",
+    )
+    add = parser.add_argument
+    add("--out", type=Path, default=REPO_ROOT / "bench" / "results", help="output folder")
+    add("--name", default=None, help="file stem of the outputs (default: bench, or memory)")
+    add(
+        "--phases",
+        type=_list(_choices(PHASES)),
+        default=PHASES,
+        help=f"comma-separated phases to run (default: {','.join(PHASES)})",
+    )
+    add("--memory", action="store_true", help="shorthand for --phases memory --name memory")
+    add(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        default=None,
+        help="run nothing: rewrite the Markdown and PNG of an earlier run's JSON file",
+    )
+    add(
+        "--sizes",
+        type=_list(parse_count),
+        default=(16, 1 << 10, 1 << 16, 1 << 20, 1 << 24),
+        help="float32 element counts for latency (default: 16,1Ki,64Ki,1Mi,16Mi)",
+    )
+    add("--ops", type=_list(_choices(tuple(OPS))), default=tuple(OPS), help="operations")
+    add(
+        "--subjects",
+        type=_list(_choices(tuple(SUBJECTS))),
+        default=DEFAULT_SUBJECTS,
+        help=f"what to measure, of {', '.join(SUBJECTS)} (default: {','.join(DEFAULT_SUBJECTS)})",
+    )
+    add("--repeats", type=_positive_int, default=5, help="interleaved rounds (default: 5)")
+    add("--warmup", type=_positive_int, default=20, help="untimed calls per cell (default: 20)")
+    add(
+        "--cell-seconds",
+        type=_positive_float,
+        default=0.3,
+        help="target time of one cell in one round; sets its call count (default: 0.3)",
+    )
+    add("--min-calls", type=_positive_int, default=5, help="calls per cell per round, at least")
+    add("--max-calls", type=_positive_int, default=300, help="calls per cell per round, at most")
+    add(
+        "--concurrency",
+        type=_list(_positive_int),
+        default=(1, 8, 64),
+        help="throughput concurrency levels (default: 1,8,64)",
+    )
+    add("--throughput-elements", type=parse_count, default=16, help="tensor size for throughput")
+    add("--throughput-seconds", type=_positive_float, default=2.0, help="measured time per cell")
+    add("--throughput-warmup", type=_positive_float, default=0.5, help="unmeasured lead-in")
+    add(
+        "--memory-sizes",
+        type=_list(parse_count),
+        default=(1 << 24, 1 << 26),
+        help="element counts for the memory phase (default: 16Mi,64Mi = 64 and 256 MiB)",
+    )
+    add("--device", choices=DEVICES, default="cpu", help="the server's --device (default: cpu)")
+    add(
+        "--max-message-bytes",
+        type=parse_count,
+        default=80 << 20,
+        help="gRPC message limit of every server and client (default: 80Mi: a 16Mi-element "
+        "float32 request is 64 MiB plus its header, just over the server's 64 MiB default)",
+    )
+    add(
+        "--max-concurrent-rpcs",
+        type=_positive_int,
+        default=None,
+        help="every server's concurrency cap (default: actgrad serve's, "
+        f"{Settings().max_concurrent_rpcs})",
+    )
+    add(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra `actgrad serve` flag, repeatable (e.g. --server-arg=--no-access-log)",
+    )
+    add("--seed", type=int, default=0, help="seed of the input arrays")
+    add("--note", default="", help="free text for the report (e.g. the machine was shared)")
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> Config:
+    args = build_parser().parse_args(argv)
+    phases = ("memory",) if args.memory else tuple(dict.fromkeys(args.phases))
+    name = args.name or ("memory" if phases == ("memory",) else "bench")
+    if args.min_calls > args.max_calls:
+        raise SystemExit("python -m bench: --min-calls must not exceed --max-calls")
+    return Config(
+        out=args.out,
+        name=name,
+        phases=phases,
+        sizes=tuple(sorted(set(args.sizes))),
+        ops=tuple(dict.fromkeys(args.ops)),
+        subjects=tuple(dict.fromkeys(args.subjects)),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        cell_seconds=args.cell_seconds,
+        min_calls=args.min_calls,
+        max_calls=args.max_calls,
+        concurrency=tuple(dict.fromkeys(args.concurrency)),
+        throughput_elements=args.throughput_elements,
+        throughput_seconds=args.throughput_seconds,
+        throughput_warmup=args.throughput_warmup,
+        memory_sizes=tuple(sorted(set(args.memory_sizes))),
+        device=args.device,
+        max_message_bytes=args.max_message_bytes,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        server_args=tuple(args.server_arg),
+        seed=args.seed,
+        note=args.note,
+    )
+
+
+def _rotated(items: Sequence[Subject], by: int) -> list[Subject]:
+    if not items:
+        return []
+    k = by % len(items)
+    return [*items[k:], *items[:k]]
+
+
+def _us(nanoseconds: float) -> float:
+    return round(nanoseconds / 1000.0, 3)
+
+
+def _streaming_reason(what: str, size: int, limit: int) -> str:
+    return (
+        f"needs streaming: the {what} ({size} bytes) is over the gRPC message limit "
+        f"({limit} bytes = {report.format_bytes(limit)})"
+    )
+
+
+# -- latency -------------------------------------------------------------------------
+
+
+def _warm_up(prepared: Prepared, calls: int, budget_s: float) -> list[int]:
+    """Runs untimed calls (checking the first answer); returns the durations after it."""
+    prepared.check(prepared.call())
+    durations: list[int] = []
+    deadline = time.perf_counter() + budget_s
+    for _ in range(max(calls - 1, 1)):
+        start = time.perf_counter_ns()
+        prepared.call()
+        durations.append(time.perf_counter_ns() - start)
+        if time.perf_counter() > deadline and len(durations) >= 2:
+            break
+    return durations
+
+
+def _sample(call: Callable[[], object], calls: int) -> list[int]:
+    # The collector is paused so that a client-side GC pass lands on no subject.
+    gc.collect()
+    gc.disable()
+    try:
+        samples = []
+        for _ in range(calls):
+            start = time.perf_counter_ns()
+            call()
+            samples.append(time.perf_counter_ns() - start)
+        return samples
+    finally:
+        gc.enable()
+
+
+def _latency_phase(
+    config: Config, subjects: Sequence[Subject], setup: Setup
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ops = [OPS[name] for name in config.ops]
+    inputs = {n: make_input(n, config.seed) for n in config.sizes}
+    cells: dict[tuple[str, str, int], Prepared] = {}
+    skipped: dict[tuple[str, str, int], str] = {}
+    wire: dict[tuple[str, int], int] = {}
+    for n, x in inputs.items():
+        for op in ops:
+            reference = compute_floor(op, x, setup.sessions)()
+            wire[op.name, n] = len(request_bytes(op, x))
+            for subject in subjects:
+                key = (subject.name, op.name, n)
+                if subject.role != COMPUTE_FLOOR and wire[op.name, n] > setup.max_message_bytes:
+                    skipped[key] = _streaming_reason(
+                        "request", wire[op.name, n], setup.max_message_bytes
+                    )
+                else:
+                    cells[key] = subject.prepare(op, x, reference)
+
+    _LOGGER.info("latency: warm-up and answer checks")
+    calls: dict[tuple[str, int], int] = {}
+    for n in config.sizes:
+        for op in ops:
+            slowest = 1.0
+            for subject in subjects:
+                prepared = cells.get((subject.name, op.name, n))
+                if prepared is not None:
+                    durations = _warm_up(prepared, config.warmup, config.cell_seconds)
+                    slowest = max(slowest, statistics.median(durations))
+            # One call count per (operation, size) for all subjects: equal sample sizes.
+            wanted = int(config.cell_seconds * 1e9 / slowest)
+            calls[op.name, n] = min(max(wanted, config.min_calls), config.max_calls)
+
+    samples: dict[tuple[str, str, int], list[list[int]]] = defaultdict(list)
+    servers = [s for s in subjects if s.process is not None]
+    peak_resets = all(s.process.reset_peak() for s in servers if s.process is not None)
+    memory: dict[tuple[str, int], dict[str, int]] = {}
+    for round_index in range(config.repeats):
+        order = _rotated(subjects, round_index)
+        for n in config.sizes:
+            before = {}
+            for s in servers:
+                assert s.process is not None
+                if peak_resets:
+                    s.process.reset_peak()
+                before[s.name] = s.process.rss_bytes()
+            for op in ops:
+                for subject in order:
+                    key = (subject.name, op.name, n)
+                    if key in cells:
+                        samples[key].append(_sample(cells[key].call, calls[op.name, n]))
+            for s in servers:
+                assert s.process is not None
+                peak = s.process.peak_rss_bytes()
+                seen = memory.setdefault((s.name, n), {"peak_rss_bytes": 0, "growth_bytes": 0})
+                seen["peak_rss_bytes"] = max(seen["peak_rss_bytes"], peak)
+                seen["growth_bytes"] = max(seen["growth_bytes"], peak - before[s.name])
+        _LOGGER.info("latency: round %d/%d done", round_index + 1, config.repeats)
+
+    rows: list[dict[str, Any]] = []
+    for n in config.sizes:
+        for op in ops:
+            for subject in subjects:
+                key = (subject.name, op.name, n)
+                row: dict[str, Any] = {
+                    "op": op.name,
+                    "label": op.label,
+                    "elements": n,
+                    "tensor_bytes": int(inputs[n].nbytes),
+                    "request_bytes": wire[op.name, n],
+                    "subject": subject.name,
+                    "role": subject.role,
+                }
+                if key in skipped:
+                    row["skipped"] = skipped[key]
+                else:
+                    rounds = samples[key]
+                    flat = np.concatenate([np.asarray(r, dtype=np.float64) for r in rounds])
+                    p50, p99 = np.percentile(flat, [50, 99])
+                    row.update(
+                        samples=int(flat.size),
+                        calls_per_round=calls[op.name, n],
+                        p50_us=_us(p50),
+                        p99_us=_us(p99),
+                        mean_us=_us(float(flat.mean())),
+                        min_us=_us(float(flat.min())),
+                        max_us=_us(float(flat.max())),
+                        round_p50_us=[_us(float(np.median(r))) for r in rounds],
+                    )
+                rows.append(row)
+
+    memory_rows = [
+        {
+            "subject": name,
+            "elements": n,
+            "tensor_bytes": int(inputs[n].nbytes),
+            **values,
+            "peak_reset_per_size": peak_resets,
+        }
+        for (name, n), values in sorted(memory.items(), key=lambda item: (item[0][1], item[0][0]))
+    ]
+    return rows, memory_rows
+
+
+# -- throughput ----------------------------------------------------------------------
+
+
+def _status_name(exc: BaseException) -> str:
+    code = exc.code if isinstance(exc, ActgradError) else getattr(exc, "code", None)
+    if callable(code):
+        code = code()
+    return code.name if isinstance(code, grpc.StatusCode) else type(exc).__name__
+
+
+async def _throughput_cell(
+    subject: Subject, x: np.ndarray[Any, Any], concurrency: int, config: Config
+) -> dict[str, Any]:
+    """`concurrency` calls kept in flight from one event loop on one channel.
+
+    asyncio rather than one thread per call: with 64 sync clients the Python client
+    pays a GIL hand-off and a thread wake-up per call, which on a small machine costs
+    more than the server's work on 16 elements, so the number would describe the
+    client. One loop keeps the client's cost per call low and the same for actgrad
+    and the echo; the server's own CPU time per call is read from /proc as well, a
+    measure that does not depend on the client at all.
+    """
+    op = OPS["activate"]
+    completed = 0
+    errors: Counter[str] = Counter()
+    stop = False
+    async with subject.async_calls(op, x) as call:
+
+        async def worker() -> None:
+            nonlocal completed
+            while not stop:
+                try:
+                    await call()
+                except (grpc.RpcError, ActgradError) as exc:
+                    errors[_status_name(exc)] += 1
+                else:
+                    completed += 1
+
+        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        try:
+            await asyncio.sleep(config.throughput_warmup)
+            server = subject.process
+            done0, wall0, cpu0 = completed, time.perf_counter(), time.process_time()
+            server0 = server.cpu_seconds() if server is not None else math.nan
+            await asyncio.sleep(config.throughput_seconds)
+            done1, wall1, cpu1 = completed, time.perf_counter(), time.process_time()
+            server1 = server.cpu_seconds() if server is not None else math.nan
+        finally:
+            stop = True
+            await asyncio.gather(*tasks)
+    calls = done1 - done0
+    wall = wall1 - wall0
+    return {
+        "calls": calls,
+        "seconds": wall,
+        "calls_per_s": calls / wall,
+        "server_cpu_us_per_call": (server1 - server0) / calls * 1e6 if calls else None,
+        "server_cpu_cores": (server1 - server0) / wall,
+        "client_cpu_cores": (cpu1 - cpu0) / wall,
+        "errors": dict(errors),
+    }
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return round(statistics.median(present), 3) if present else None
+
+
+def _throughput_phase(config: Config, subjects: Sequence[Subject]) -> list[dict[str, Any]]:
+    loaders = [s for s in subjects if s.supports_throughput]
+    x = make_input(config.throughput_elements, config.seed)
+    rounds: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for round_index in range(config.repeats):
+        for concurrency in config.concurrency:
+            for subject in _rotated(loaders, round_index):
+                measured = asyncio.run(_throughput_cell(subject, x, concurrency, config))
+                rounds[subject.name, concurrency].append(measured)
+        _LOGGER.info("throughput: round %d/%d done", round_index + 1, config.repeats)
+    rows = []
+    for concurrency in config.concurrency:
+        for subject in loaders:
+            cells = rounds[subject.name, concurrency]
+            errors: Counter[str] = Counter()
+            for cell in cells:
+                errors.update(cell["errors"])
+            rows.append(
+                {
+                    "subject": subject.name,
+                    "role": subject.role,
+                    "elements": config.throughput_elements,
+                    "concurrency": concurrency,
+                    "calls_per_s": _median([c["calls_per_s"] for c in cells]),
+                    "round_calls_per_s": [round(c["calls_per_s"], 1) for c in cells],
+                    "server_cpu_us_per_call": _median([c["server_cpu_us_per_call"] for c in cells]),
+                    "server_cpu_cores": _median([c["server_cpu_cores"] for c in cells]),
+                    "client_cpu_cores": _median([c["client_cpu_cores"] for c in cells]),
+                    "errors": dict(errors),
+                }
+            )
+    return rows
+
+
+# -- memory --------------------------------------------------------------------------
+
+
+def _memory_phase(config: Config, setup: Setup) -> list[dict[str, Any]]:
+    op = OPS["activate"]
+    rows: list[dict[str, Any]] = []
+    for n in config.memory_sizes:
+        tensor_bytes = n * np.dtype(np.float32).itemsize
+        x: np.ndarray[Any, Any] | None = None
+        for name in config.subjects:
+            spec = SUBJECTS[name]
+            if spec.role == COMPUTE_FLOOR:
+                continue
+            row: dict[str, Any] = {
+                "subject": name,
+                "role": spec.role,
+                "op": op.name,
+                "elements": n,
+                "tensor_bytes": tensor_bytes,
+            }
+            rows.append(row)
+            # The tensor alone filling the limit settles it without building the request.
+            if tensor_bytes >= setup.max_message_bytes:
+                row["status"] = "needs streaming"
+                row["reason"] = _streaming_reason(
+                    "tensor alone", tensor_bytes, setup.max_message_bytes
+                )
+                continue
+            if x is None:
+                x = make_input(n, config.seed)
+            wire_bytes = len(request_bytes(op, x))
+            row["request_bytes"] = wire_bytes
+            if wire_bytes > setup.max_message_bytes:
+                row["status"] = "needs streaming"
+                row["reason"] = _streaming_reason("request", wire_bytes, setup.max_message_bytes)
+                continue
+            reference = compute_floor(op, x, setup.sessions)()
+            subject = spec.start(setup)
+            try:
+                process = subject.process
+                assert process is not None
+                idle = process.rss_bytes()
+                reset = process.reset_peak()
+                prepared = subject.prepare(op, x, reference)
+                prepared.check(prepared.call())
+                peak = process.peak_rss_bytes()
+            finally:
+                subject.close()
+            row.update(
+                status="measured",
+                idle_rss_bytes=idle,
+                peak_rss_bytes=peak,
+                peak_over_tensor=round(peak / tensor_bytes, 3),
+                growth_over_tensor=round((peak - idle) / tensor_bytes, 3),
+                peak_includes_start_up=not reset,
+            )
+            _LOGGER.info(
+                "memory: %s, %s elements: peak RSS %.1f MiB", name, format_count(n), peak / 2**20
+            )
+    return rows
+
+
+# -- ratios and the run --------------------------------------------------------------
+
+
+def compute_ratios(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Every service subject over every floor: latency p50/p99, throughput."""
+    latency: list[dict[str, Any]] = []
+    measured = {
+        (r["subject"], r["op"], r["elements"]): r
+        for r in results.get("latency", [])
+        if "p50_us" in r
+    }
+    roles = {s["name"]: s["role"] for s in results.get("subjects", [])}
+    services = [name for name, role in roles.items() if role == SERVICE]
+    floors = [name for name, role in roles.items() if role in (TRANSPORT_FLOOR, COMPUTE_FLOOR)]
+    for (name, op, n), row in measured.items():
+        if name not in services:
+            continue
+        for floor in floors:
+            base = measured.get((floor, op, n))
+            if base is None:
+                continue
+            latency.append(
+                {
+                    "op": op,
+                    "elements": n,
+                    "subject": name,
+                    "floor": floor,
+                    "floor_role": roles[floor],
+                    "p50_ratio": round(row["p50_us"] / base["p50_us"], 3),
+                    "p99_ratio": round(row["p99_us"] / base["p99_us"], 3),
+                }
+            )
+    throughput: list[dict[str, Any]] = []
+    by_key = {(r["subject"], r["concurrency"]): r for r in results.get("throughput", [])}
+    for (name, concurrency), row in by_key.items():
+        if name not in services:
+            continue
+        for floor in floors:
+            base = by_key.get((floor, concurrency))
+            if base is None or not base["calls_per_s"] or row["calls_per_s"] is None:
+                continue
+            throughput.append(
+                {
+                    "concurrency": concurrency,
+                    "subject": name,
+                    "floor": floor,
+                    "calls_per_s_ratio": round(row["calls_per_s"] / base["calls_per_s"], 3),
+                }
+            )
+    return {"latency": latency, "throughput": throughput}
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Runs the configured phases and returns the results (docs/performance.md)."""
+    machine = machine_info()
+    # The servers run with `actgrad serve`'s defaults except where flags say otherwise.
+    defaults = Settings()
+    setup = Setup(
+        device=config.device,
+        max_message_bytes=config.max_message_bytes,
+        threads=defaults.threads,
+        max_concurrent_rpcs=config.max_concurrent_rpcs or defaults.max_concurrent_rpcs,
+        intra_op_threads=defaults.intra_op_threads,
+        actgrad_flags=config.server_args,
+        timeout=600.0,
+        start_timeout=180.0,
+        sessions=session_setup(device=config.device, intra_op_threads=defaults.intra_op_threads),
+    )
+    results: dict[str, Any] = {
+        "schema": _SCHEMA,
+        "name": config.name,
+        "note": config.note,
+        "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
+        "machine": machine,
+        "config": config.as_json(),
+        "server_settings": {
+            "device": setup.device,
+            "max_message_bytes": setup.max_message_bytes,
+            "threads": setup.threads,
+            "max_concurrent_rpcs": setup.max_concurrent_rpcs,
+            "intra_op_threads": setup.intra_op_threads,
+            "actgrad_extra_flags": list(setup.actgrad_flags),
+            # Everything else is `actgrad serve`'s default, e.g. its per-call access log.
+            "actgrad_defaults": {
+                k: v for k, v in asdict(defaults).items() if isinstance(v, bool | int | float | str)
+            },
+        },
+    }
+    if "latency" in config.phases or "throughput" in config.phases:
+        subjects: list[Subject] = []
+        try:
+            for name in config.subjects:
+                subjects.append(SUBJECTS[name].start(setup))
+            results["subjects"] = [s.describe() for s in subjects]
+            if "latency" in config.phases:
+                results["latency"], results["server_memory"] = _latency_phase(
+                    config, subjects, setup
+                )
+            if "throughput" in config.phases:
+                results["throughput"] = _throughput_phase(config, subjects)
+        finally:
+            for subject in subjects:
+                subject.close()
+    else:
+        results["subjects"] = [
+            {"name": name, "role": SUBJECTS[name].role} for name in config.subjects
+        ]
+    if "memory" in config.phases:
+        results["memory"] = _memory_phase(config, setup)
+    results["ratios"] = compute_ratios(results)
+    machine["load_average_at_end"] = load_average()
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        for path in report.write_all(results, args.render.parent, args.render.stem):
+            _LOGGER.info("wrote %s", path)
+        return 0
+    config = config_from_args(argv)
+    results = run(config)
+    paths = report.write_all(results, config.out, config.name)
+    for path in paths:
+        _LOGGER.info("wrote %s", path)
+    return 0

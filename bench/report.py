@@ -1,0 +1,363 @@
+"""Writes a run's results as JSON, a Markdown report and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display; before pyplot is imported
+
+import matplotlib.pyplot as plt
+
+__all__ = ["format_bytes", "format_time", "markdown", "write_all"]
+
+_MIB = 1 << 20
+_NONE = "-"
+
+
+def format_time(us: float | None) -> str:
+    """Microseconds in the unit that reads best: ``"85.2 µs"``, ``"3.41 ms"``."""
+    if us is None:
+        return _NONE
+    if us < 100:
+        return f"{us:.1f} µs"
+    if us < 1000:
+        return f"{us:.0f} µs"
+    if us < 1_000_000:
+        return f"{us / 1000:.3g} ms"
+    return f"{us / 1_000_000:.3g} s"
+
+
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return _NONE
+    if n >= _MIB:
+        return f"{n / _MIB:.1f} MiB"
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+
+
+def format_elements(n: int) -> str:
+    for suffix, value in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= value and n % value == 0:
+            return f"{n // value} {suffix}"
+    return str(n)
+
+
+def _ratio(value: float | None) -> str:
+    return _NONE if value is None else f"{value:.2f}x"
+
+
+def _subjects(results: dict[str, Any], role: str | None = None) -> list[str]:
+    return [s["name"] for s in results.get("subjects", []) if role is None or s["role"] == role]
+
+
+def _access_log(settings: dict[str, Any]) -> str:
+    # The server's per-call access log is part of what a default server costs.
+    default = settings.get("actgrad_defaults", {}).get("access_log")
+    if default is None:
+        return ""
+    flags = settings.get("actgrad_extra_flags", [])
+    on = "--access-log" in flags or (default and "--no-access-log" not in flags)
+    return f"; actgrad access log {'on' if on else 'off'}"
+
+
+def _machine_lines(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    v = m["versions"]
+    cpus = f"{m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable"
+    cpus += f", cgroup cpu.max {m['cgroup_cpu_max']})" if m.get("cgroup_cpu_max") else ")"
+    s = results["server_settings"]
+    cfg = results["config"]
+    lines = [
+        f"- Date (UTC): {m['date']}",
+        f"- CPU: {m['cpu_model']}, {cpus}, {format_bytes(m['memory_bytes'])} memory",
+        f"- Platform: {m['platform']}, {m['python']}",
+        "- Versions: " + ", ".join(f"{name} {version}" for name, version in v.items() if version),
+        f"- Load average (1/5/15 min) at start {m['load_average_at_start']}, "
+        f"at end {m.get('load_average_at_end')}",
+        f"- Servers: device {s['device']}, {s['threads']} RPC threads, "
+        f"max {s['max_concurrent_rpcs']} concurrent RPCs, intra-op threads "
+        f"{s['intra_op_threads'] or 'onnxruntime default'}, message limit "
+        f"{format_bytes(s['max_message_bytes'])}"
+        + (
+            f", extra actgrad flags `{' '.join(s['actgrad_extra_flags'])}`"
+            if s.get("actgrad_extra_flags")
+            else ""
+        )
+        + _access_log(s),
+        f"- Run: {cfg['repeats']} interleaved rounds, warm-up {cfg['warmup']} calls per cell, "
+        f"{cfg['min_calls']}-{cfg['max_calls']} calls per cell per round "
+        f"(~{cfg['cell_seconds']} s); command `{results['command']}`",
+    ]
+    if results.get("note"):
+        lines.append(f"- Note: {results['note']}")
+    return lines
+
+
+def _latency_table(results: dict[str, Any]) -> list[str]:
+    rows = results.get("latency", [])
+    if not rows:
+        return []
+    subjects = _subjects(results)
+    services = _subjects(results, "service")
+    ratios = {
+        (r["subject"], r["floor"], r["op"], r["elements"]): r for r in results["ratios"]["latency"]
+    }
+    floors = sorted({r["floor"] for r in results["ratios"]["latency"]}, key=subjects.index)
+    by_key = {(r["subject"], r["op"], r["elements"]): r for r in rows}
+    header = ["operation", "elements"]
+    for name in subjects:
+        header += [f"{name} p50", f"{name} p99"]
+    for service in services:
+        for floor in floors:
+            header += [f"{service}/{floor} p50", f"{service}/{floor} p99"]
+    header.append("samples")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    ops = list(dict.fromkeys(r["op"] for r in rows))
+    sizes = sorted({r["elements"] for r in rows})
+    skipped_notes: dict[str, int] = {}
+    for op in ops:
+        for n in sizes:
+            first = by_key.get((subjects[0], op, n))
+            if first is None:
+                continue
+            cells = [first["label"], format_elements(n)]
+            samples = None
+            for name in subjects:
+                row = by_key.get((name, op, n), {})
+                if "skipped" in row:
+                    mark = skipped_notes.setdefault(row["skipped"], len(skipped_notes) + 1)
+                    cells += [f"needs streaming [{mark}]", _NONE]
+                else:
+                    cells += [format_time(row.get("p50_us")), format_time(row.get("p99_us"))]
+                    samples = samples or row.get("samples")
+            for service in services:
+                for floor in floors:
+                    r = ratios.get((service, floor, op, n))
+                    cells += [
+                        _ratio(r["p50_ratio"] if r else None),
+                        _ratio(r["p99_ratio"] if r else None),
+                    ]
+            cells.append(str(samples or _NONE))
+            lines.append("| " + " | ".join(cells) + " |")
+    for reason, mark in skipped_notes.items():
+        lines += ["", f"[{mark}] {reason}."]
+    return lines
+
+
+def _throughput_table(results: dict[str, Any]) -> list[str]:
+    rows = results.get("throughput", [])
+    if not rows:
+        return []
+    names = list(dict.fromkeys(r["subject"] for r in rows))
+    ratios = {
+        (r["subject"], r["floor"], r["concurrency"]): r for r in results["ratios"]["throughput"]
+    }
+    pairs = sorted({(r["subject"], r["floor"]) for r in results["ratios"]["throughput"]})
+    by_key = {(r["subject"], r["concurrency"]): r for r in rows}
+    header = ["concurrency"]
+    header += [f"{n} calls/s" for n in names]
+    header += [f"{s}/{f}" for s, f in pairs]
+    header += [f"{n} server CPU/call" for n in names]
+    header += [f"{n} client CPU (cores)" for n in names]
+    header.append("errors")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for concurrency in sorted({r["concurrency"] for r in rows}):
+        got = [by_key[n, concurrency] for n in names]
+        cells = [str(concurrency)]
+        cells += [f"{r['calls_per_s']:,.0f}" if r["calls_per_s"] else _NONE for r in got]
+        for s, f in pairs:
+            r = ratios.get((s, f, concurrency))
+            cells.append(_ratio(r["calls_per_s_ratio"] if r else None))
+        cells += [format_time(r["server_cpu_us_per_call"]) for r in got]
+        cells += [
+            f"{r['client_cpu_cores']:.2f}" if r["client_cpu_cores"] is not None else _NONE
+            for r in got
+        ]
+        errors = [f"{r['subject']}: {r['errors']}" for r in got if r["errors"]]
+        cells.append("; ".join(errors) or "none")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _server_memory_table(results: dict[str, Any]) -> list[str]:
+    rows = results.get("server_memory", [])
+    if not rows:
+        return []
+    names = list(dict.fromkeys(r["subject"] for r in rows))
+    by_key = {(r["subject"], r["elements"]): r for r in rows}
+    header = ["elements", "tensor"]
+    for n in names:
+        header += [f"{n} peak RSS", f"{n} growth", f"{n} growth/tensor"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for size in sorted({r["elements"] for r in rows}):
+        tensor = by_key[names[0], size]["tensor_bytes"]
+        cells = [format_elements(size), format_bytes(tensor)]
+        for n in names:
+            r = by_key[n, size]
+            cells += [
+                format_bytes(r["peak_rss_bytes"]),
+                format_bytes(r["growth_bytes"]),
+                # Tiny tensors: growth is allocator noise, a ratio would mislead.
+                f"{r['growth_bytes'] / tensor:.2f}" if tensor >= _MIB else _NONE,
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _memory_table(results: dict[str, Any]) -> list[str]:
+    rows = results.get("memory", [])
+    if not rows:
+        return []
+    header = ["subject", "elements", "tensor", "idle RSS", "peak RSS", "peak/tensor"]
+    header += ["(peak-idle)/tensor", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        measured = r["status"] == "measured"
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["subject"],
+                    format_elements(r["elements"]),
+                    format_bytes(r["tensor_bytes"]),
+                    format_bytes(r.get("idle_rss_bytes")),
+                    format_bytes(r.get("peak_rss_bytes")),
+                    f"{r['peak_over_tensor']:.2f}" if measured else _NONE,
+                    f"{r['growth_over_tensor']:.2f}" if measured else _NONE,
+                    r["status"] if measured else r["reason"],
+                ]
+            )
+            + " |"
+        )
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The Markdown report of a run."""
+    lines = [f"# actgrad benchmark: {results['name']}", "", *_machine_lines(results), ""]
+    sections: Sequence[tuple[str, str, list[str]]] = (
+        (
+            "Latency",
+            "One call at a time, float32. The transport floor (`echo`) sends the same "
+            "request bytes through a bare grpcio echo server in its own process; the "
+            "compute floor (`onnxruntime`) runs the server's graph in-process. Ratios "
+            "are actgrad over the floor (lower is better; 1.00x is the floor).",
+            _latency_table(results),
+        ),
+        (
+            "Throughput",
+            "Calls per second with that many calls in flight from one asyncio loop, "
+            "median over rounds. Server CPU/call is the server process's user+system "
+            "time per completed call; client CPU near 1.0 core means the load generator "
+            "itself was the limit.",
+            _throughput_table(results),
+        ),
+        (
+            "Server memory during the latency run",
+            "RSS high-water mark of each server process while it served that size "
+            "(VmHWM reset before each size), and its growth over the RSS just before.",
+            _server_memory_table(results),
+        ),
+        (
+            "Peak server memory serving one tensor",
+            "A fresh server per row serves one Activate(sigmoid) call.",
+            _memory_table(results),
+        ),
+    )
+    for title, intro, table in sections:
+        if table:
+            lines += [f"## {title}", "", intro, "", *table, ""]
+    return "\n".join(lines)
+
+
+def _chart(results: dict[str, Any], path: Path) -> None:
+    latency = [r for r in results.get("latency", []) if "p50_us" in r]
+    ops = list(dict.fromkeys((r["op"], r["label"]) for r in latency))
+    throughput = results.get("throughput", [])
+    memory = [r for r in results.get("memory", []) if r["status"] == "measured"]
+    panels = len(ops) + bool(throughput) + bool(memory)
+    columns = min(max(panels, 1), 3)
+    nrows = -(-max(panels, 1) // columns)
+    fig, grid = plt.subplots(nrows, columns, figsize=(5.2 * columns, 4.2 * nrows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for spare in axes[max(panels, 1) :]:
+        spare.set_axis_off()
+    subjects = _subjects(results)
+    colors = {name: f"C{i}" for i, name in enumerate(subjects)}
+    index = 0
+    for op, label in ops:
+        ax = axes[index]
+        index += 1
+        for name in subjects:
+            rows = sorted(
+                (r for r in latency if r["op"] == op and r["subject"] == name),
+                key=lambda r: r["elements"],
+            )
+            if not rows:
+                continue
+            xs = [r["elements"] for r in rows]
+            ax.plot(xs, [r["p50_us"] for r in rows], "o-", color=colors[name], label=f"{name} p50")
+            ax.plot(xs, [r["p99_us"] for r in rows], ":", color=colors[name], label=f"{name} p99")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(label)
+        ax.set_xlabel("float32 elements")
+        ax.set_ylabel("latency (µs)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    if throughput:
+        ax = axes[index]
+        index += 1
+        names = list(dict.fromkeys(r["subject"] for r in throughput))
+        levels = sorted({r["concurrency"] for r in throughput})
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            by_level = {
+                r["concurrency"]: r["calls_per_s"] or 0 for r in throughput if r["subject"] == name
+            }
+            ax.bar(
+                [j + i * width for j in range(len(levels))],
+                [by_level.get(level, 0) for level in levels],
+                width,
+                color=colors.get(name),
+                label=name,
+            )
+        ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(levels))])
+        ax.set_xticklabels([str(level) for level in levels])
+        ax.set_xlabel("calls in flight")
+        ax.set_ylabel("calls/s")
+        ax.set_title(f"Throughput, {format_elements(throughput[0]['elements'])} elements")
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    if memory:
+        ax = axes[index]
+        labels = [f"{r['subject']}\n{format_elements(r['elements'])}" for r in memory]
+        peaks = [r["peak_rss_bytes"] / _MIB for r in memory]
+        bars = ax.bar(labels, peaks, color=[colors.get(r["subject"], "C3") for r in memory])
+        ax.bar_label(bars, [f"{r['peak_over_tensor']:.2f}x tensor" for r in memory], fontsize=7)
+        ax.set_ylabel("peak server RSS (MiB)")
+        ax.set_title("Peak server memory, one call")
+        ax.grid(True, axis="y", alpha=0.3)
+    if panels == 0:
+        axes[0].text(0.5, 0.5, "nothing measured", ha="center", va="center")
+        axes[0].set_axis_off()
+    m = results["machine"]
+    fig.suptitle(f"actgrad benchmark, {m['date']}, {m['cpu_model']} ({m['usable_cpus']} CPUs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(results: dict[str, Any], out: Path, name: str) -> list[Path]:
+    """Writes ``<name>.json``, ``<name>.md`` and ``<name>.png`` into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
+    paths[0].write_text(json.dumps(results, indent=2) + "\n")
+    paths[1].write_text(markdown(results))
+    _chart(results, paths[2])
+    return paths
