@@ -87,8 +87,6 @@ class Call:
     tensors: Mapping[str, npt.NDArray[Any]] = field(default_factory=dict)
     # Structural values that select the forward graph; part of the cache key.
     static: tuple[tuple[str, Any], ...] = ()
-    # Extra structural values for the gradient graph (e.g. prelu's slope shape).
-    gradient_static: tuple[tuple[str, Any], ...] = ()
 
 
 _FINITE = "any finite number"
@@ -385,7 +383,6 @@ def bind(
     scalars: dict[str, float] = {}
     tensors: dict[str, npt.NDArray[Any]] = {}
     static: list[tuple[str, Any]] = []
-    gradient_static: list[tuple[str, Any]] = []
     for param in function.params:
         where = f"{field_prefix}[{param.name!r}]"
         if param.name in params:
@@ -399,7 +396,6 @@ def bind(
                 value = np.asarray(value, dtype=x_dtype)
             _check_slope(value, x_shape, x_dtype, where)
             tensors[param.name] = value
-            gradient_static.append(("slope_shape", tuple(value.shape)))
         elif param.runtime:
             scalars[param.name] = float(value)
         elif param.name == "axis":
@@ -411,5 +407,4 @@ def bind(
         scalars=scalars,
         tensors=tensors,
         static=tuple(static),
-        gradient_static=tuple(gradient_static),
     )

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from actgrad._chunking import ChunkPlan, plan_chunks
 from actgrad_server import graphs
 from actgrad_server.catalog import CATALOG, Call, bind
 from actgrad_server.errors import ConfigError
@@ -94,8 +95,10 @@ class Engine:
         device: str = "auto",
         cache_size: int = 128,
         intra_op_threads: int = 0,
+        chunk_elements: int = 1 << 20,
         available_providers: Sequence[str] | None = None,
     ) -> None:
+        self._chunk_elements = chunk_elements
         self._providers = resolve_providers(device, available_providers)
         self._capacity = cache_size
         self._options = ort.SessionOptions()
@@ -156,39 +159,23 @@ class Engine:
             _LOGGER.debug("built session %s", key)
             return session
 
-    def _feeds(self, call: Call, x: Array, graph_dtype: str) -> dict[str, Any]:
-        feeds: dict[str, Any] = {"x": x}
-        for name in graphs.runtime_inputs(call.function.name):
-            feeds[name] = np.asarray(call.scalars[name], dtype=np.float64)
-        for name, tensor in call.tensors.items():
-            feeds[name] = tensor.astype(graph_dtype) if tensor.dtype == _BFLOAT16 else tensor
-        return feeds
-
     @staticmethod
-    def _prepare(call: Call, x: Array) -> tuple[Array, str, tuple[int, ...]]:
+    def _prepare(call: Call, x: Array) -> tuple[Array, str]:
         graph_dtype = _graph_dtype(x.dtype)
         if x.dtype == _BFLOAT16:
             x = x.astype(np.float32)
         # Softmax of a 0-d input is over one element along one axis, as in PyTorch.
         if call.function.name == "softmax" and x.ndim == 0:
             x = x.reshape(1)
-        return x, graph_dtype, x.shape
+        return x, graph_dtype
 
     def activate(self, call: Call, x: Array) -> Array:
         """Forward value of `call` at `x`, in x's dtype and shape."""
         if x.size == 0:
             return np.empty(x.shape, dtype=x.dtype)
-        out_dtype, out_shape = x.dtype, x.shape
-        xg, graph_dtype, _ = self._prepare(call, x)
-        name = call.function.name
-        # One graph per rank: a ranked graph can pass onnx.checker's full check.
-        static = (*call.static, ("x_rank", xg.ndim))
-        key = (name, "forward", graph_dtype, static)
-        session = self._session(
-            key, lambda: graphs.build_forward(name, graph_dtype, **dict(static))
-        )
-        (y,) = session.run(["y"], self._feeds(call, xg, graph_dtype))
-        return _finish(y, out_dtype, out_shape)
+        xg, graph_dtype = self._prepare(call, x)
+        (y,), _ = self._evaluate(call, graph_dtype, xg, None, forward=True, with_output=False)
+        return _finish(y, x.dtype, x.shape)
 
     def gradient(
         self,
@@ -199,19 +186,97 @@ class Engine:
         with_output: bool = False,
     ) -> GradientResult:
         """Vector-Jacobian product at `x` with `grad_output` (ones when None)."""
-        out_dtype, out_shape = x.dtype, x.shape
         if x.size == 0:
             empty = np.empty(x.shape, dtype=x.dtype)
             params = {n: np.zeros(t.shape, dtype=t.dtype) for n, t in call.tensors.items()}
             return GradientResult(empty, params, empty.copy() if with_output else None)
-        xg, graph_dtype, shape = self._prepare(call, x)
-        if grad_output is None:
-            g = np.ones(shape, dtype=xg.dtype)
-        else:
+        xg, graph_dtype = self._prepare(call, x)
+        g = None
+        if grad_output is not None:
             g = grad_output.astype(np.float32) if grad_output.dtype == _BFLOAT16 else grad_output
-            g = g.reshape(shape)
+            g = g.reshape(xg.shape)
+        main, params = self._evaluate(
+            call, graph_dtype, xg, g, forward=False, with_output=with_output
+        )
+        return GradientResult(
+            grad_input=_finish(main[0], x.dtype, x.shape),
+            grad_params={n: _finish(params[n], t.dtype, t.shape) for n, t in call.tensors.items()},
+            output=_finish(main[1], x.dtype, x.shape) if with_output else None,
+        )
+
+    def _plan(self, call: Call, x: Array) -> ChunkPlan | None:
+        if x.size <= self._chunk_elements:
+            return None
+        static = dict(call.static)
+        return plan_chunks(
+            x.shape,
+            x.itemsize,
+            chunk_bytes=self._chunk_elements * x.itemsize,
+            elementwise=call.function.elementwise,
+            softmax_axis=static.get("axis") if call.function.name == "softmax" else None,
+            tensor_params={n: t.shape for n, t in call.tensors.items()},
+        )
+
+    def _evaluate(
+        self,
+        call: Call,
+        graph_dtype: str,
+        x: Array,
+        g: Array | None,
+        *,
+        forward: bool,
+        with_output: bool,
+    ) -> tuple[list[Array], dict[str, Array]]:
+        """Runs the graph whole, or chunk by chunk for large inputs.
+
+        Chunking bounds the memory of a graph's intermediate tensors (a gelu
+        gradient has dozens) and keeps them in cache; results are the same
+        because every split is along axes the function does not mix.
+        """
+        plan = self._plan(call, x)
+        if plan is None:
+            return self._run(call, graph_dtype, x, g, call.tensors, forward, with_output)
+        outputs: list[Array] = []
+        totals = {n: np.zeros(t.shape, dtype=np.float64) for n, t in call.tensors.items()}
+        for k in range(len(plan)):
+            tensors = {n: plan.param_chunk(n, t, k) for n, t in call.tensors.items()}
+            gk = None if g is None else plan.chunk(g, k)
+            main, params = self._run(
+                call, graph_dtype, plan.chunk(x, k), gk, tensors, forward, with_output
+            )
+            if not outputs:
+                outputs = [np.empty(x.shape, dtype=m.dtype) for m in main]
+            for out, piece in zip(outputs, main, strict=True):
+                plan.place(out, k, piece)
+            for name, piece in params.items():
+                plan.place_param(totals[name], name, k, piece)
+        return outputs, {n: totals[n].astype(graph_dtype) for n in totals}
+
+    def _run(
+        self,
+        call: Call,
+        graph_dtype: str,
+        x: Array,
+        g: Array | None,
+        tensors: Mapping[str, Array],
+        forward: bool,
+        with_output: bool,
+    ) -> tuple[list[Array], dict[str, Array]]:
         name = call.function.name
-        static = (*call.static, *call.gradient_static, ("x_rank", xg.ndim))
+        feeds: dict[str, Any] = {"x": x}
+        for scalar in graphs.runtime_inputs(name):
+            feeds[scalar] = np.asarray(call.scalars[scalar], dtype=np.float64)
+        for tensor_name, tensor in tensors.items():
+            feeds[tensor_name] = tensor.astype(graph_dtype) if tensor.dtype == _BFLOAT16 else tensor
+        # One graph per rank: a ranked graph can pass onnx.checker's full check.
+        static = (*call.static, ("x_rank", x.ndim))
+        if forward:
+            key: tuple[Any, ...] = (name, "forward", graph_dtype, static)
+            session = self._session(
+                key, lambda: graphs.build_forward(name, graph_dtype, **dict(static))
+            )
+            return session.run(["y"], feeds), {}
+        static = (*static, *((f"{n}_shape", tuple(t.shape)) for n, t in tensors.items()))
         key = (name, "gradient", graph_dtype, static, with_output)
         session = self._session(
             key,
@@ -219,21 +284,12 @@ class Engine:
                 name, graph_dtype, with_output=with_output, **dict(static)
             ),
         )
-        outputs = ["grad_input"] + [f"grad_{n}" for n in call.tensors]
-        if with_output:
-            outputs.append("y")
-        feeds = self._feeds(call, xg, graph_dtype)
-        feeds["grad_output"] = g
-        results = session.run(outputs, feeds)
-        grad_input = _finish(results[0], out_dtype, out_shape)
-        grad_params = {
-            n: _finish(r, t.dtype, t.shape)
-            for (n, t), r in zip(
-                call.tensors.items(), results[1 : 1 + len(call.tensors)], strict=True
-            )
-        }
-        output = _finish(results[-1], out_dtype, out_shape) if with_output else None
-        return GradientResult(grad_input, grad_params, output)
+        feeds["grad_output"] = np.ones(x.shape, dtype=x.dtype) if g is None else g
+        names = ["grad_input", *(["y"] if with_output else [])]
+        params = [f"grad_{n}" for n in tensors]
+        results = session.run(names + params, feeds)
+        main = results[: len(names)]
+        return main, dict(zip(tensors, results[len(names) :], strict=True))
 
 
 def _finish(result: Array, dtype: np.dtype[Any], shape: tuple[int, ...]) -> Array:

@@ -429,7 +429,12 @@ def test_channel_options_carry_message_limits_and_caller_overrides() -> None:
         max_message_bytes=1234,
         options=[("grpc.max_receive_message_length", 99), ("grpc.primary_user_agent", "t")],
     )
-    assert dict(base._channel_options) == {
+    options = dict(base._channel_options)
+    # The retry policy's options (see test_security_unit.py) come along.
+    assert options.pop("grpc.enable_retries") == 1
+    assert options.pop("grpc.per_rpc_retry_buffer_size") == 1234
+    assert "retryPolicy" in options.pop("grpc.service_config")
+    assert options == {
         "grpc.max_send_message_length": 1234,
         "grpc.max_receive_message_length": 99,
         "grpc.primary_user_agent": "t",
@@ -553,6 +558,34 @@ class FakeChannel:
 
         async def acall(request: Message, timeout: float | None = None) -> Message:
             return call(request, timeout)
+
+        return acall if self.asynchronous else call
+
+    def stream_stream(
+        self,
+        path: str,
+        request_serializer: Callable[[Message], bytes],
+        response_deserializer: Callable[[bytes], Message],
+        _registered_method: bool = False,
+    ) -> Callable[..., Any]:
+        # A chunk stream is answered chunk by chunk, as the unary method would.
+        unary_path = path.removesuffix("Stream")
+
+        def answer(request: Message) -> Message:
+            self.calls.append((path, request, None))
+            wire_request = type(request).FromString(request_serializer(request))
+            wire = self.handler(unary_path, wire_request).SerializeToString()
+            return response_deserializer(wire)
+
+        def call(requests: Any, timeout: float | None = None) -> Any:
+            return (answer(request) for request in requests)
+
+        def acall(requests: Any, timeout: float | None = None) -> Any:
+            async def responses() -> Any:
+                for request in requests:
+                    yield answer(request)
+
+            return responses()
 
         return acall if self.asynchronous else call
 

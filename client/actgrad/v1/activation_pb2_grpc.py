@@ -65,6 +65,21 @@ class ActivationServiceStub:
                 request_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
                 response_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
                 _registered_method=True)
+        self.ActivateStream = channel.stream_stream(
+                '/actgrad.v1.ActivationService/ActivateStream',
+                request_serializer=actgrad_dot_v1_dot_activation__pb2.ActivateRequest.SerializeToString,
+                response_deserializer=actgrad_dot_v1_dot_activation__pb2.ActivateResponse.FromString,
+                _registered_method=True)
+        self.GradientStream = channel.stream_stream(
+                '/actgrad.v1.ActivationService/GradientStream',
+                request_serializer=actgrad_dot_v1_dot_activation__pb2.GradientRequest.SerializeToString,
+                response_deserializer=actgrad_dot_v1_dot_activation__pb2.GradientResponse.FromString,
+                _registered_method=True)
+        self.SoftmaxStream = channel.stream_stream(
+                '/actgrad.v1.ActivationService/SoftmaxStream',
+                request_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
+                response_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
+                _registered_method=True)
         self.ListFunctions = channel.unary_unary(
                 '/actgrad.v1.ActivationService/ListFunctions',
                 request_serializer=actgrad_dot_v1_dot_activation__pb2.ListFunctionsRequest.SerializeToString,
@@ -122,6 +137,32 @@ class ActivationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ActivateStream(self, request_iterator, context):
+        """Streaming forms for tensors larger than one message. Each request message
+        is one chunk: a complete request of its own, validated and computed
+        independently (chunk k is computed while chunk k+1 arrives), and answered by
+        exactly one response message, in order. Splitting and reassembly are the
+        client's: elementwise functions may be split anywhere, softmax only along
+        axes other than `axis`, prelu along axes its slope is broadcast over or
+        sliced with. A stream that ends early has no valid result; an error ends
+        the stream with the same codes as the unary form.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GradientStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SoftmaxStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListFunctions(self, request, context):
         """The function catalog. Returns OK, UNAUTHENTICATED or UNAVAILABLE.
         """
@@ -152,6 +193,21 @@ def add_ActivationServiceServicer_to_server(servicer, server):
             ),
             'Softmax': grpc.unary_unary_rpc_method_handler(
                     servicer.Softmax,
+                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.FromString,
+                    response_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.SerializeToString,
+            ),
+            'ActivateStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ActivateStream,
+                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.ActivateRequest.FromString,
+                    response_serializer=actgrad_dot_v1_dot_activation__pb2.ActivateResponse.SerializeToString,
+            ),
+            'GradientStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.GradientStream,
+                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.GradientRequest.FromString,
+                    response_serializer=actgrad_dot_v1_dot_activation__pb2.GradientResponse.SerializeToString,
+            ),
+            'SoftmaxStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SoftmaxStream,
                     request_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.FromString,
                     response_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.SerializeToString,
             ),
@@ -261,6 +317,87 @@ class ActivationService:
             request,
             target,
             '/actgrad.v1.ActivationService/Softmax',
+            actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
+            actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/actgrad.v1.ActivationService/ActivateStream',
+            actgrad_dot_v1_dot_activation__pb2.ActivateRequest.SerializeToString,
+            actgrad_dot_v1_dot_activation__pb2.ActivateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GradientStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/actgrad.v1.ActivationService/GradientStream',
+            actgrad_dot_v1_dot_activation__pb2.GradientRequest.SerializeToString,
+            actgrad_dot_v1_dot_activation__pb2.GradientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SoftmaxStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/actgrad.v1.ActivationService/SoftmaxStream',
             actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
             actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
             options,

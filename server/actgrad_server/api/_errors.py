@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -12,7 +12,7 @@ import grpc
 from actgrad._codec import TensorError
 from actgrad_server.errors import ActgradServerError
 
-__all__ = ["INTERNAL_MESSAGE", "handle_errors"]
+__all__ = ["INTERNAL_MESSAGE", "handle_errors", "handle_stream_errors", "status_for"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -21,8 +21,18 @@ INTERNAL_MESSAGE = "internal error; the server logged the details"
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
+def status_for(exc: Exception, where: str) -> tuple[grpc.StatusCode, str]:
+    """The status a caller sees for `exc`; bugs are logged with their traceback."""
+    if isinstance(exc, ActgradServerError):
+        return grpc.StatusCode[exc.status], exc.message
+    if isinstance(exc, TensorError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    _LOGGER.error("unexpected error in %s", where, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
 def handle_errors(method: _Method) -> _Method:
-    """Wraps a servicer method: domain errors abort with their code, bugs with INTERNAL.
+    """Wraps a unary servicer method: domain errors abort with their code, bugs with INTERNAL.
 
     Tracebacks go to the log, never to the caller, and no call ends in UNKNOWN.
     """
@@ -31,13 +41,27 @@ def handle_errors(method: _Method) -> _Method:
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except ActgradServerError as exc:
-            code, message = grpc.StatusCode[exc.status], exc.message
-        except TensorError as exc:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except Exception:
-            _LOGGER.exception("unexpected error in %s", method.__name__)
-            code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+        except Exception as exc:
+            code, message = status_for(exc, method.__name__)
+        context.abort(code, message)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def handle_stream_errors(method: _Method) -> _Method:
+    """The streaming form of `handle_errors`, for response-streaming methods."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from method(self, requests, context)
+            return
+        except Exception as exc:
+            if not context.is_active():
+                # The caller cancelled or its deadline passed: nobody to answer.
+                _LOGGER.info("%s: stream ended by the caller", method.__name__)
+                return
+            code, message = status_for(exc, method.__name__)
         context.abort(code, message)
 
     return wrapper  # type: ignore[return-value]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from actgrad._codec import DTYPES, decode, encode
 from actgrad.v1 import activation_pb2 as pb
 from actgrad.v1 import activation_pb2_grpc
 from actgrad_server import catalog, graphs
-from actgrad_server.api._errors import handle_errors
+from actgrad_server.api._errors import handle_errors, handle_stream_errors
 from actgrad_server.engine import Engine
 from actgrad_server.errors import InvalidArgument
 
@@ -117,10 +117,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 values[name] = getattr(value, kind)
         return values
 
-    @handle_errors
-    def Activate(
-        self, request: pb.ActivateRequest, context: grpc.ServicerContext
-    ) -> pb.ActivateResponse:
+    def _activate(self, request: pb.ActivateRequest) -> pb.ActivateResponse:
         function = catalog.lookup(request.function)
         x = self._decode(request, "input", "input")
         call = catalog.bind(
@@ -129,10 +126,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         y = self._engine.activate(call, x)
         return pb.ActivateResponse(output=encode(y))
 
-    @handle_errors
-    def Gradient(
-        self, request: pb.GradientRequest, context: grpc.ServicerContext
-    ) -> pb.GradientResponse:
+    def _gradient(self, request: pb.GradientRequest) -> pb.GradientResponse:
         function = catalog.lookup(request.function)
         x = self._decode(request, "input", "input")
         grad_output = None
@@ -159,10 +153,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             encode(result.output, out=response.output)
         return response
 
-    @handle_errors
-    def Softmax(
-        self, request: pb.SoftmaxRequest, context: grpc.ServicerContext
-    ) -> pb.SoftmaxResponse:
+    def _softmax(self, request: pb.SoftmaxRequest) -> pb.SoftmaxResponse:
         x = self._decode(request, "input", "input")
         params: dict[str, Any] = {"log": request.log}
         if request.HasField("axis"):
@@ -177,6 +168,47 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             field_prefix="request",
         )
         return pb.SoftmaxResponse(output=encode(self._engine.activate(call, x)))
+
+    @handle_errors
+    def Activate(
+        self, request: pb.ActivateRequest, context: grpc.ServicerContext
+    ) -> pb.ActivateResponse:
+        return self._activate(request)
+
+    @handle_errors
+    def Gradient(
+        self, request: pb.GradientRequest, context: grpc.ServicerContext
+    ) -> pb.GradientResponse:
+        return self._gradient(request)
+
+    @handle_errors
+    def Softmax(
+        self, request: pb.SoftmaxRequest, context: grpc.ServicerContext
+    ) -> pb.SoftmaxResponse:
+        return self._softmax(request)
+
+    # Each streamed message is one chunk, handled exactly as the unary call; gRPC
+    # reads chunk k+1 from the transport while chunk k is computed.
+    @handle_stream_errors
+    def ActivateStream(
+        self, requests: Iterator[pb.ActivateRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ActivateResponse]:
+        for request in requests:
+            yield self._activate(request)
+
+    @handle_stream_errors
+    def GradientStream(
+        self, requests: Iterator[pb.GradientRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.GradientResponse]:
+        for request in requests:
+            yield self._gradient(request)
+
+    @handle_stream_errors
+    def SoftmaxStream(
+        self, requests: Iterator[pb.SoftmaxRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.SoftmaxResponse]:
+        for request in requests:
+            yield self._softmax(request)
 
     @handle_errors
     def ListFunctions(
