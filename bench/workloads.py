@@ -72,7 +72,13 @@ def make_input(elements: int, seed: int) -> Array:
 def request_bytes(op: Op, x: Array) -> bytes:
     """The serialized request `Client` sends for `op` on `x`."""
     # The SDK's private builder, on purpose: the echo must carry exactly these bytes.
-    builder = _BaseClient("127.0.0.1:1", timeout=1.0, max_message_bytes=1, options=None)
+    builder = _BaseClient(
+        "127.0.0.1:1",
+        timeout=1.0,
+        max_message_bytes=1 << 62,
+        options=None,
+        stream_threshold_bytes=1 << 62,
+    )
     if op.name == "activate":
         rpc: Any = builder._activate_rpc(x, op.function, dict(op.params))
     elif op.name == "gradient":

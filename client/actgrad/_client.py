@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from actgrad import _codec
+from actgrad._chunking import ChunkPlan, plan_chunks
 from actgrad._types import FunctionInfo, Limits, ParamDefault, ParamInfo, ServerInfo, VjpResult
 from actgrad.errors import InternalError, from_grpc_error
 from actgrad.v1 import activation_pb2, activation_pb2_grpc, tensor_pb2
@@ -34,6 +35,9 @@ DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_ATTEMPTS = 5
+# Inputs above this many bytes travel as a stream of chunks of about CHUNK_BYTES.
+DEFAULT_STREAM_THRESHOLD_BYTES = 8 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
 # gRPC caps a retry policy's maxAttempts at 5.
 _MAX_ATTEMPTS_LIMIT = 5
 _ACTIVATION_SERVICE = activation_pb2.DESCRIPTOR.services_by_name["ActivationService"].full_name
@@ -57,6 +61,22 @@ class _Rpc(Generic[ResultT]):
     service: str = "activation"  # which stub (see `_stub`) runs it
 
 
+@dataclass(frozen=True)
+class _StreamRpc(Generic[ResultT]):
+    """A prepared chunked call: one request per chunk, one response per chunk.
+
+    `requests` yields the chunk requests lazily (so only a few are in memory at
+    once), `accept(k, response)` writes chunk k's result into place and
+    `finish(received)` returns the whole result, or raises when the stream ended
+    before every chunk was answered.
+    """
+
+    method: str
+    requests: Iterator[Message]
+    accept: Callable[[int, Any], None]
+    finish: Callable[[int], ResultT]
+
+
 class _BaseClient:
     """Options, request building and response decoding shared by both clients."""
 
@@ -73,6 +93,8 @@ class _BaseClient:
         private_key: bytes | None = None,
         token: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         if not isinstance(target, str) or not target:
             raise ValueError("target must be a non-empty 'host:port' string")
@@ -83,6 +105,16 @@ class _BaseClient:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes}")
         self._max_message_bytes = max_message_bytes
+        for name, value in (
+            ("stream_threshold_bytes", stream_threshold_bytes),
+            ("chunk_bytes", chunk_bytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        # A chunk (or an unstreamed input) and its request's other fields must fit
+        # one message; half the limit leaves room for grad_output or a slope.
+        self._stream_threshold = min(stream_threshold_bytes, max_message_bytes // 2)
+        self._chunk_bytes = min(chunk_bytes, max(1, max_message_bytes // 4))
         self._credentials = _channel_credentials(
             tls, root_certificates, certificate_chain, private_key
         )
@@ -140,11 +172,81 @@ class _BaseClient:
 
     # -- request building --------------------------------------------------------
 
+    def _plan(
+        self,
+        array: npt.NDArray[Any],
+        function: str,
+        params: Mapping[str, Any],
+        extra_bytes: int = 0,
+    ) -> ChunkPlan | None:
+        """A chunk plan when the input is too big for one message, else None."""
+        if array.nbytes + extra_bytes <= self._stream_threshold:
+            return None
+        softmax_axis = None
+        if function.strip().lower() == "softmax":
+            axis = params.get("axis", -1)
+            if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+                return None  # let the server name the bad parameter
+            rank = max(array.ndim, 1)
+            if not -rank <= int(axis) < rank:
+                return None
+            softmax_axis = int(axis) % rank
+        tensors = {
+            name: np.shape(value)
+            for name, value in params.items()
+            if isinstance(value, np.ndarray | list | tuple)
+        }
+        return plan_chunks(
+            array.shape,
+            array.itemsize,
+            chunk_bytes=self._chunk_bytes,
+            elementwise=softmax_axis is None,
+            softmax_axis=softmax_axis,
+            tensor_params=tensors,
+        )
+
+    def _activate_stream(
+        self,
+        array: npt.NDArray[Any],
+        function: str,
+        params: Mapping[str, Any],
+        plan: ChunkPlan,
+    ) -> _StreamRpc[npt.NDArray[Any]]:
+        tensors = {
+            n: _as_dtype(v, array.dtype, name=f"parameter {n!r}")
+            for n, v in params.items()
+            if isinstance(v, np.ndarray | list | tuple)
+        }
+        scalars = {n: v for n, v in params.items() if n not in tensors}
+
+        def requests() -> Iterator[Message]:
+            for k in range(len(plan)):
+                request = activation_pb2.ActivateRequest(function=function)
+                _codec.encode(plan.chunk(array, k), out=request.input)
+                _fill_params(request.params, scalars, array.dtype)
+                _fill_params(
+                    request.params,
+                    {n: plan.param_chunk(n, t, k) for n, t in tensors.items()},
+                    array.dtype,
+                )
+                yield request
+
+        out = np.empty(array.shape, dtype=array.dtype)
+
+        def accept(k: int, response: activation_pb2.ActivateResponse) -> None:
+            _place(plan, out, k, response.output, field="output")
+
+        return _StreamRpc("ActivateStream", requests(), accept, _finisher(plan, lambda: out))
+
     def _activate_rpc(
         self, x: Any, function: str, params: Mapping[str, Any]
-    ) -> _Rpc[npt.NDArray[Any]]:
+    ) -> _Rpc[npt.NDArray[Any]] | _StreamRpc[npt.NDArray[Any]]:
         array = _codec.to_float_array(x, name="x")
-        request = activation_pb2.ActivateRequest(function=_check_function(function))
+        function = _check_function(function)
+        plan = self._plan(array, function, params)
+        if plan is not None:
+            return self._activate_stream(array, function, params, plan)
+        request = activation_pb2.ActivateRequest(function=function)
         _codec.encode(array, out=request.input)
         _fill_params(request.params, params, array.dtype)
         return _Rpc(
@@ -161,17 +263,24 @@ class _BaseClient:
         *,
         grad_output: Any,
         return_output: bool,
-    ) -> _Rpc[VjpResult]:
+    ) -> _Rpc[VjpResult] | _StreamRpc[VjpResult]:
         array = _codec.to_float_array(x, name="x")
+        function = _check_function(function)
+        g = None if grad_output is None else _as_dtype(grad_output, array.dtype, name="grad_output")
+        # Chunks pair x and grad_output element for element; a grad_output of
+        # another shape goes whole, for the server to refuse.
+        plan = None
+        if g is None or g.shape == array.shape:
+            plan = self._plan(array, function, params, 0 if g is None else g.nbytes)
+        if plan is not None:
+            return self._gradient_stream(array, g, function, params, plan, bool(return_output))
         request = activation_pb2.GradientRequest(
-            function=_check_function(function), return_output=bool(return_output)
+            function=function, return_output=bool(return_output)
         )
         _codec.encode(array, out=request.input)
-        if grad_output is not None:
+        if g is not None:
             # Same dtype as x; the shape is left for the server to check.
-            _codec.encode(
-                _as_dtype(grad_output, array.dtype, name="grad_output"), out=request.grad_output
-            )
+            _codec.encode(g, out=request.grad_output)
         _fill_params(request.params, params, array.dtype)
 
         def parse(response: activation_pb2.GradientResponse) -> VjpResult:
@@ -189,9 +298,71 @@ class _BaseClient:
 
         return _Rpc("Gradient", request, parse)
 
+    def _gradient_stream(
+        self,
+        array: npt.NDArray[Any],
+        g: npt.NDArray[Any] | None,
+        function: str,
+        params: Mapping[str, Any],
+        plan: ChunkPlan,
+        return_output: bool,
+    ) -> _StreamRpc[VjpResult]:
+        tensors = {
+            n: _as_dtype(v, array.dtype, name=f"parameter {n!r}")
+            for n, v in params.items()
+            if isinstance(v, np.ndarray | list | tuple)
+        }
+        scalars = {n: v for n, v in params.items() if n not in tensors}
+
+        def requests() -> Iterator[Message]:
+            for k in range(len(plan)):
+                request = activation_pb2.GradientRequest(
+                    function=function, return_output=return_output
+                )
+                _codec.encode(plan.chunk(array, k), out=request.input)
+                if g is not None:
+                    _codec.encode(plan.chunk(g, k), out=request.grad_output)
+                _fill_params(request.params, scalars, array.dtype)
+                _fill_params(
+                    request.params,
+                    {n: plan.param_chunk(n, t, k) for n, t in tensors.items()},
+                    array.dtype,
+                )
+                yield request
+
+        grad_input = np.empty(array.shape, dtype=array.dtype)
+        output = np.empty(array.shape, dtype=array.dtype) if return_output else None
+        # Parameter gradients of chunks are summed in float64, then rounded once.
+        totals = {n: np.zeros(t.shape, dtype=np.float64) for n, t in tensors.items()}
+
+        def accept(k: int, response: activation_pb2.GradientResponse) -> None:
+            _place(plan, grad_input, k, response.grad_input, field="grad_input")
+            if output is not None:
+                _place(plan, output, k, response.output, field="output")
+            for name in totals:
+                if name not in response.grad_params:
+                    raise InternalError(
+                        f"malformed response from the server: chunk {k} has no "
+                        f"grad_params[{name!r}]"
+                    )
+                piece = _decode(response.grad_params[name], field=f"grad_params[{name!r}]")
+                try:
+                    plan.place_param(totals[name], name, k, piece)
+                except ValueError as exc:
+                    raise InternalError(f"malformed response from the server: {exc}") from exc
+
+        def result() -> VjpResult:
+            return VjpResult(
+                grad_input=grad_input,
+                grad_params={n: totals[n].astype(array.dtype) for n in sorted(totals)},
+                output=output,
+            )
+
+        return _StreamRpc("GradientStream", requests(), accept, _finisher(plan, result))
+
     def _softmax_rpc(
         self, x: Any, *, axis: int, temperature: float, log: bool
-    ) -> _Rpc[npt.NDArray[Any]]:
+    ) -> _Rpc[npt.NDArray[Any]] | _StreamRpc[npt.NDArray[Any]]:
         array = _codec.to_float_array(x, name="x")
         if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
             raise TypeError(f"axis must be an int, got {type(axis).__name__}")
@@ -200,15 +371,37 @@ class _BaseClient:
         ):
             raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
         # Values are always sent: the server's defaults are not ours to guess.
-        request = activation_pb2.SoftmaxRequest(
-            axis=int(axis), temperature=float(temperature), log=bool(log)
-        )
+        fields: dict[str, Any] = {
+            "axis": int(axis),
+            "temperature": float(temperature),
+            "log": bool(log),
+        }
+        plan = self._plan(array, "softmax", {"axis": int(axis)})
+        if plan is not None:
+            return self._softmax_stream(array, fields, plan)
+        request = activation_pb2.SoftmaxRequest(**fields)
         _codec.encode(array, out=request.input)
         return _Rpc(
             "Softmax",
             request,
             lambda response: _decode_like(response.output, array, field="output"),
         )
+
+    def _softmax_stream(
+        self, array: npt.NDArray[Any], fields: Mapping[str, Any], plan: ChunkPlan
+    ) -> _StreamRpc[npt.NDArray[Any]]:
+        def requests() -> Iterator[Message]:
+            for k in range(len(plan)):
+                request = activation_pb2.SoftmaxRequest(**fields)
+                _codec.encode(plan.chunk(array, k), out=request.input)
+                yield request
+
+        out = np.empty(array.shape, dtype=array.dtype)
+
+        def accept(k: int, response: activation_pb2.SoftmaxResponse) -> None:
+            _place(plan, out, k, response.output, field="output")
+
+        return _StreamRpc("SoftmaxStream", requests(), accept, _finisher(plan, lambda: out))
 
     def _functions_rpc(self) -> _Rpc[list[FunctionInfo]]:
         return _Rpc(
@@ -264,6 +457,13 @@ class Client(_BaseClient):
     retried with exponential backoff (0.1 s doubling, at most 2 s) within the
     call's deadline, up to `max_attempts` attempts in all (1 turns it off, gRPC
     allows at most 5); no other status is retried.
+
+    Inputs above `stream_threshold_bytes` (default 8 MiB) travel as a stream of
+    chunks of about `chunk_bytes` (default 2 MiB) and are reassembled here, so a
+    tensor of any size fits under the message limit. This is transparent:
+    elementwise functions split anywhere, softmax along another axis than its
+    own, prelu along axis 0. A stream that breaks raises; no partial result is
+    returned.
     """
 
     def __init__(
@@ -279,6 +479,8 @@ class Client(_BaseClient):
         private_key: bytes | None = None,
         token: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         super().__init__(
             target,
@@ -291,6 +493,8 @@ class Client(_BaseClient):
             private_key=private_key,
             token=token,
             max_attempts=max_attempts,
+            stream_threshold_bytes=stream_threshold_bytes,
+            chunk_bytes=chunk_bytes,
         )
         if self._credentials is None:
             self._channel = grpc.insecure_channel(target, options=self._channel_options)
@@ -312,14 +516,31 @@ class Client(_BaseClient):
             self._closed = True
             self._channel.close()
 
-    def _invoke(self, rpc: _Rpc[ResultT], timeout: float | None) -> ResultT:
+    def _invoke(self, rpc: _Rpc[ResultT] | _StreamRpc[ResultT], timeout: float | None) -> ResultT:
         deadline = self._deadline(timeout)
+        if isinstance(rpc, _StreamRpc):
+            return self._invoke_stream(rpc, deadline)
         stub = _stub(self._stubs, self._channel, rpc.service)
         try:
             response = getattr(stub, rpc.method)(rpc.request, **self._call_options(deadline))
         except grpc.RpcError as exc:
             raise from_grpc_error(exc) from exc
         return rpc.parse(response)
+
+    def _invoke_stream(self, rpc: _StreamRpc[ResultT], deadline: float) -> ResultT:
+        stub = _stub(self._stubs, self._channel, "activation")
+        call = getattr(stub, rpc.method)(rpc.requests, **self._call_options(deadline))
+        received = 0
+        try:
+            for response in call:
+                rpc.accept(received, response)
+                received += 1
+        except grpc.RpcError as exc:
+            raise from_grpc_error(exc) from exc
+        except BaseException:
+            call.cancel()
+            raise
+        return rpc.finish(received)
 
     def activate(
         self, x: Any, function: str, /, *, timeout: float | None = None, **params: Any
@@ -447,6 +668,8 @@ class AsyncClient(_BaseClient):
         private_key: bytes | None = None,
         token: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         super().__init__(
             target,
@@ -459,6 +682,8 @@ class AsyncClient(_BaseClient):
             private_key=private_key,
             token=token,
             max_attempts=max_attempts,
+            stream_threshold_bytes=stream_threshold_bytes,
+            chunk_bytes=chunk_bytes,
         )
         self._channel: grpc.aio.Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -499,14 +724,33 @@ class AsyncClient(_BaseClient):
             )
         return _stub(self._stubs, self._channel, service)
 
-    async def _invoke(self, rpc: _Rpc[ResultT], timeout: float | None) -> ResultT:
+    async def _invoke(
+        self, rpc: _Rpc[ResultT] | _StreamRpc[ResultT], timeout: float | None
+    ) -> ResultT:
         deadline = self._deadline(timeout)
+        if isinstance(rpc, _StreamRpc):
+            return await self._invoke_stream(rpc, deadline)
         stub = self._connected_stub(rpc.service)
         try:
             response = await getattr(stub, rpc.method)(rpc.request, **self._call_options(deadline))
         except grpc.RpcError as exc:
             raise from_grpc_error(exc) from exc
         return rpc.parse(response)
+
+    async def _invoke_stream(self, rpc: _StreamRpc[ResultT], deadline: float) -> ResultT:
+        stub = self._connected_stub("activation")
+        call = getattr(stub, rpc.method)(rpc.requests, **self._call_options(deadline))
+        received = 0
+        try:
+            async for response in call:
+                rpc.accept(received, response)
+                received += 1
+        except grpc.RpcError as exc:
+            raise from_grpc_error(exc) from exc
+        except BaseException:
+            call.cancel()
+            raise
+        return rpc.finish(received)
 
     async def activate(
         self, x: Any, function: str, /, *, timeout: float | None = None, **params: Any
@@ -724,6 +968,38 @@ def _fill_params(target: Any, params: Mapping[str, Any], dtype: np.dtype[Any]) -
                 f"parameter {name!r}: {type(value).__name__} is not supported; "
                 "pass a bool, int, float, str, numpy array or list"
             )
+
+
+def _place(
+    plan: ChunkPlan, out: npt.NDArray[Any], k: int, tensor: tensor_pb2.Tensor, *, field: str
+) -> None:
+    """Decodes chunk k's result and writes it into `out`; a wrong chunk is INTERNAL."""
+    if k >= len(plan):
+        raise InternalError(f"malformed response from the server: more than {len(plan)} chunks")
+    piece = _decode(tensor, field=field)
+    if piece.dtype != out.dtype:
+        raise InternalError(
+            f"malformed response from the server: chunk {k} {field} is {piece.dtype}, "
+            f"expected {out.dtype}"
+        )
+    try:
+        plan.place(out, k, piece)
+    except ValueError as exc:
+        raise InternalError(f"malformed response from the server: {field} {exc}") from exc
+
+
+def _finisher(plan: ChunkPlan, result: Callable[[], ResultT]) -> Callable[[int], ResultT]:
+    """`finish` of a stream: the result only when every chunk was answered."""
+
+    def finish(received: int) -> ResultT:
+        if received != len(plan):
+            # Never hand back a partly filled array as if it were complete.
+            raise InternalError(
+                f"the stream ended after {received} of {len(plan)} chunks; no result"
+            )
+        return result()
+
+    return finish
 
 
 def _decode(tensor: tensor_pb2.Tensor, *, field: str) -> npt.NDArray[Any]:

@@ -29,6 +29,8 @@ from actgrad_server.app import ActgradServer
 
 CALLS = 20
 GRADIENT = "actgrad.v1.ActivationService/Gradient"
+# 16 MiB a call is above the SDK's stream threshold: the calls travel as chunk streams.
+GRADIENT_STREAM = "actgrad.v1.ActivationService/GradientStream"
 ELEMENTS = 1 << 21  # 8 MiB of float32 per tensor, two tensors per request
 
 
@@ -128,7 +130,10 @@ def test_sigterm_drains_20_large_calls_in_flight_and_exits_zero() -> None:
             while received < CALLS:
                 time.sleep(0.005)
                 text = scrape(metrics_port)
-                received = sample(text, "actgrad_requests_received_total", rpc=GRADIENT) or 0.0
+                received = sum(
+                    sample(text, "actgrad_requests_received_total", rpc=rpc) or 0.0
+                    for rpc in (GRADIENT, GRADIENT_STREAM)
+                )
             with lock:
                 finished_before_signal = finished
             server.proc.send_signal(signal.SIGTERM)

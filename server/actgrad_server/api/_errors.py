@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -62,6 +63,12 @@ def handle_stream_errors(method: _Method) -> _Method:
                 _LOGGER.info("%s: stream ended by the caller", method.__name__)
                 return
             code, message = status_for(exc, method.__name__)
+            # Read and drop the chunks the caller has already sent before ending the
+            # call: grpc.aio clients whose writes fail after the status arrives
+            # report INTERNAL instead of our status (grpc/grpc#36066).
+            with contextlib.suppress(Exception):  # the call may end meanwhile
+                for _ in requests:
+                    pass
         context.abort(code, message)
 
     return wrapper  # type: ignore[return-value]

@@ -87,6 +87,15 @@ def function_infos() -> list[pb.FunctionInfo]:
     return infos
 
 
+def _lookup(name: str, streamed: bool) -> catalog.Function:
+    function = catalog.lookup(name)
+    # Chunks are computed independently: only functions that do not mix values
+    # across the split are streamable (softmax splits along other axes).
+    if streamed and not function.elementwise and function.name != "softmax":
+        raise InvalidArgument(f"function: {function.name} cannot be computed in chunks")
+    return function
+
+
 class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
     """actgrad.v1.ActivationService over one Engine."""
 
@@ -117,8 +126,10 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 values[name] = getattr(value, kind)
         return values
 
-    def _activate(self, request: pb.ActivateRequest) -> pb.ActivateResponse:
-        function = catalog.lookup(request.function)
+    def _activate(
+        self, request: pb.ActivateRequest, *, streamed: bool = False
+    ) -> pb.ActivateResponse:
+        function = _lookup(request.function, streamed)
         x = self._decode(request, "input", "input")
         call = catalog.bind(
             function, self._params(request.params), x_shape=x.shape, x_dtype=x.dtype
@@ -126,8 +137,10 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         y = self._engine.activate(call, x)
         return pb.ActivateResponse(output=encode(y))
 
-    def _gradient(self, request: pb.GradientRequest) -> pb.GradientResponse:
-        function = catalog.lookup(request.function)
+    def _gradient(
+        self, request: pb.GradientRequest, *, streamed: bool = False
+    ) -> pb.GradientResponse:
+        function = _lookup(request.function, streamed)
         x = self._decode(request, "input", "input")
         grad_output = None
         if request.HasField("grad_output"):
@@ -194,14 +207,14 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         self, requests: Iterator[pb.ActivateRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ActivateResponse]:
         for request in requests:
-            yield self._activate(request)
+            yield self._activate(request, streamed=True)
 
     @handle_stream_errors
     def GradientStream(
         self, requests: Iterator[pb.GradientRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.GradientResponse]:
         for request in requests:
-            yield self._gradient(request)
+            yield self._gradient(request, streamed=True)
 
     @handle_stream_errors
     def SoftmaxStream(
