@@ -53,6 +53,7 @@ class ActgradServer:
             device=settings.device,
             cache_size=settings.session_cache_size,
             intra_op_threads=settings.intra_op_threads,
+            chunk_elements=settings.chunk_elements,
         )
         limits = Limits(
             max_message_bytes=settings.max_message_bytes,

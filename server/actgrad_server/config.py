@@ -54,6 +54,13 @@ class Settings:
     intra_op_threads: int = field(
         default=0, metadata=_opt("onnxruntime intra-op threads per session; 0 = its default")
     )
+    chunk_elements: int = field(
+        default=1 << 20,
+        metadata=_opt(
+            "inputs above this many elements are computed chunk by chunk, which bounds "
+            "the memory of a graph's intermediates"
+        ),
+    )
     grace: float = field(
         default=10.0, metadata=_opt("seconds in-flight calls get to finish on SIGTERM")
     )
@@ -103,6 +110,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.chunk_elements < 1:
+            raise ConfigError(f"chunk_elements must be >= 1, got {self.chunk_elements}")
         if self.intra_op_threads < 0:
             raise ConfigError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.grace < 0:

@@ -118,3 +118,12 @@ def test_flags_of_the_operations_settings(monkeypatch: pytest.MonkeyPatch) -> No
 def test_bad_operations_settings_are_config_errors(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         config.load({}, environ=env)
+
+
+def test_readme_documents_every_setting() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for f in dataclasses.fields(config.Settings):
+        assert f"ACTGRAD_{f.name.upper()}" in readme, f"README lacks ACTGRAD_{f.name.upper()}"
