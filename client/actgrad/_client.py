@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
+import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -23,13 +26,15 @@ import numpy.typing as npt
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from actgrad import _codec
+from actgrad import _codec, _shm
 from actgrad._chunking import ChunkPlan, plan_chunks
 from actgrad._types import FunctionInfo, Limits, ParamDefault, ParamInfo, ServerInfo, VjpResult
-from actgrad.errors import InternalError, from_grpc_error
+from actgrad.errors import ActgradError, InternalError, from_grpc_error
 from actgrad.v1 import activation_pb2, activation_pb2_grpc, tensor_pb2
 
 __all__ = ["AsyncClient", "Client"]
+
+_LOGGER = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT = 30.0
@@ -38,6 +43,9 @@ DEFAULT_MAX_ATTEMPTS = 5
 # Inputs above this many bytes travel as a stream of chunks of about CHUNK_BYTES.
 DEFAULT_STREAM_THRESHOLD_BYTES = 8 * 1024 * 1024
 DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
+# With shared_memory=True, inputs of at least this many bytes go through shared
+# memory; below it, opening and mapping a segment costs more than the copy saved.
+DEFAULT_SHARED_MEMORY_MIN_BYTES = 64 * 1024
 # gRPC caps a retry policy's maxAttempts at 5.
 _MAX_ATTEMPTS_LIMIT = 5
 _ACTIVATION_SERVICE = activation_pb2.DESCRIPTOR.services_by_name["ActivationService"].full_name
@@ -77,6 +85,29 @@ class _StreamRpc(Generic[ResultT]):
     finish: Callable[[int], ResultT]
 
 
+@dataclass(frozen=True)
+class _SharedRpc(Generic[ResultT]):
+    """A call whose tensors are in a shared-memory segment lent by the pool.
+
+    `parse` checks the response and copies the results out of the segment;
+    `release` gives the segment back once the call is over, whatever its end;
+    `fallback` builds the same call with the tensors in the message, for a
+    server that refuses shared memory.
+    """
+
+    method: str
+    request: Message
+    parse: Callable[[Any], ResultT]
+    release: Callable[[], None]
+    fallback: Callable[[], _Rpc[ResultT] | _StreamRpc[ResultT] | _SharedRpc[ResultT]]
+    elements: int  # of the input, checked against the server's element limit
+
+
+_AnyRpc = _Rpc[ResultT] | _StreamRpc[ResultT] | _SharedRpc[ResultT]
+# Statuses that mean "no shared memory with this server" rather than a bad call.
+_SHARED_REFUSALS = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED)
+
+
 class _BaseClient:
     """Options, request building and response decoding shared by both clients."""
 
@@ -95,6 +126,8 @@ class _BaseClient:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        shared_memory: bool = False,
+        shared_memory_min_bytes: int = DEFAULT_SHARED_MEMORY_MIN_BYTES,
     ) -> None:
         if not isinstance(target, str) or not target:
             raise ValueError("target must be a non-empty 'host:port' string")
@@ -130,6 +163,35 @@ class _BaseClient:
         merged.update(dict(options or ()))
         self._channel_options: list[tuple[str, Any]] = list(merged.items())
         self._closed = False
+        if not isinstance(shared_memory, bool):
+            raise TypeError(f"shared_memory must be a bool, got {type(shared_memory).__name__}")
+        if (
+            isinstance(shared_memory_min_bytes, bool)
+            or not isinstance(shared_memory_min_bytes, int)
+            or shared_memory_min_bytes < 0
+        ):
+            raise ValueError(
+                f"shared_memory_min_bytes must be an int >= 0, got {shared_memory_min_bytes!r}"
+            )
+        self._shared_min_bytes = shared_memory_min_bytes
+        self._shared_lock = threading.Lock()
+        self._shared_pool: _shm.SegmentPool | None = None
+        # The server's element limit, learnt before the first shared call: larger
+        # inputs go in messages, where they are streamed in chunks under the limit.
+        self._shared_max_elements: int | None = None
+        if shared_memory:
+            if not _shm.is_local_target(target):
+                _LOGGER.info(
+                    "shared memory not used: %s is not on this host; tensors go in messages",
+                    target,
+                )
+            elif not os.path.isdir(_shm.DIRECTORY):
+                _LOGGER.info(
+                    "shared memory not used: %s does not exist here; tensors go in messages",
+                    _shm.DIRECTORY,
+                )
+            else:
+                self._shared_pool = _shm.SegmentPool()
 
     @property
     def target(self) -> str:
@@ -145,6 +207,11 @@ class _BaseClient:
     def closed(self) -> bool:
         """True once `close()` was called; further calls raise RuntimeError."""
         return self._closed
+
+    @property
+    def shared_memory(self) -> bool:
+        """True while calls may use shared memory (asked for, and not refused)."""
+        return self._shared_pool is not None
 
     @property
     def secure(self) -> bool:
@@ -169,6 +236,68 @@ class _BaseClient:
         if timeout is None:
             return self._timeout
         return _check_timeout(timeout, name="timeout")
+
+    # -- shared memory -------------------------------------------------------------
+
+    def _stop_sharing(self, reason: str) -> None:
+        """Turns shared memory off for good (logged once) and unlinks the segments."""
+        with self._shared_lock:
+            pool, self._shared_pool = self._shared_pool, None
+        if pool is not None:
+            pool.close()
+            if reason:
+                _LOGGER.warning(
+                    "shared memory off for %s: %s; tensors go in messages from now on",
+                    self._target,
+                    reason,
+                )
+
+    def _learn_limits(self, info: ServerInfo) -> int:
+        limit = info.limits.max_elements
+        self._shared_max_elements = limit if limit > 0 else _INT64_MAX
+        return self._shared_max_elements
+
+    def _shared_refused(self, error: ActgradError) -> bool:
+        """True when `error` means the server takes no shared memory (then stop asking)."""
+        if error.code not in _SHARED_REFUSALS:
+            return False
+        self._stop_sharing(f"the server answered {error.code.name}: {error.details}")
+        return True
+
+    def _lend(
+        self, arrays: Sequence[npt.NDArray[Any]], regions: int
+    ) -> tuple[Callable[[], None], _shm.Segment, list[activation_pb2.SharedMemoryRegion]] | None:
+        """A segment holding `arrays` (all of one size) in the first of `regions`
+        equal regions, or None when the call should go in messages."""
+        pool = self._shared_pool
+        nbytes = arrays[0].nbytes
+        if pool is None or nbytes == 0 or nbytes < self._shared_min_bytes:
+            return None
+        if self._shared_max_elements is not None and arrays[0].size > self._shared_max_elements:
+            return None
+        offsets, total = _shm.layout([nbytes] * regions)
+        try:
+            segment = pool.acquire(total)
+        except OSError as exc:
+            self._stop_sharing(f"cannot make a segment in {_shm.DIRECTORY} ({exc.strerror})")
+            return None
+        except RuntimeError:  # the pool was closed meanwhile
+            return None
+
+        def release() -> None:
+            pool.release(segment)
+
+        try:
+            for array, offset in zip(arrays, offsets, strict=False):
+                segment.array(offset, array.dtype, array.shape)[...] = array
+        except BaseException:
+            release()
+            raise
+        described = [
+            activation_pb2.SharedMemoryRegion(segment=segment.name, offset=offset, size=nbytes)
+            for offset in offsets
+        ]
+        return release, segment, described
 
     # -- request building --------------------------------------------------------
 
@@ -239,10 +368,30 @@ class _BaseClient:
         return _StreamRpc("ActivateStream", requests(), accept, _finisher(plan, lambda: out))
 
     def _activate_rpc(
-        self, x: Any, function: str, params: Mapping[str, Any]
-    ) -> _Rpc[npt.NDArray[Any]] | _StreamRpc[npt.NDArray[Any]]:
+        self, x: Any, function: str, params: Mapping[str, Any], *, shared: bool = True
+    ) -> _AnyRpc[npt.NDArray[Any]]:
         array = _codec.to_float_array(x, name="x")
         function = _check_function(function)
+        if shared and self._shared_pool is not None:
+            header = activation_pb2.ActivateRequest(function=function)
+            _header(array, out=header.input)
+            _fill_params(header.params, params, array.dtype)
+            lent = self._lend([array], 1)
+            if lent is not None:
+                release, segment, (region,) = lent
+                # The output overwrites the input: the server reads it all first.
+                return _SharedRpc(
+                    "ActivateShared",
+                    activation_pb2.ActivateSharedRequest(
+                        request=header, input=region, output=region
+                    ),
+                    lambda response: _read_shared(
+                        segment, response.output, region, array, field="output"
+                    ),
+                    release,
+                    lambda: self._activate_rpc(array, function, params, shared=False),
+                    array.size,
+                )
         plan = self._plan(array, function, params)
         if plan is not None:
             return self._activate_stream(array, function, params, plan)
@@ -263,10 +412,15 @@ class _BaseClient:
         *,
         grad_output: Any,
         return_output: bool,
-    ) -> _Rpc[VjpResult] | _StreamRpc[VjpResult]:
+        shared: bool = True,
+    ) -> _AnyRpc[VjpResult]:
         array = _codec.to_float_array(x, name="x")
         function = _check_function(function)
         g = None if grad_output is None else _as_dtype(grad_output, array.dtype, name="grad_output")
+        if shared and self._shared_pool is not None and (g is None or g.shape == array.shape):
+            rpc = self._gradient_shared(array, g, function, params, bool(return_output))
+            if rpc is not None:
+                return rpc
         # Chunks pair x and grad_output element for element; a grad_output of
         # another shape goes whole, for the server to refuse.
         plan = None
@@ -297,6 +451,60 @@ class _BaseClient:
             )
 
         return _Rpc("Gradient", request, parse)
+
+    def _gradient_shared(
+        self,
+        array: npt.NDArray[Any],
+        g: npt.NDArray[Any] | None,
+        function: str,
+        params: Mapping[str, Any],
+        return_output: bool,
+    ) -> _SharedRpc[VjpResult] | None:
+        header = activation_pb2.GradientRequest(function=function, return_output=return_output)
+        _header(array, out=header.input)
+        if g is not None:
+            _header(g, out=header.grad_output)
+        _fill_params(header.params, params, array.dtype)
+        inputs = [array] if g is None else [array, g]
+        lent = self._lend(inputs, max(len(inputs), 2 if return_output else 1))
+        if lent is None:
+            return None
+        release, segment, regions = lent
+        # Results overwrite the inputs (the server reads them all first):
+        # grad_input over x, the forward value over grad_output (or after x).
+        request = activation_pb2.GradientSharedRequest(
+            request=header, input=regions[0], grad_input=regions[0]
+        )
+        if g is not None:
+            request.grad_output.CopyFrom(regions[1])
+        if return_output:
+            request.output.CopyFrom(regions[1])
+
+        def parse(response: activation_pb2.GradientSharedResponse) -> VjpResult:
+            output = None
+            if return_output:
+                output = _read_shared(segment, response.output, regions[1], array, field="output")
+            return VjpResult(
+                grad_input=_read_shared(
+                    segment, response.grad_input, regions[0], array, field="grad_input"
+                ),
+                grad_params={
+                    name: _decode(tensor, field=f"grad_params[{name!r}]")
+                    for name, tensor in sorted(response.grad_params.items())
+                },
+                output=output,
+            )
+
+        return _SharedRpc(
+            "GradientShared",
+            request,
+            parse,
+            release,
+            lambda: self._gradient_rpc(
+                array, function, params, grad_output=g, return_output=return_output, shared=False
+            ),
+            array.size,
+        )
 
     def _gradient_stream(
         self,
@@ -361,8 +569,8 @@ class _BaseClient:
         return _StreamRpc("GradientStream", requests(), accept, _finisher(plan, result))
 
     def _softmax_rpc(
-        self, x: Any, *, axis: int, temperature: float, log: bool
-    ) -> _Rpc[npt.NDArray[Any]] | _StreamRpc[npt.NDArray[Any]]:
+        self, x: Any, *, axis: int, temperature: float, log: bool, shared: bool = True
+    ) -> _AnyRpc[npt.NDArray[Any]]:
         array = _codec.to_float_array(x, name="x")
         if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
             raise TypeError(f"axis must be an int, got {type(axis).__name__}")
@@ -376,6 +584,26 @@ class _BaseClient:
             "temperature": float(temperature),
             "log": bool(log),
         }
+        if shared and self._shared_pool is not None:
+            header = activation_pb2.SoftmaxRequest(**fields)
+            _header(array, out=header.input)
+            lent = self._lend([array], 1)
+            if lent is not None:
+                release, segment, (region,) = lent
+                return _SharedRpc(
+                    "SoftmaxShared",
+                    activation_pb2.SoftmaxSharedRequest(
+                        request=header, input=region, output=region
+                    ),
+                    lambda response: _read_shared(
+                        segment, response.output, region, array, field="output"
+                    ),
+                    release,
+                    lambda: self._softmax_rpc(
+                        array, axis=axis, temperature=temperature, log=log, shared=False
+                    ),
+                    array.size,
+                )
         plan = self._plan(array, "softmax", {"axis": int(axis)})
         if plan is not None:
             return self._softmax_stream(array, fields, plan)
@@ -464,6 +692,21 @@ class Client(_BaseClient):
     elementwise functions split anywhere, softmax along another axis than its
     own, prelu along axis 0. A stream that breaks raises; no partial result is
     returned.
+
+    Same host: with ``shared_memory=True`` and a local target (``localhost``, a
+    loopback address or ``unix:``), inputs of at least `shared_memory_min_bytes`
+    (default 64 KiB) are handed over in POSIX shared memory instead of the
+    message, in one call whatever their size (no streaming); inputs over the
+    server's element limit (asked once with `server_info`) go in messages,
+    streamed. The server must run with ``--allow-shared-memory`` as the same
+    user; when it refuses (or is too old), the call goes in messages and this
+    client stops trying (logged once; `shared_memory` turns False). The client
+    owns its segments (``/dev/shm/actgrad-*``, mode 0600): it reuses a few and
+    unlinks all of them on `close()` or at exit. Results are copies, never views
+    of a segment::
+
+        with Client("localhost:50051", shared_memory=True) as client:
+            y = client.activate(big, "silu")
     """
 
     def __init__(
@@ -481,6 +724,8 @@ class Client(_BaseClient):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        shared_memory: bool = False,
+        shared_memory_min_bytes: int = DEFAULT_SHARED_MEMORY_MIN_BYTES,
     ) -> None:
         super().__init__(
             target,
@@ -495,6 +740,8 @@ class Client(_BaseClient):
             max_attempts=max_attempts,
             stream_threshold_bytes=stream_threshold_bytes,
             chunk_bytes=chunk_bytes,
+            shared_memory=shared_memory,
+            shared_memory_min_bytes=shared_memory_min_bytes,
         )
         if self._credentials is None:
             self._channel = grpc.insecure_channel(target, options=self._channel_options)
@@ -511,21 +758,48 @@ class Client(_BaseClient):
         self.close()
 
     def close(self) -> None:
-        """Closes the channel; idempotent. ``with Client() as c:`` calls it for you."""
+        """Closes the channel and unlinks the shared-memory segments; idempotent.
+
+        ``with Client() as c:`` calls it for you.
+        """
         if not self._closed:
             self._closed = True
+            self._stop_sharing("")
             self._channel.close()
 
-    def _invoke(self, rpc: _Rpc[ResultT] | _StreamRpc[ResultT], timeout: float | None) -> ResultT:
+    def _invoke(self, rpc: _AnyRpc[ResultT], timeout: float | None) -> ResultT:
         deadline = self._deadline(timeout)
         if isinstance(rpc, _StreamRpc):
             return self._invoke_stream(rpc, deadline)
+        if isinstance(rpc, _SharedRpc):
+            return self._invoke_shared(rpc, deadline)
         stub = _stub(self._stubs, self._channel, rpc.service)
         try:
             response = getattr(stub, rpc.method)(rpc.request, **self._call_options(deadline))
         except grpc.RpcError as exc:
             raise from_grpc_error(exc) from exc
         return rpc.parse(response)
+
+    def _invoke_shared(self, rpc: _SharedRpc[ResultT], deadline: float) -> ResultT:
+        stub = _stub(self._stubs, self._channel, "activation")
+        try:
+            limit = self._shared_max_elements
+            if limit is None:
+                limit = self._learn_limits(self._invoke(self._server_info_rpc(), deadline))
+            if rpc.elements <= limit:
+                try:
+                    response = getattr(stub, rpc.method)(
+                        rpc.request, **self._call_options(deadline)
+                    )
+                except grpc.RpcError as exc:
+                    error = from_grpc_error(exc)
+                    if not self._shared_refused(error):
+                        raise error from exc
+                else:
+                    return rpc.parse(response)
+        finally:
+            rpc.release()
+        return self._invoke(rpc.fallback(), deadline)
 
     def _invoke_stream(self, rpc: _StreamRpc[ResultT], deadline: float) -> ResultT:
         stub = _stub(self._stubs, self._channel, "activation")
@@ -670,6 +944,8 @@ class AsyncClient(_BaseClient):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        shared_memory: bool = False,
+        shared_memory_min_bytes: int = DEFAULT_SHARED_MEMORY_MIN_BYTES,
     ) -> None:
         super().__init__(
             target,
@@ -684,6 +960,8 @@ class AsyncClient(_BaseClient):
             max_attempts=max_attempts,
             stream_threshold_bytes=stream_threshold_bytes,
             chunk_bytes=chunk_bytes,
+            shared_memory=shared_memory,
+            shared_memory_min_bytes=shared_memory_min_bytes,
         )
         self._channel: grpc.aio.Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -696,9 +974,13 @@ class AsyncClient(_BaseClient):
         await self.close()
 
     async def close(self) -> None:
-        """Closes the channel; idempotent. ``async with`` calls it for you."""
+        """Closes the channel and unlinks the shared-memory segments; idempotent.
+
+        ``async with`` calls it for you.
+        """
         if not self._closed:
             self._closed = True
+            self._stop_sharing("")
             if self._channel is not None:
                 await self._channel.close(grace=None)
 
@@ -724,18 +1006,39 @@ class AsyncClient(_BaseClient):
             )
         return _stub(self._stubs, self._channel, service)
 
-    async def _invoke(
-        self, rpc: _Rpc[ResultT] | _StreamRpc[ResultT], timeout: float | None
-    ) -> ResultT:
+    async def _invoke(self, rpc: _AnyRpc[ResultT], timeout: float | None) -> ResultT:
         deadline = self._deadline(timeout)
         if isinstance(rpc, _StreamRpc):
             return await self._invoke_stream(rpc, deadline)
+        if isinstance(rpc, _SharedRpc):
+            return await self._invoke_shared(rpc, deadline)
         stub = self._connected_stub(rpc.service)
         try:
             response = await getattr(stub, rpc.method)(rpc.request, **self._call_options(deadline))
         except grpc.RpcError as exc:
             raise from_grpc_error(exc) from exc
         return rpc.parse(response)
+
+    async def _invoke_shared(self, rpc: _SharedRpc[ResultT], deadline: float) -> ResultT:
+        try:
+            stub = self._connected_stub("activation")
+            limit = self._shared_max_elements
+            if limit is None:
+                limit = self._learn_limits(await self._invoke(self._server_info_rpc(), deadline))
+            if rpc.elements <= limit:
+                try:
+                    response = await getattr(stub, rpc.method)(
+                        rpc.request, **self._call_options(deadline)
+                    )
+                except grpc.RpcError as exc:
+                    error = from_grpc_error(exc)
+                    if not self._shared_refused(error):
+                        raise error from exc
+                else:
+                    return rpc.parse(response)
+        finally:
+            rpc.release()
+        return await self._invoke(rpc.fallback(), deadline)
 
     async def _invoke_stream(self, rpc: _StreamRpc[ResultT], deadline: float) -> ResultT:
         stub = self._connected_stub("activation")
@@ -1000,6 +1303,28 @@ def _finisher(plan: ChunkPlan, result: Callable[[], ResultT]) -> Callable[[int],
         return result()
 
     return finish
+
+
+def _header(array: npt.NDArray[Any], *, out: tensor_pb2.Tensor) -> None:
+    """dtype and shape of a tensor whose bytes travel in shared memory."""
+    out.dtype = _codec.dtype_info(array.dtype).wire  # type: ignore[assignment]
+    out.shape[:] = array.shape
+
+
+def _read_shared(
+    segment: _shm.Segment,
+    got: activation_pb2.SharedMemoryRegion,
+    sent: activation_pb2.SharedMemoryRegion,
+    like: npt.NDArray[Any],
+    *,
+    field: str,
+) -> npt.NDArray[Any]:
+    """A copy of the result the server wrote into `sent` (the segment is reused)."""
+    if got != sent:
+        raise InternalError(
+            f"malformed response from the server: {field} names another region than the one sent"
+        )
+    return segment.array(sent.offset, like.dtype, like.shape).copy()
 
 
 def _decode(tensor: tensor_pb2.Tensor, *, field: str) -> npt.NDArray[Any]:

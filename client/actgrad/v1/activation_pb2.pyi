@@ -201,3 +201,76 @@ class Limits(_message.Message):
     max_rank: int
     max_concurrent_rpcs: int
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_elements: _Optional[int] = ..., max_rank: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ...) -> None: ...
+
+class SharedMemoryRegion(_message.Message):
+    __slots__ = ("segment", "offset", "size")
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    segment: str
+    offset: int
+    size: int
+    def __init__(self, segment: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
+
+class ActivateSharedRequest(_message.Message):
+    __slots__ = ("request", "input", "output")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    request: ActivateRequest
+    input: SharedMemoryRegion
+    output: SharedMemoryRegion
+    def __init__(self, request: _Optional[_Union[ActivateRequest, _Mapping]] = ..., input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
+
+class ActivateSharedResponse(_message.Message):
+    __slots__ = ("output",)
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    output: SharedMemoryRegion
+    def __init__(self, output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
+
+class GradientSharedRequest(_message.Message):
+    __slots__ = ("request", "input", "grad_output", "grad_input", "output")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_INPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    request: GradientRequest
+    input: SharedMemoryRegion
+    grad_output: SharedMemoryRegion
+    grad_input: SharedMemoryRegion
+    output: SharedMemoryRegion
+    def __init__(self, request: _Optional[_Union[GradientRequest, _Mapping]] = ..., input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., grad_output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., grad_input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
+
+class GradientSharedResponse(_message.Message):
+    __slots__ = ("grad_input", "grad_params", "output")
+    class GradParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _tensor_pb2.Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    GRAD_INPUT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    grad_input: SharedMemoryRegion
+    grad_params: _containers.MessageMap[str, _tensor_pb2.Tensor]
+    output: SharedMemoryRegion
+    def __init__(self, grad_input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., grad_params: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
+
+class SoftmaxSharedRequest(_message.Message):
+    __slots__ = ("request", "input", "output")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    request: SoftmaxRequest
+    input: SharedMemoryRegion
+    output: SharedMemoryRegion
+    def __init__(self, request: _Optional[_Union[SoftmaxRequest, _Mapping]] = ..., input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
+
+class SoftmaxSharedResponse(_message.Message):
+    __slots__ = ("output",)
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    output: SharedMemoryRegion
+    def __init__(self, output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...

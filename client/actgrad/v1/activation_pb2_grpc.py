@@ -80,6 +80,21 @@ class ActivationServiceStub:
                 request_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
                 response_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
                 _registered_method=True)
+        self.ActivateShared = channel.unary_unary(
+                '/actgrad.v1.ActivationService/ActivateShared',
+                request_serializer=actgrad_dot_v1_dot_activation__pb2.ActivateSharedRequest.SerializeToString,
+                response_deserializer=actgrad_dot_v1_dot_activation__pb2.ActivateSharedResponse.FromString,
+                _registered_method=True)
+        self.GradientShared = channel.unary_unary(
+                '/actgrad.v1.ActivationService/GradientShared',
+                request_serializer=actgrad_dot_v1_dot_activation__pb2.GradientSharedRequest.SerializeToString,
+                response_deserializer=actgrad_dot_v1_dot_activation__pb2.GradientSharedResponse.FromString,
+                _registered_method=True)
+        self.SoftmaxShared = channel.unary_unary(
+                '/actgrad.v1.ActivationService/SoftmaxShared',
+                request_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedRequest.SerializeToString,
+                response_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedResponse.FromString,
+                _registered_method=True)
         self.ListFunctions = channel.unary_unary(
                 '/actgrad.v1.ActivationService/ListFunctions',
                 request_serializer=actgrad_dot_v1_dot_activation__pb2.ListFunctionsRequest.SerializeToString,
@@ -163,6 +178,47 @@ class ActivationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ActivateShared(self, request, context):
+        """Same-host fast path: the tensors are in POSIX shared-memory segments that the
+        client created on the server's host (see SharedMemoryRegion), and only their
+        names, offsets and sizes travel; the server reads the inputs there, computes
+        as the unary form does and writes the results into regions the client named.
+        Off unless the server runs with --allow-shared-memory. Every check of the
+        unary form applies (dtype, shape, rank and element limits, parameters), and
+        a region's size must be exactly prod(shape) * itemsize.
+        Returns the codes of Activate, and:
+        FAILED_PRECONDITION  the transfer cannot work on this server: shared memory
+        is not allowed here, or a named segment does not exist
+        or is not accessible to the server (another host,
+        container or user). Nothing in the request is wrong,
+        but no retry will succeed either: the client should
+        send the tensors in the message instead (the SDK does,
+        and stops trying shared memory on that server).
+        INVALID_ARGUMENT     also for a segment name without the "actgrad-" prefix
+        or with characters outside [A-Za-z0-9_.-], a segment
+        that is a symbolic link, not a regular file, has more
+        than one link or any group/other permission bit, a
+        region beyond the end of its segment, outputs that
+        overlap each other, or `data` set in a tensor whose
+        bytes are in a region.
+        Servers older than these RPCs answer UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GradientShared(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SoftmaxShared(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListFunctions(self, request, context):
         """The function catalog. Returns OK, UNAUTHENTICATED or UNAVAILABLE.
         """
@@ -210,6 +266,21 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     servicer.SoftmaxStream,
                     request_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.FromString,
                     response_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.SerializeToString,
+            ),
+            'ActivateShared': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateShared,
+                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.ActivateSharedRequest.FromString,
+                    response_serializer=actgrad_dot_v1_dot_activation__pb2.ActivateSharedResponse.SerializeToString,
+            ),
+            'GradientShared': grpc.unary_unary_rpc_method_handler(
+                    servicer.GradientShared,
+                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.GradientSharedRequest.FromString,
+                    response_serializer=actgrad_dot_v1_dot_activation__pb2.GradientSharedResponse.SerializeToString,
+            ),
+            'SoftmaxShared': grpc.unary_unary_rpc_method_handler(
+                    servicer.SoftmaxShared,
+                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedRequest.FromString,
+                    response_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedResponse.SerializeToString,
             ),
             'ListFunctions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFunctions,
@@ -400,6 +471,87 @@ class ActivationService:
             '/actgrad.v1.ActivationService/SoftmaxStream',
             actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
             actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateShared(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actgrad.v1.ActivationService/ActivateShared',
+            actgrad_dot_v1_dot_activation__pb2.ActivateSharedRequest.SerializeToString,
+            actgrad_dot_v1_dot_activation__pb2.ActivateSharedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GradientShared(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actgrad.v1.ActivationService/GradientShared',
+            actgrad_dot_v1_dot_activation__pb2.GradientSharedRequest.SerializeToString,
+            actgrad_dot_v1_dot_activation__pb2.GradientSharedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SoftmaxShared(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actgrad.v1.ActivationService/SoftmaxShared',
+            actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedRequest.SerializeToString,
+            actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedResponse.FromString,
             options,
             channel_credentials,
             insecure,

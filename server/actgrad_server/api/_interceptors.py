@@ -137,6 +137,9 @@ def _labels(request: Any) -> tuple[str, str]:
     """(function, dtype) of a request, bounded to known values; ("", "") if none apply."""
     if request is None or not hasattr(request, "DESCRIPTOR"):
         return "", ""
+    if request.DESCRIPTOR.name.endswith("SharedRequest"):
+        # Shared-memory requests wrap the ordinary request of their verb.
+        request = request.request
     return _function_label(request), _dtype_label(request)
 
 

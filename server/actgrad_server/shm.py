@@ -1,0 +1,319 @@
+"""Reading and writing tensors in POSIX shared memory that a client on this host made.
+
+The same-host fast path (``--allow-shared-memory``): a client puts its tensors in a
+shared-memory segment, sends the segment's name, offsets and sizes, and reads the
+results the server wrote back into regions it named. What the server accepts is
+the trust model, enforced here on every call:
+
+- only with ``--allow-shared-memory`` (otherwise FAILED_PRECONDITION);
+- the name is the SDK's: ``actgrad-`` and then ``[A-Za-z0-9_.-]``, no ``/``, so it
+  names a file directly in the shared-memory directory (``/dev/shm``);
+- the file is opened with O_NOFOLLOW (a symbolic link is refused), must be a
+  regular file owned by the server's effective user, with one link and no group
+  or other permission bits (the SDK creates segments 0600);
+- every region lies within the file's size as fstat reports it, and has exactly
+  the byte length its dtype and shape need; the usual element and rank limits
+  apply before anything is mapped;
+- inputs are mapped read-only, covering only their region; outputs are written
+  with pwrite into their region and nowhere else; outputs must not overlap;
+- the server never creates, resizes or unlinks a segment.
+
+Same user means the client could harm the server anyway (it may signal or trace
+it), so what this guards against is confusion, not a hostile peer: a segment of
+another program, another user's file, a typo in a name. One hazard stays with
+the client: shrinking a segment while the server reads it makes the server fault
+(SIGBUS), as with any shared mapping; the SDK never resizes a segment in use.
+
+A segment missing or inaccessible here means the client is not on this host (or
+not in this container, or another user): FAILED_PRECONDITION, so that it falls
+back to sending the bytes. Nothing here imports grpc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from actgrad._codec import TensorError, check_shape, dtype_info
+from actgrad_server.errors import ActgradServerError, ConfigError, InvalidArgument
+
+__all__ = [
+    "DEFAULT_DIRECTORY",
+    "SEGMENT_PREFIX",
+    "FailedPrecondition",
+    "Region",
+    "SharedMemory",
+    "Transfer",
+    "check_name",
+    "describe",
+]
+
+DEFAULT_DIRECTORY = "/dev/shm"
+SEGMENT_PREFIX = "actgrad-"
+# NAME_MAX is 255; the prefix plus 200 characters stays well under it.
+_NAME = re.compile(re.escape(SEGMENT_PREFIX) + r"[A-Za-z0-9_.-]{1,200}")
+_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+# Pre-faults the page tables of a mapping in one go (Linux, Python >= 3.10).
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+# pwrite writes at most about 2 GiB per call on Linux.
+_WRITE_STEP = 1 << 30
+
+
+class FailedPrecondition(ActgradServerError):
+    """The transfer cannot work on this server; the client should send the bytes."""
+
+    status = "FAILED_PRECONDITION"
+
+
+@dataclass(frozen=True)
+class Region:
+    """Bytes [offset, offset + size) of the segment named `segment`."""
+
+    segment: str
+    offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+class TensorHeader(Protocol):
+    """A wire Tensor's metadata (actgrad.v1.Tensor): dtype, shape, and data."""
+
+    @property
+    def dtype(self) -> Any: ...
+    @property
+    def shape(self) -> Any: ...
+    @property
+    def data(self) -> bytes: ...
+
+
+@dataclass
+class _Segment:
+    fd: int
+    size: int
+    inode: tuple[int, int]
+
+
+class SharedMemory:
+    """The server's access to client segments; one per front end.
+
+    >>> SharedMemory(allowed=False).transfer()  # doctest: +SKIP
+    FailedPrecondition: shared memory is not allowed on this server ...
+    """
+
+    def __init__(
+        self,
+        *,
+        allowed: bool,
+        directory: str = DEFAULT_DIRECTORY,
+        uid: int | None = None,
+    ) -> None:
+        self.allowed = allowed
+        self.directory = directory
+        self.uid = os.geteuid() if uid is None else uid
+        if allowed and not os.path.isdir(directory):
+            raise ConfigError(
+                f"allow_shared_memory needs the shared-memory directory {directory}, "
+                "which does not exist here"
+            )
+
+    @contextmanager
+    def transfer(self) -> Iterator[Transfer]:
+        """One call's access: every segment opened and region mapped is released after."""
+        if not self.allowed:
+            raise FailedPrecondition(
+                "shared memory is not allowed on this server; send the tensors in the message"
+            )
+        transfer = Transfer(self)
+        try:
+            yield transfer
+        finally:
+            transfer.close()
+
+
+def check_name(name: str, *, field: str) -> None:
+    """Refuses names that are not the SDK's (INVALID_ARGUMENT)."""
+    if not _NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"{field}.segment: {name[:64]!r} is not an actgrad segment name "
+            f"({SEGMENT_PREFIX!r} and then 1 to 200 of [A-Za-z0-9_.-])"
+        )
+
+
+def describe(
+    tensor: TensorHeader, *, field: str, max_rank: int, max_elements: int
+) -> tuple[np.dtype[Any], tuple[int, ...], int]:
+    """Checks a tensor header whose bytes are in a region: dtype, shape, byte length."""
+    try:
+        info = dtype_info(int(tensor.dtype))
+    except KeyError:
+        if int(tensor.dtype) == 0:
+            raise TensorError(f"{field}.dtype", "is unspecified") from None
+        raise TensorError(f"{field}.dtype", f"unknown dtype enum value {tensor.dtype}") from None
+    shape = tuple(int(d) for d in tensor.shape)
+    count = check_shape(shape, field=f"{field}.shape", max_rank=max_rank, max_elements=max_elements)
+    if tensor.data:
+        raise InvalidArgument(
+            f"{field}.data: must be empty; the bytes are in the shared-memory region"
+        )
+    return info.numpy, shape, count * info.itemsize
+
+
+class Transfer:
+    """The segments of one call. Use through `SharedMemory.transfer()`."""
+
+    def __init__(self, shared: SharedMemory) -> None:
+        self._shared = shared
+        self._segments: dict[str, _Segment] = {}
+        self._maps: list[mmap.mmap] = []
+        self._outputs: list[tuple[tuple[int, int], Region, str]] = []
+
+    def read(
+        self,
+        tensor: TensorHeader,
+        region: Region,
+        *,
+        field: str,
+        region_field: str,
+        max_rank: int,
+        max_elements: int,
+    ) -> npt.NDArray[Any]:
+        """The input in `region` as a read-only array of the header's dtype and shape."""
+        dtype, shape, nbytes = describe(
+            tensor, field=field, max_rank=max_rank, max_elements=max_elements
+        )
+        segment = self._locate(region, nbytes, field=region_field)
+        if nbytes == 0:
+            array: npt.NDArray[Any] = np.empty(shape, dtype=dtype)
+            array.flags.writeable = False
+            return array
+        # mmap offsets must be multiples of the allocation granularity.
+        start = region.offset - region.offset % mmap.ALLOCATIONGRANULARITY
+        mapping = mmap.mmap(
+            segment.fd,
+            region.end - start,
+            flags=mmap.MAP_SHARED | _MAP_POPULATE,
+            prot=mmap.PROT_READ,
+            offset=start,
+        )
+        self._maps.append(mapping)
+        count = nbytes // dtype.itemsize
+        return np.frombuffer(
+            mapping, dtype=dtype, count=count, offset=region.offset - start
+        ).reshape(shape)
+
+    def reserve(self, region: Region, nbytes: int, *, field: str) -> None:
+        """Checks an output region before computing: its size, bounds and overlaps."""
+        segment = self._locate(region, nbytes, field=field)
+        for inode, other, other_field in self._outputs:
+            if inode == segment.inode and region.offset < other.end and other.offset < region.end:
+                raise InvalidArgument(f"{field}: overlaps {other_field}")
+        self._outputs.append((segment.inode, region, field))
+
+    def write(self, region: Region, array: npt.NDArray[Any], *, field: str) -> None:
+        """Writes a result into a region checked by `reserve`, and only there."""
+        if not any(r == region and f == field for _, r, f in self._outputs):
+            raise RuntimeError(f"{field}: region was not reserved")
+        data = np.ascontiguousarray(array)
+        if data.nbytes != region.size:
+            raise RuntimeError(
+                f"{field}: {data.nbytes} result bytes for a {region.size}-byte region"
+            )
+        fd = self._segments[region.segment].fd
+        # pwrite past the end would grow the segment; the server never resizes one.
+        if os.fstat(fd).st_size < region.end:
+            raise InvalidArgument(f"{field}: segment {region.segment!r} shrank during the call")
+        # Bytes, whatever the dtype (bfloat16 has no buffer format of its own).
+        view = data.reshape(-1).view(np.uint8).data
+        done = 0
+        while done < region.size:
+            written = os.pwrite(fd, view[done : done + _WRITE_STEP], region.offset + done)
+            if written <= 0:
+                raise OSError(errno.EIO, f"{field}: short write to the shared-memory segment")
+            done += written
+
+    def close(self) -> None:
+        for mapping in self._maps:
+            # A view still referenced keeps its mapping; it goes with the view.
+            with contextlib.suppress(BufferError):
+                mapping.close()
+        self._maps.clear()
+        for segment in self._segments.values():
+            os.close(segment.fd)
+        self._segments.clear()
+
+    def _locate(self, region: Region, nbytes: int, *, field: str) -> _Segment:
+        if region.size != nbytes:
+            raise InvalidArgument(
+                f"{field}.size: is {region.size} bytes but the tensor needs {nbytes}"
+            )
+        segment = self._open(region.segment, field=field)
+        if region.end > segment.size:
+            raise InvalidArgument(
+                f"{field}: bytes [{region.offset}, {region.end}) lie beyond the end of "
+                f"segment {region.segment!r} ({segment.size} bytes)"
+            )
+        return segment
+
+    def _open(self, name: str, *, field: str) -> _Segment:
+        segment = self._segments.get(name)
+        if segment is not None:
+            return segment
+        check_name(name, field=field)
+        path = os.path.join(self._shared.directory, name)
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            raise FailedPrecondition(
+                f"{field}.segment: no segment {name!r} on the server's host; a client "
+                "on another host or in another container must send the tensors"
+            ) from None
+        except PermissionError:
+            raise FailedPrecondition(
+                f"{field}.segment: segment {name!r} is not accessible to the server's user"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InvalidArgument(f"{field}.segment: {name!r} is a symbolic link") from None
+            reason = errno.errorcode.get(exc.errno or 0, "error")
+            raise InvalidArgument(
+                f"{field}.segment: {name!r} cannot be opened ({reason})"
+            ) from None
+        try:
+            info = os.fstat(fd)
+            _check_file(info, name=name, field=field, uid=self._shared.uid)
+        except BaseException:
+            os.close(fd)
+            raise
+        segment = _Segment(fd=fd, size=info.st_size, inode=(info.st_dev, info.st_ino))
+        self._segments[name] = segment
+        return segment
+
+
+def _check_file(info: os.stat_result, *, name: str, field: str, uid: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidArgument(f"{field}.segment: {name!r} is not a regular file")
+    if info.st_uid != uid:
+        raise FailedPrecondition(
+            f"{field}.segment: {name!r} belongs to another user than the server's"
+        )
+    if info.st_nlink != 1:
+        raise InvalidArgument(f"{field}.segment: {name!r} has {info.st_nlink} links, not 1")
+    if info.st_mode & 0o077:
+        raise InvalidArgument(
+            f"{field}.segment: {name!r} has group or other permissions "
+            f"({stat.filemode(info.st_mode)}); segments must be private to their user"
+        )
