@@ -3,6 +3,10 @@
 What applies to every call (request id, access log, metrics, bearer tokens) is a
 server interceptor, so each front end is one `_register` line below and is covered
 by health, reflection and the interceptors without more code.
+
+`serve` runs one server in this process (``--workers 1``) or, with several workers,
+hands over to the supervisor in `actgrad_server.workers`, whose worker processes
+each run one `ActgradServer` with a `WorkerRole`.
 """
 
 from __future__ import annotations
@@ -12,15 +16,18 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
-from grpc_reflection.v1alpha import reflection
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from actgrad.v1 import activation_pb2, activation_pb2_grpc
-from actgrad_server import health, security
+from actgrad_server import health, security, workers
 from actgrad_server.api import oip
 from actgrad_server.api._interceptors import AuthInterceptor, ObserveInterceptor
 from actgrad_server.api.activation import ActivationServicer, Limits
@@ -28,7 +35,7 @@ from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
 from actgrad_server.metrics import ServerMetrics
 
-__all__ = ["ActgradServer", "serve"]
+__all__ = ["ActgradServer", "WorkerRole", "install_drain_signals", "serve"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -39,6 +46,49 @@ def _address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """How one worker process of ``actgrad serve --workers N`` differs from a lone server.
+
+    It binds the shared port with SO_REUSEPORT, logs its own readiness as
+    ``worker <index> serving on ...`` (the supervisor logs the server's one
+    ``serving actgrad.v1 on ...`` line), and with `shared_metrics` records its
+    metrics in prometheus-client's multiprocess files for the supervisor to serve.
+    """
+
+    index: int
+    shared_metrics: bool = False
+
+
+def _reflection_pool(services: list[ServiceDescriptor]) -> descriptor_pool.DescriptorPool:
+    """One pool describing every served service, for reflection.
+
+    The OIP stubs live in a private pool (see actgrad_server.oip), which the
+    reflection service would not see in protobuf's default pool; this pool holds
+    copies of the files of all of them, health and reflection included.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(file: FileDescriptor) -> None:
+        if file.name in added:
+            return
+        for dependency in file.dependencies:
+            add(dependency)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
+        added.add(file.name)
+
+    for service in (
+        *services,
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+        reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+    ):
+        add(service.file)
+    return pool
+
+
 class ActgradServer:
     """One gRPC server over one Engine. `start()` listens, warms up, then says SERVING.
 
@@ -47,8 +97,15 @@ class ActgradServer:
     >>> server.stop(); server.wait()  # drain, then release everything  # doctest: +SKIP
     """
 
-    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        worker: WorkerRole | None = None,
+    ) -> None:
         self.settings = settings
+        self.worker = worker
         self.engine = engine or Engine(
             device=settings.device,
             cache_size=settings.session_cache_size,
@@ -62,7 +119,9 @@ class ActgradServer:
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         credentials = security.server_credentials(settings)
-        self.metrics = ServerMetrics(self.engine.cache_info)
+        self.metrics = ServerMetrics(
+            self.engine.cache_info, shared=worker is not None and worker.shared_metrics
+        )
         interceptors: list[Any] = [ObserveInterceptor(self.metrics, access_log=settings.access_log)]
         if settings.auth_token_file:
             tokens = security.load_tokens(settings.auth_token_file)
@@ -76,7 +135,8 @@ class ActgradServer:
             options=[
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Off for a lone server: a second one on its port fails to bind.
+                ("grpc.so_reuseport", 0 if worker is None else 1),
             ],
             interceptors=interceptors,
             # Checked before a call is queued for a thread: over the limit a call
@@ -86,9 +146,12 @@ class ActgradServer:
 
         # Front ends: one line each.
         self._services: list[str] = []
+        self._descriptors: list[ServiceDescriptor] = []
         self._register(
             activation_pb2_grpc.add_ActivationServiceServicer_to_server,
-            ActivationServicer(self.engine, limits),
+            ActivationServicer(
+                self.engine, limits, allow_shared_memory=settings.allow_shared_memory
+            ),
             activation_pb2.DESCRIPTOR.services_by_name["ActivationService"],
         )
         self._register(  # the Open Inference Protocol, over the same engine
@@ -101,7 +164,9 @@ class ActgradServer:
         self.health.add_to_server(self._server)
         if settings.reflection:
             reflection.enable_server_reflection(
-                [*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+                [*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME],
+                self._server,
+                pool=_reflection_pool(self._descriptors),
             )
 
         address = _address(settings.host, settings.port)
@@ -125,6 +190,7 @@ class ActgradServer:
     ) -> None:
         add_to_server(servicer, self._server)
         self._services.append(service.full_name)
+        self._descriptors.append(service)
 
     @property
     def services(self) -> list[str]:
@@ -155,6 +221,10 @@ class ActgradServer:
         self.health.set_serving()
         if self.health.serving:
             self.metrics.serving.set(1)
+        self.metrics.start_cache_sync()
+        if self.worker is not None:
+            _LOGGER.info("worker %d serving on %s", self.worker.index, self.address)
+            return
         _LOGGER.info(
             "serving actgrad.v1 on %s (providers: %s; %s)",
             self.address,
@@ -193,28 +263,44 @@ class ActgradServer:
         self.metrics.stop_http()
 
 
-def serve(settings: Settings) -> int:
-    """Runs until SIGTERM or SIGINT, then drains within the grace period.
+def install_drain_signals(
+    server: ActgradServer, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+) -> None:
+    """One of `signals` starts the drain of `server`; a second one cancels what is left.
 
-    A second signal during the drain cancels the calls still running.
+    Call from the main thread; `server.wait()` returns once the drain is done.
     """
-    server = ActgradServer(settings)
-    signals = 0
+    received = 0
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal signals
-        signals += 1
-        grace = None if signals == 1 else 0.0
+        nonlocal received
+        received += 1
+        grace = None if received == 1 else 0.0
         _LOGGER.info(
             "received %s%s", signal.Signals(signum).name, "" if grace is None else "; stopping now"
         )
-        # stop() only starts the drain; wait() below returns once it is done.
+        # stop() only starts the drain; server.wait() returns once it is done.
         threading.Thread(
             target=server.stop, args=(grace,), name="actgrad-drain", daemon=True
         ).start()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in signals:
+        signal.signal(signum, on_signal)
+
+
+def serve(settings: Settings) -> int:
+    """Runs until SIGTERM or SIGINT, then drains within the grace period; returns the
+    exit status.
+
+    A second signal during the drain cancels the calls still running. With more
+    than one worker (`Settings.workers`; 0 = one per usable CPU) a supervisor runs
+    the workers as processes on the same port (`actgrad_server.workers`).
+    """
+    count = workers.worker_count(settings)
+    if count > 1:
+        return workers.supervise(settings, count)
+    server = ActgradServer(settings)
+    install_drain_signals(server)
     server.start()
     server.wait()
     _LOGGER.info("stopped")

@@ -48,14 +48,23 @@ class Settings:
         metadata=_opt("calls in flight beyond this get RESOURCE_EXHAUSTED at once"),
     )
     threads: int = field(default=16, metadata=_opt("server threads running calls"))
+    workers: int = field(
+        default=0,
+        metadata=_opt(
+            "server processes sharing the port (SO_REUSEPORT); 0 = one per CPU this "
+            "process may use; 1 = no supervisor, the server runs in this process"
+        ),
+    )
     session_cache_size: int = field(
         default=128, metadata=_opt("onnxruntime sessions kept warm (LRU)")
     )
+    # Defaults chosen by measurement (docs/performance.md): one intra-op thread per
+    # session (worker processes use the cores) and 64 Ki-element chunks.
     intra_op_threads: int = field(
-        default=0, metadata=_opt("onnxruntime intra-op threads per session; 0 = its default")
+        default=1, metadata=_opt("onnxruntime intra-op threads per session; 0 = its default")
     )
     chunk_elements: int = field(
-        default=1 << 20,
+        default=1 << 16,
         metadata=_opt(
             "inputs above this many elements are computed chunk by chunk, which bounds "
             "the memory of a graph's intermediates"
@@ -94,6 +103,13 @@ class Settings:
         default="",
         metadata=_opt("file of accepted bearer tokens, one per line; when set, calls need one"),
     )
+    allow_shared_memory: bool = field(
+        default=False,
+        metadata=_opt(
+            "accept tensors in POSIX shared memory (/dev/shm) from clients on this host "
+            "running as the server's user (the *Shared RPCs; off: FAILED_PRECONDITION)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -110,6 +126,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
         if self.chunk_elements < 1:
             raise ConfigError(f"chunk_elements must be >= 1, got {self.chunk_elements}")
         if self.intra_op_threads < 0:

@@ -94,8 +94,8 @@ class Engine:
         *,
         device: str = "auto",
         cache_size: int = 128,
-        intra_op_threads: int = 0,
-        chunk_elements: int = 1 << 20,
+        intra_op_threads: int = 1,
+        chunk_elements: int = 1 << 16,
         available_providers: Sequence[str] | None = None,
     ) -> None:
         self._chunk_elements = chunk_elements

@@ -3,6 +3,12 @@
 Each `ActgradServer` owns a `ServerMetrics`; the interceptor records every call in
 it, and the engine's session cache is read at scrape time. `serve_http` exposes
 ``/metrics`` on its own port (prometheus-client's WSGI server, a daemon thread).
+
+A worker of ``actgrad serve --workers N`` records in prometheus-client's
+multiprocess files instead (``shared=True``; the supervisor sets
+PROMETHEUS_MULTIPROC_DIR before it starts the workers and serves their sum, see
+`actgrad_server.workers`). Its cache cannot be read at scrape time from another
+process, so a worker copies it into gauges every `CACHE_SYNC_SECONDS`.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from actgrad_server.engine import CacheInfo
 
-__all__ = ["ServerMetrics"]
+__all__ = ["CACHE_SYNC_SECONDS", "ServerMetrics"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+# How stale a worker's session cache metrics may be under several workers.
+CACHE_SYNC_SECONDS = 1.0
 
 
 class _CacheCollector(Collector):
@@ -64,9 +72,14 @@ class _CacheCollector(Collector):
 
 
 class ServerMetrics:
-    """The metrics of one server. `registry` is what ``/metrics`` shows."""
+    """The metrics of one server. `registry` is what ``/metrics`` shows.
 
-    def __init__(self, cache_info: Callable[[], CacheInfo]) -> None:
+    With `shared`, the values go to prometheus-client's multiprocess files (the
+    process must have started with PROMETHEUS_MULTIPROC_DIR set); gauges say how
+    the workers' values combine (`multiprocess_mode`, ignored otherwise).
+    """
+
+    def __init__(self, cache_info: Callable[[], CacheInfo], *, shared: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
             "actgrad_requests_received",
@@ -91,6 +104,7 @@ class ServerMetrics:
             "actgrad_requests_in_flight",
             "Calls being handled now",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.bytes_in = Counter(
             "actgrad_request_bytes",
@@ -108,10 +122,62 @@ class ServerMetrics:
             "actgrad_serving",
             "1 while health says SERVING, 0 while warming up or draining",
             registry=self.registry,
+            # Several workers: 1 only while every live worker serves.
+            multiprocess_mode="livemin",
         )
-        self.registry.register(_CacheCollector(cache_info))
+        self._cache_info = cache_info
+        self._shared = shared
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._sync_stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
+        if not shared:
+            self.registry.register(_CacheCollector(cache_info))
+            return
+        # The supervisor sums these over the live workers.
+        self._cache_size = Gauge(
+            "actgrad_session_cache_size",
+            "onnxruntime sessions in the cache",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self._cache_capacity = Gauge(
+            "actgrad_session_cache_capacity",
+            "most onnxruntime sessions the cache keeps",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self._graph_builds = Counter(
+            "actgrad_graph_builds", "ONNX graphs built into sessions", registry=self.registry
+        )
+        self._builds_seen = 0
+        self._sync_lock = threading.Lock()
+
+    def sync_cache(self) -> None:
+        """Copies the session cache's numbers into the shared metrics (no-op unless shared)."""
+        if not self._shared:
+            return
+        info = self._cache_info()
+        with self._sync_lock:
+            self._cache_size.set(info.size)
+            self._cache_capacity.set(info.capacity)
+            if info.builds > self._builds_seen:
+                self._graph_builds.inc(info.builds - self._builds_seen)
+                self._builds_seen = info.builds
+
+    def start_cache_sync(self, interval: float = CACHE_SYNC_SECONDS) -> None:
+        """Shared metrics: syncs the cache now, then every `interval` seconds until
+        `stop_http`. Without `shared` the cache is read at scrape time instead."""
+        if not self._shared or self._sync_thread is not None:
+            return
+        self.sync_cache()
+
+        def run() -> None:
+            while not self._sync_stop.wait(interval):
+                self.sync_cache()
+
+        self._sync_thread = threading.Thread(target=run, name="actgrad-metrics-sync", daemon=True)
+        self._sync_thread.start()
 
     def serve_http(self, host: str, port: int) -> int:
         """Starts ``/metrics`` on host:port (0 = any free port); returns the port."""
@@ -120,6 +186,12 @@ class ServerMetrics:
         return bound
 
     def stop_http(self) -> None:
+        """Stops ``/metrics`` and the cache sync, where they run."""
+        if self._sync_thread is not None:
+            self._sync_stop.set()
+            self._sync_thread.join()
+            self._sync_thread = None
+            self.sync_cache()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

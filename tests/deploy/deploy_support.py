@@ -41,6 +41,8 @@ REPLICA_ENVIRONMENT = {
     "ACTGRAD_THREADS": "4",
     "ACTGRAD_GRACE": "2",
     "ACTGRAD_LOG_FORMAT": "json",
+    # One process per replica: SIGSTOP and SIGKILL in the tests must reach the server.
+    "ACTGRAD_WORKERS": "1",
 }
 _TEMPLATE_VARIABLE = re.compile(r"\$\{?(ACTGRAD_LB_[A-Z0-9_]+)\}?")
 

@@ -150,6 +150,11 @@ def test_reflection_lists_services_and_describes_the_api(server: ActgradServer) 
         assert activate.input_type.full_name == "actgrad.v1.ActivateRequest"
         tensor = pool.FindMessageTypeByName("actgrad.v1.Tensor")
         assert {"dtype", "shape", "data"} <= set(tensor.fields_by_name)
+        # The Open Inference Protocol, whose stubs live in a private pool, too.
+        oip = pool.FindServiceByName("inference.GRPCInferenceService")
+        infer = oip.FindMethodByName("ModelInfer")
+        assert infer.input_type.full_name == "inference.ModelInferRequest"
+        assert "raw_input_contents" in infer.input_type.fields_by_name
 
 
 def test_no_reflection_turns_it_off() -> None:
