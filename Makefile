@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: install serve test check lint format types stubs stubs-check unit integration clean bench node-deps deploy-deps deploy
+.PHONY: install serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ test: check node-deps deploy-deps
 BENCH_ARGS ?=
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The settings sweeps behind docs/performance.md's "Settings chosen by measurement"
+# (a few minutes; not part of `make bench`): bench/results/settings-*.
+bench-settings: install
+	$(PY) -m bench.settings $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

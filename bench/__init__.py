@@ -7,6 +7,9 @@ onnxruntime in-process on the same array (the compute floor); throughput at seve
 concurrency levels; and the server's peak memory. It writes JSON, Markdown and a PNG
 chart under ``bench/results/``. A benchmark is not a test: nothing here asserts on time.
 
-Each thing measured is a *subject* (:mod:`bench.subjects`); a new serving variant
-(streaming, several worker processes, shared memory) is one more subject.
+Tensors above the SDK's stream threshold are streamed in chunks, and their echo is a
+streaming echo of the same chunk requests. Each thing measured is a *subject*
+(:mod:`bench.subjects`); a serving variant (several worker processes, shared memory,
+other engine or client settings) is one more subject, registered or given as
+``--variant``. :mod:`bench.settings` runs the settings sweeps.
 """

@@ -1,7 +1,12 @@
-"""A server in a child process: start it, find its port, read its memory and CPU time."""
+"""A server in a child process: start it, find its port, read its memory and CPU time.
+
+Memory and CPU are read over the server's whole process tree, so that a server that
+runs worker processes (``actgrad serve --workers N``) is measured as a whole.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -21,6 +26,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Both servers log this line once they serve: actgrad after its warm-up.
 _LISTENING = re.compile(r"serving \S+ on \S+:(\d+)")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
+# Loaded here, not in the child: between fork and exec only the prctl call runs.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    # A harness killed outright (a test's timeout, SIGKILL) must not leave its
+    # servers running: the kernel sends them SIGTERM when it goes.
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ServerProcess:
@@ -46,6 +61,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
+            preexec_fn=_die_with_parent,  # one prctl call between fork and exec
         )
         self._port = self._wait_for_port(time.monotonic() + start_timeout)
         _LOGGER.info("%s: pid %d on port %d", name, self.pid, self._port)
@@ -78,34 +94,66 @@ class ServerProcess:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def pids(self) -> list[int]:
+        """The server's process and its descendants (worker processes), alive now."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+        tree, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, ()))
+        return tree
+
     def _status_kib(self, key: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        raise RuntimeError(f"no {key} in /proc/{self.pid}/status")
+        """The sum of `key` (kB) in /proc/<pid>/status over the process tree."""
+        total = 0
+        for pid in self.pids():
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue  # exited in between
+            for line in text.splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+                    break
+        return total
 
     def rss_bytes(self) -> int:
-        """Resident set size now."""
+        """Resident set size now (summed over the process tree)."""
         return self._status_kib("VmRSS") * 1024
 
     def peak_rss_bytes(self) -> int:
-        """RSS high-water mark (VmHWM) since start or the last `reset_peak`."""
+        """RSS high-water mark (VmHWM) since start or the last `reset_peak`.
+
+        With worker processes, the sum of each one's high-water mark: an upper bound
+        of the tree's peak, exact for a single process.
+        """
         return self._status_kib("VmHWM") * 1024
 
     def reset_peak(self) -> bool:
         """Resets VmHWM to the current RSS (Linux clear_refs 5); False where refused."""
         try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            for pid in self.pids():
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
         except OSError:
             return False
         return True
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used."""
-        # The command name (field 2) may hold spaces; the fields after it do not.
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # After the name: state is field 3, utime field 14, stime field 15 (1-based).
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        """User + system CPU time the process tree has used (live processes)."""
+        total = 0
+        for pid in self.pids():
+            fields = _stat_fields(pid)
+            if fields is not None:
+                # After the name: utime is field 14, stime field 15 (1-based).
+                total += int(fields[11]) + int(fields[12])
+        return total / _CLOCK_TICKS
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout`; idempotent."""
@@ -124,3 +172,13 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (state first, then ppid), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after it do not.
+    return text.rsplit(")", 1)[1].split()

@@ -1,6 +1,8 @@
 """The transport floor: a bare grpcio echo server, run in its own process.
 
-One generic unary method whose handler returns the request bytes as they came: no
+Two generic methods: ``Echo`` (unary) returns the request bytes as they came, and
+``EchoStream`` (bidirectional streaming) answers each message of a stream with that
+message, as it arrives, the way actgrad's ``*Stream`` RPCs answer each chunk. No
 (de)serializers (grpcio hands the handler raw bytes and sends the returned bytes as
 they are), no protobuf parsing, no compute. It is built like ``actgrad serve``'s
 server (a thread pool of the same size, the same message limits and concurrency
@@ -16,22 +18,28 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from types import FrameType
 
 import grpc
 
-__all__ = ["ECHO_METHOD", "build_server", "main"]
+__all__ = ["ECHO_METHOD", "ECHO_STREAM_METHOD", "build_server", "main"]
 
 _LOGGER = logging.getLogger("bench.echo_server")
 
 _SERVICE = "bench.v1.Echo"
 ECHO_METHOD = f"/{_SERVICE}/Echo"
+ECHO_STREAM_METHOD = f"/{_SERVICE}/EchoStream"
 
 
 def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
     return request
+
+
+def _echo_stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+    # One answer per message as soon as it is read, like actgrad's chunk handlers.
+    yield from requests
 
 
 def build_server(
@@ -49,7 +57,11 @@ def build_server(
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
     handler = grpc.method_handlers_generic_handler(
-        _SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
+        _SERVICE,
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(_echo),
+            "EchoStream": grpc.stream_stream_rpc_method_handler(_echo_stream),
+        },
     )
     server.add_generic_rpc_handlers((handler,))
     return server, executor

@@ -3,22 +3,25 @@
 Phases (``--phases``, all by default):
 
 - ``latency``: for every size and operation, each subject's p50 and p99 of one call
-  at a time. After a warm-up (not measured), every round runs every (size, operation,
-  subject) cell with the subject order rotated by one each round, so that drift in
-  the machine's load falls on all subjects alike. The servers' RSS high-water mark is
-  read per size.
+  at a time. A tensor above the SDK's stream threshold travels as a stream of chunk
+  requests (and its echo is a streaming echo of those same chunks). After a warm-up
+  (not measured), every round runs every (size, operation, subject) cell with the
+  subject order rotated by one each round, so that drift in the machine's load falls
+  on all subjects alike. The servers' RSS high-water mark is read per size.
 - ``throughput``: calls per second for small tensors at each concurrency level, the
   same rotation. Load comes from one asyncio event loop per cell with that many
   calls in flight on one channel (see `_throughput_cell` for why).
-- ``memory``: for each ``--memory-sizes`` size, a fresh server serves one call and
-  its peak RSS is read; a tensor that cannot fit one message is reported as needing
-  streaming, not measured.
+- ``memory``: for each ``--memory-sizes`` size and operation, a fresh server serves
+  one call (streamed where the SDK streams it) and its peak RSS is read; then, for each
+  ``--roundtrip-sizes`` size, a fresh actgrad server with the default limits
+  serves one call whose every value is checked (the 1 GiB round trip).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -37,8 +40,10 @@ import grpc
 import numpy as np
 
 from actgrad import ActgradError
+from actgrad._client import DEFAULT_CHUNK_BYTES, DEFAULT_STREAM_THRESHOLD_BYTES
 from actgrad_server.config import DEVICES, Settings
 from bench import report
+from bench import subjects as _subjects
 from bench._proc import REPO_ROOT
 from bench.machine import load_average, machine_info
 from bench.subjects import (
@@ -47,11 +52,15 @@ from bench.subjects import (
     SERVICE,
     SUBJECTS,
     TRANSPORT_FLOOR,
+    BenchError,
     Prepared,
     Setup,
     Subject,
+    SubjectSpec,
+    VariantError,
+    parse_variant,
 )
-from bench.workloads import OPS, compute_floor, make_input, request_bytes, session_setup
+from bench.workloads import OPS, Reference, make_input, session_setup
 
 __all__ = ["Config", "main", "parse_count", "run"]
 
@@ -59,24 +68,24 @@ _LOGGER = logging.getLogger("bench")
 
 PHASES = ("latency", "throughput", "memory")
 _SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
-_SCHEMA = 1
+# 2: streaming (per-cell transport, 2-D inputs, the round trip, variants).
+_SCHEMA = 2
 
 
 def parse_count(text: str) -> int:
     """``"16"``, ``"64Ki"``, ``"16Mi"``, ``"1Gi"`` (binary multiples) -> a positive int."""
-    text = text.strip()
-    scale = 1
-    for suffix, value in _SUFFIXES.items():
-        if text.endswith(suffix):
-            text, scale = text[: -len(suffix)], value
-            break
     try:
-        count = int(text) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 16, 64Ki, 16Mi)") from None
-    if count <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {count}")
-    return count
+        return _subjects.parse_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _variant(text: str) -> str:
+    try:
+        parse_variant(text)
+    except VariantError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def format_count(count: int) -> str:
@@ -135,17 +144,25 @@ class Config:
     throughput_seconds: float
     throughput_warmup: float
     memory_sizes: tuple[int, ...]
+    roundtrip_sizes: tuple[int, ...]
     device: str
     max_message_bytes: int
+    stream_threshold_bytes: int
+    chunk_bytes: int
     max_concurrent_rpcs: int | None
     server_args: tuple[str, ...]
     seed: int
     note: str
+    variants: tuple[str, ...] = ()  # the --variant texts, as given
 
     def as_json(self) -> dict[str, Any]:
         values = asdict(self)
         values["out"] = str(self.out)
         return values
+
+    def registry(self) -> dict[str, SubjectSpec]:
+        """The built-in subjects and this run's variants."""
+        return {**SUBJECTS, **dict(parse_variant(text) for text in self.variants)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,9 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ops", type=_list(_choices(tuple(OPS))), default=tuple(OPS), help="operations")
     add(
         "--subjects",
-        type=_list(_choices(tuple(SUBJECTS))),
-        default=DEFAULT_SUBJECTS,
-        help=f"what to measure, of {', '.join(SUBJECTS)} (default: {','.join(DEFAULT_SUBJECTS)})",
+        type=_list(str),
+        default=None,
+        help=f"what to measure, of {', '.join(SUBJECTS)} and the --variant names "
+        f"(default: {','.join(DEFAULT_SUBJECTS)}, then every variant)",
+    )
+    add(
+        "--variant",
+        action="append",
+        type=_variant,
+        default=[],
+        metavar="NAME:BASE:TOKENS",
+        help="one more subject, repeatable: BASE actgrad or echo; TOKENS are `actgrad "
+        "serve` flags and client.KEY=VALUE client options, e.g. "
+        "'ce64k:actgrad:--chunk-elements=64Ki' or 'cb256k:actgrad:client.chunk_bytes=256Ki' "
+        "(flags take plain numbers, client options Ki/Mi suffixes too)",
     )
     add("--repeats", type=_positive_int, default=5, help="interleaved rounds (default: 5)")
     add("--warmup", type=_positive_int, default=20, help="untimed calls per cell (default: 20)")
@@ -209,13 +238,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=(1 << 24, 1 << 26),
         help="element counts for the memory phase (default: 16Mi,64Mi = 64 and 256 MiB)",
     )
+    add(
+        "--roundtrip-sizes",
+        type=_list(parse_count),
+        default=(1 << 28,),
+        help="element counts of the memory phase's checked round trips on a default "
+        "server (default: 256Mi = 1 GiB; empty to skip)",
+    )
     add("--device", choices=DEVICES, default="cpu", help="the server's --device (default: cpu)")
     add(
         "--max-message-bytes",
         type=parse_count,
-        default=80 << 20,
-        help="gRPC message limit of every server and client (default: 80Mi: a 16Mi-element "
-        "float32 request is 64 MiB plus its header, just over the server's 64 MiB default)",
+        default=Settings().max_message_bytes,
+        help="gRPC message limit of every server and client (default: actgrad serve's, "
+        f"{Settings().max_message_bytes >> 20} MiB)",
+    )
+    add(
+        "--stream-threshold-bytes",
+        type=parse_count,
+        default=DEFAULT_STREAM_THRESHOLD_BYTES,
+        help="the SDK's stream_threshold_bytes, for actgrad and the echo alike (default: "
+        f"the SDK's, {DEFAULT_STREAM_THRESHOLD_BYTES >> 20} MiB; the SDK caps it at half "
+        "the message limit)",
+    )
+    add(
+        "--chunk-bytes",
+        type=parse_count,
+        default=DEFAULT_CHUNK_BYTES,
+        help=f"the SDK's chunk_bytes (default: the SDK's, {DEFAULT_CHUNK_BYTES >> 20} MiB)",
     )
     add(
         "--max-concurrent-rpcs",
@@ -237,7 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> Config:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    variants = [parse_variant(text)[0] for text in args.variant]
+    if len(set(variants)) != len(variants):
+        parser.error("--variant names must differ")
+    if args.subjects is None:
+        subjects = tuple(dict.fromkeys([*DEFAULT_SUBJECTS, *variants]))
+    else:
+        subjects = tuple(dict.fromkeys(args.subjects))
+    unknown = [name for name in subjects if name not in SUBJECTS and name not in variants]
+    if unknown:
+        parser.error(f"unknown subjects: {', '.join(unknown)}")
     phases = ("memory",) if args.memory else tuple(dict.fromkeys(args.phases))
     name = args.name or ("memory" if phases == ("memory",) else "bench")
     if args.min_calls > args.max_calls:
@@ -248,7 +309,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         phases=phases,
         sizes=tuple(sorted(set(args.sizes))),
         ops=tuple(dict.fromkeys(args.ops)),
-        subjects=tuple(dict.fromkeys(args.subjects)),
+        subjects=subjects,
         repeats=args.repeats,
         warmup=args.warmup,
         cell_seconds=args.cell_seconds,
@@ -259,12 +320,16 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         throughput_seconds=args.throughput_seconds,
         throughput_warmup=args.throughput_warmup,
         memory_sizes=tuple(sorted(set(args.memory_sizes))),
+        roundtrip_sizes=tuple(sorted(set(args.roundtrip_sizes))),
         device=args.device,
         max_message_bytes=args.max_message_bytes,
+        stream_threshold_bytes=args.stream_threshold_bytes,
+        chunk_bytes=args.chunk_bytes,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         server_args=tuple(args.server_arg),
         seed=args.seed,
         note=args.note,
+        variants=tuple(args.variant),
     )
 
 
@@ -279,11 +344,16 @@ def _us(nanoseconds: float) -> float:
     return round(nanoseconds / 1000.0, 3)
 
 
-def _streaming_reason(what: str, size: int, limit: int) -> str:
+def _unsent_reason(size: int, limit: int) -> str:
     return (
-        f"needs streaming: the {what} ({size} bytes) is over the gRPC message limit "
-        f"({limit} bytes = {report.format_bytes(limit)})"
+        f"needs streaming: the request ({size} bytes) is over the gRPC message limit "
+        f"({limit} bytes = {report.format_bytes(limit)}) and the SDK cannot split it"
     )
+
+
+def _transport(subject: Subject, op: Any, x: np.ndarray[Any, Any]) -> dict[str, Any]:
+    sent = subject.transport(op, x)
+    return {"mode": "in-process"} if sent is None else sent.describe()
 
 
 # -- latency -------------------------------------------------------------------------
@@ -325,19 +395,18 @@ def _latency_phase(
     inputs = {n: make_input(n, config.seed) for n in config.sizes}
     cells: dict[tuple[str, str, int], Prepared] = {}
     skipped: dict[tuple[str, str, int], str] = {}
-    wire: dict[tuple[str, int], int] = {}
+    transports: dict[tuple[str, str, int], dict[str, Any]] = {}
+    references: dict[tuple[str, int], Reference] = {}
     for n, x in inputs.items():
         for op in ops:
-            reference = compute_floor(op, x, setup.sessions)()
-            wire[op.name, n] = len(request_bytes(op, x))
+            references[op.name, n] = Reference(op, x, setup.sessions)
             for subject in subjects:
                 key = (subject.name, op.name, n)
-                if subject.role != COMPUTE_FLOOR and wire[op.name, n] > setup.max_message_bytes:
-                    skipped[key] = _streaming_reason(
-                        "request", wire[op.name, n], setup.max_message_bytes
-                    )
+                transports[key] = sent = _transport(subject, op, x)
+                if sent["mode"] == "unary" and sent["wire_bytes"] > setup.max_message_bytes:
+                    skipped[key] = _unsent_reason(sent["wire_bytes"], setup.max_message_bytes)
                 else:
-                    cells[key] = subject.prepare(op, x, reference)
+                    cells[key] = subject.prepare(op, x, references[op.name, n])
 
     _LOGGER.info("latency: warm-up and answer checks")
     calls: dict[tuple[str, int], int] = {}
@@ -388,10 +457,13 @@ def _latency_phase(
                     "op": op.name,
                     "label": op.label,
                     "elements": n,
+                    "shape": list(inputs[n].shape),
                     "tensor_bytes": int(inputs[n].nbytes),
-                    "request_bytes": wire[op.name, n],
                     "subject": subject.name,
                     "role": subject.role,
+                    # unary or streamed, in how many messages: per subject, since a
+                    # variant may chunk differently.
+                    "transport": transports[key],
                 }
                 if key in skipped:
                     row["skipped"] = skipped[key]
@@ -529,62 +601,127 @@ def _throughput_phase(config: Config, subjects: Sequence[Subject]) -> list[dict[
 # -- memory --------------------------------------------------------------------------
 
 
+def _serve_one(
+    spec: SubjectSpec, setup: Setup, op: Any, x: np.ndarray[Any, Any], reference: Reference
+) -> dict[str, Any]:
+    """A fresh server serves one checked call; its idle and peak RSS and the time."""
+    subject = spec.start(setup)
+    try:
+        process = subject.process
+        assert process is not None
+        sent = _transport(subject, op, x)
+        if sent["mode"] == "unary" and sent["wire_bytes"] > setup.max_message_bytes:
+            return {
+                "transport": sent,
+                "status": "needs streaming",
+                "reason": _unsent_reason(sent["wire_bytes"], setup.max_message_bytes),
+            }
+        prepared = subject.prepare(op, x, reference)
+        gc.collect()
+        idle = process.rss_bytes()
+        reset = process.reset_peak()
+        start = time.perf_counter()
+        try:
+            result = prepared.call()
+        except (grpc.RpcError, ActgradError) as exc:
+            return {"transport": sent, "status": "failed", "reason": f"{_status_name(exc)}"}
+        seconds = time.perf_counter() - start
+        peak = process.peak_rss_bytes()
+        try:
+            prepared.check(result)
+        except BenchError as exc:
+            return {"transport": sent, "status": "wrong result", "reason": str(exc)}
+        del result
+    finally:
+        subject.close()
+    return {
+        "transport": sent,
+        "status": "measured",
+        "seconds": round(seconds, 3),
+        "idle_rss_bytes": idle,
+        "peak_rss_bytes": peak,
+        "peak_includes_start_up": not reset,
+    }
+
+
 def _memory_phase(config: Config, setup: Setup) -> list[dict[str, Any]]:
-    op = OPS["activate"]
+    registry = config.registry()
     rows: list[dict[str, Any]] = []
-    for n in config.memory_sizes:
-        tensor_bytes = n * np.dtype(np.float32).itemsize
-        x: np.ndarray[Any, Any] | None = None
+    for n, op in ((n, OPS[name]) for n in config.memory_sizes for name in config.ops):
+        x = make_input(n, config.seed)
+        reference = Reference(op, x, setup.sessions)
         for name in config.subjects:
-            spec = SUBJECTS[name]
+            spec = registry[name]
             if spec.role == COMPUTE_FLOOR:
                 continue
             row: dict[str, Any] = {
                 "subject": name,
                 "role": spec.role,
                 "op": op.name,
+                "label": op.label,
                 "elements": n,
-                "tensor_bytes": tensor_bytes,
+                "shape": list(x.shape),
+                "tensor_bytes": int(x.nbytes),
+                **_serve_one(spec, setup, op, x, reference),
             }
-            rows.append(row)
-            # The tensor alone filling the limit settles it without building the request.
-            if tensor_bytes >= setup.max_message_bytes:
-                row["status"] = "needs streaming"
-                row["reason"] = _streaming_reason(
-                    "tensor alone", tensor_bytes, setup.max_message_bytes
+            if row["status"] == "measured":
+                peak, idle = row["peak_rss_bytes"], row["idle_rss_bytes"]
+                row["peak_over_tensor"] = round(peak / x.nbytes, 3)
+                row["growth_over_tensor"] = round((peak - idle) / x.nbytes, 3)
+                _LOGGER.info(
+                    "memory: %s %s, %s elements (%s): peak RSS %.1f MiB = %.2fx the tensor",
+                    name,
+                    op.label,
+                    format_count(n),
+                    row["transport"]["mode"],
+                    peak / 2**20,
+                    row["peak_over_tensor"],
                 )
-                continue
-            if x is None:
-                x = make_input(n, config.seed)
-            wire_bytes = len(request_bytes(op, x))
-            row["request_bytes"] = wire_bytes
-            if wire_bytes > setup.max_message_bytes:
-                row["status"] = "needs streaming"
-                row["reason"] = _streaming_reason("request", wire_bytes, setup.max_message_bytes)
-                continue
-            reference = compute_floor(op, x, setup.sessions)()
-            subject = spec.start(setup)
-            try:
-                process = subject.process
-                assert process is not None
-                idle = process.rss_bytes()
-                reset = process.reset_peak()
-                prepared = subject.prepare(op, x, reference)
-                prepared.check(prepared.call())
-                peak = process.peak_rss_bytes()
-            finally:
-                subject.close()
-            row.update(
-                status="measured",
-                idle_rss_bytes=idle,
-                peak_rss_bytes=peak,
-                peak_over_tensor=round(peak / tensor_bytes, 3),
-                growth_over_tensor=round((peak - idle) / tensor_bytes, 3),
-                peak_includes_start_up=not reset,
-            )
-            _LOGGER.info(
-                "memory: %s, %s elements: peak RSS %.1f MiB", name, format_count(n), peak / 2**20
-            )
+            rows.append(row)
+        del x, reference
+    return rows
+
+
+def _roundtrip_phase(config: Config, setup: Setup) -> list[dict[str, Any]]:
+    """Checked round trips of large tensors through a default actgrad server.
+
+    The server keeps `actgrad serve`'s defaults (message limit included) whatever
+    the run's flags; the client is the SDK with its defaults.
+    """
+    defaults = Settings()
+    default_setup = dataclasses.replace(
+        setup,
+        max_message_bytes=defaults.max_message_bytes,
+        stream_threshold_bytes=DEFAULT_STREAM_THRESHOLD_BYTES,
+        chunk_bytes=DEFAULT_CHUNK_BYTES,
+        max_concurrent_rpcs=defaults.max_concurrent_rpcs,
+        actgrad_flags=(),
+    )
+    op = OPS["activate"]
+    rows: list[dict[str, Any]] = []
+    for n in config.roundtrip_sizes:
+        x = make_input(n, config.seed)
+        reference = Reference(op, x, setup.sessions)
+        row: dict[str, Any] = {
+            "subject": "actgrad",
+            "op": op.name,
+            "elements": n,
+            "shape": list(x.shape),
+            "tensor_bytes": int(x.nbytes),
+            "max_message_bytes": default_setup.max_message_bytes,
+            **_serve_one(SUBJECTS["actgrad"], default_setup, op, x, reference),
+        }
+        if row["status"] == "measured":
+            row["status"] = "correct"  # _serve_one checked every value
+            row["peak_over_tensor"] = round(row["peak_rss_bytes"] / x.nbytes, 3)
+        _LOGGER.info(
+            "round trip: %s elements (%s): %s",
+            format_count(n),
+            report.format_bytes(x.nbytes),
+            row["status"],
+        )
+        rows.append(row)
+        del x, reference
     return rows
 
 
@@ -643,11 +780,14 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def run(config: Config) -> dict[str, Any]:
     """Runs the configured phases and returns the results (docs/performance.md)."""
     machine = machine_info()
+    registry = config.registry()
     # The servers run with `actgrad serve`'s defaults except where flags say otherwise.
     defaults = Settings()
     setup = Setup(
         device=config.device,
         max_message_bytes=config.max_message_bytes,
+        stream_threshold_bytes=config.stream_threshold_bytes,
+        chunk_bytes=config.chunk_bytes,
         threads=defaults.threads,
         max_concurrent_rpcs=config.max_concurrent_rpcs or defaults.max_concurrent_rpcs,
         intra_op_threads=defaults.intra_op_threads,
@@ -666,6 +806,9 @@ def run(config: Config) -> dict[str, Any]:
         "server_settings": {
             "device": setup.device,
             "max_message_bytes": setup.max_message_bytes,
+            "sdk_stream_threshold_bytes": setup.stream_threshold_bytes,
+            "sdk_chunk_bytes": setup.chunk_bytes,
+            "input_shape": "(elements / 1024, 1024), or (1, elements) below 1 Ki",
             "threads": setup.threads,
             "max_concurrent_rpcs": setup.max_concurrent_rpcs,
             "intra_op_threads": setup.intra_op_threads,
@@ -680,7 +823,7 @@ def run(config: Config) -> dict[str, Any]:
         subjects: list[Subject] = []
         try:
             for name in config.subjects:
-                subjects.append(SUBJECTS[name].start(setup))
+                subjects.append(registry[name].start(setup))
             results["subjects"] = [s.describe() for s in subjects]
             if "latency" in config.phases:
                 results["latency"], results["server_memory"] = _latency_phase(
@@ -693,10 +836,11 @@ def run(config: Config) -> dict[str, Any]:
                 subject.close()
     else:
         results["subjects"] = [
-            {"name": name, "role": SUBJECTS[name].role} for name in config.subjects
+            {"name": name, "role": registry[name].role} for name in config.subjects
         ]
     if "memory" in config.phases:
         results["memory"] = _memory_phase(config, setup)
+        results["roundtrip"] = _roundtrip_phase(config, setup)
     results["ratios"] = compute_ratios(results)
     machine["load_average_at_end"] = load_average()
     return results

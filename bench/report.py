@@ -51,6 +51,28 @@ def _ratio(value: float | None) -> str:
     return _NONE if value is None else f"{value:.2f}x"
 
 
+def format_transport(transport: dict[str, Any] | None) -> str:
+    """``"unary"``, ``"streamed, 32 x 2.0 MiB"``, ``"in-process"``."""
+    if not transport:
+        return _NONE
+    if transport["mode"] != "streamed":
+        return str(transport["mode"])
+    return f"streamed, {transport['messages']} x {format_bytes(transport['largest_message_bytes'])}"
+
+
+def _transport_cell(rows: Sequence[dict[str, Any]]) -> str:
+    """One cell for a row of the table: how the subjects' calls travelled."""
+    seen = {
+        r["subject"]: format_transport(r.get("transport"))
+        for r in rows
+        if r.get("transport", {}).get("mode") not in (None, "in-process")
+    }
+    kinds = set(seen.values())
+    if len(kinds) <= 1:
+        return kinds.pop() if kinds else _NONE
+    return "; ".join(f"{name}: {text}" for name, text in seen.items())
+
+
 def _subjects(results: dict[str, Any], role: str | None = None) -> list[str]:
     return [s["name"] for s in results.get("subjects", []) if role is None or s["role"] == role]
 
@@ -109,7 +131,7 @@ def _latency_table(results: dict[str, Any]) -> list[str]:
     }
     floors = sorted({r["floor"] for r in results["ratios"]["latency"]}, key=subjects.index)
     by_key = {(r["subject"], r["op"], r["elements"]): r for r in rows}
-    header = ["operation", "elements"]
+    header = ["operation", "elements", "transport"]
     for name in subjects:
         header += [f"{name} p50", f"{name} p99"]
     for service in services:
@@ -125,7 +147,13 @@ def _latency_table(results: dict[str, Any]) -> list[str]:
             first = by_key.get((subjects[0], op, n))
             if first is None:
                 continue
-            cells = [first["label"], format_elements(n)]
+            cells = [
+                first["label"],
+                format_elements(n),
+                _transport_cell(
+                    [by_key[name, op, n] for name in subjects if (name, op, n) in by_key]
+                ),
+            ]
             samples = None
             for name in subjects:
                 row = by_key.get((name, op, n), {})
@@ -213,8 +241,8 @@ def _memory_table(results: dict[str, Any]) -> list[str]:
     rows = results.get("memory", [])
     if not rows:
         return []
-    header = ["subject", "elements", "tensor", "idle RSS", "peak RSS", "peak/tensor"]
-    header += ["(peak-idle)/tensor", "status"]
+    header = ["subject", "operation", "elements", "tensor", "transport", "idle RSS", "peak RSS"]
+    header += ["peak/tensor", "(peak-idle)/tensor", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         measured = r["status"] == "measured"
@@ -223,13 +251,45 @@ def _memory_table(results: dict[str, Any]) -> list[str]:
             + " | ".join(
                 [
                     r["subject"],
+                    r.get("label", r["op"]),
                     format_elements(r["elements"]),
                     format_bytes(r["tensor_bytes"]),
+                    format_transport(r.get("transport")),
                     format_bytes(r.get("idle_rss_bytes")),
                     format_bytes(r.get("peak_rss_bytes")),
                     f"{r['peak_over_tensor']:.2f}" if measured else _NONE,
                     f"{r['growth_over_tensor']:.2f}" if measured else _NONE,
                     r["status"] if measured else r["reason"],
+                ]
+            )
+            + " |"
+        )
+    return lines
+
+
+def _roundtrip_table(results: dict[str, Any]) -> list[str]:
+    rows = results.get("roundtrip", [])
+    if not rows:
+        return []
+    header = ["elements", "tensor", "message limit", "transport", "result", "time"]
+    header += ["idle RSS", "peak RSS", "peak/tensor"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        result = r["status"] if r["status"] == "correct" else f"{r['status']}: {r['reason']}"
+        seconds = r.get("seconds")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    format_elements(r["elements"]),
+                    format_bytes(r["tensor_bytes"]),
+                    format_bytes(r["max_message_bytes"]),
+                    format_transport(r.get("transport")),
+                    result,
+                    format_time(seconds * 1e6) if seconds is not None else _NONE,
+                    format_bytes(r.get("idle_rss_bytes")),
+                    format_bytes(r.get("peak_rss_bytes")),
+                    f"{r['peak_over_tensor']:.2f}" if "peak_over_tensor" in r else _NONE,
                 ]
             )
             + " |"
@@ -243,10 +303,13 @@ def markdown(results: dict[str, Any]) -> str:
     sections: Sequence[tuple[str, str, list[str]]] = (
         (
             "Latency",
-            "One call at a time, float32. The transport floor (`echo`) sends the same "
-            "request bytes through a bare grpcio echo server in its own process; the "
-            "compute floor (`onnxruntime`) runs the server's graph in-process. Ratios "
-            "are actgrad over the floor (lower is better; 1.00x is the floor).",
+            "One call at a time, float32, shape (elements/1024, 1024). The transport "
+            "floor (`echo`) sends the same request bytes through a bare grpcio echo "
+            "server in its own process: one unary request, or, where the SDK streams "
+            "(`transport`: streamed, chunk count x largest chunk request), a streaming "
+            "echo of the same chunk requests. The compute floor (`onnxruntime`) runs "
+            "the server's graph in-process on the whole array. Ratios are actgrad over "
+            "the floor (lower is better; 1.00x is the floor).",
             _latency_table(results),
         ),
         (
@@ -265,8 +328,16 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         (
             "Peak server memory serving one tensor",
-            "A fresh server per row serves one Activate(sigmoid) call.",
+            "A fresh server per row serves one call (streamed where the SDK streams it); "
+            "peak is the server's VmHWM, reset just before the call.",
             _memory_table(results),
+        ),
+        (
+            "Large-tensor round trip",
+            "A fresh actgrad server with `actgrad serve`'s default limits and the SDK "
+            "with its defaults: one Activate(sigmoid) call, every value of the result "
+            "compared with onnxruntime in-process (rtol 1e-5, atol 1e-6).",
+            _roundtrip_table(results),
         ),
     )
     for title, intro, table in sections:
@@ -336,10 +407,11 @@ def _chart(results: dict[str, Any], path: Path) -> None:
         ax.grid(True, axis="y", alpha=0.3)
     if memory:
         ax = axes[index]
-        labels = [f"{r['subject']}\n{format_elements(r['elements'])}" for r in memory]
+        labels = [f"{r['subject']}\n{r['op']} {format_elements(r['elements'])}" for r in memory]
         peaks = [r["peak_rss_bytes"] / _MIB for r in memory]
         bars = ax.bar(labels, peaks, color=[colors.get(r["subject"], "C3") for r in memory])
-        ax.bar_label(bars, [f"{r['peak_over_tensor']:.2f}x tensor" for r in memory], fontsize=7)
+        ax.bar_label(bars, [f"{r['peak_over_tensor']:.2f}x" for r in memory], fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
         ax.set_ylabel("peak server RSS (MiB)")
         ax.set_title("Peak server memory, one call")
         ax.grid(True, axis="y", alpha=0.3)

@@ -4,28 +4,44 @@ A subject prepares, for an operation and an input array, a zero-argument call th
 harness times (and a check of its answer), and for throughput an awaitable call.
 Three exist: ``actgrad`` (the SDK against ``actgrad serve`` in its own process),
 ``echo`` (the transport floor: a bare grpcio echo of the same request bytes in its
-own process) and ``onnxruntime`` (the compute floor, in-process). A serving variant
-(streaming, worker processes, shared memory) is one more `ActgradSubject` with its
-own server flags and client options, registered in `SUBJECTS`.
+own process) and ``onnxruntime`` (the compute floor, in-process). Tensors larger
+than the SDK's stream threshold travel as a stream of chunk requests, and the echo
+then streams exactly those chunk requests back.
+
+A serving variant (worker processes, shared memory, other engine settings) is one
+more `ActgradSubject` with its own server flags and client options: registered in
+`SUBJECTS`, or given on the command line as ``--variant NAME:BASE:TOKENS`` (see
+`parse_variant`).
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import functools
+import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import grpc.aio
-import numpy as np
 
 from actgrad import AsyncClient, Client
+from actgrad_server.config import Settings
 from bench._proc import ServerProcess
-from bench.echo_server import ECHO_METHOD
-from bench.workloads import Array, Op, SessionSetup, compute_floor, request_bytes
+from bench.echo_server import ECHO_METHOD, ECHO_STREAM_METHOD
+from bench.workloads import (
+    Array,
+    Chunking,
+    Op,
+    Reference,
+    SessionSetup,
+    Wire,
+    compute_floor,
+    wire,
+)
 
 __all__ = [
     "COMPUTE_FLOOR",
@@ -38,11 +54,21 @@ __all__ = [
     "Setup",
     "Subject",
     "SubjectSpec",
+    "VariantError",
+    "parse_count",
+    "parse_variant",
 ]
 
 SERVICE = "service"
 TRANSPORT_FLOOR = "transport floor"
 COMPUTE_FLOOR = "compute floor"
+
+# The base subject is one server process, like the echo it is compared with; a
+# several-process server (`actgrad serve --workers N`, once the flag exists) is the
+# `actgrad-workers` subject. Flags given later (a variant's) override this one.
+_SINGLE_PROCESS = (
+    ("--workers=1",) if "workers" in {f.name for f in dataclasses.fields(Settings)} else ()
+)
 
 # Same-graph results may differ only by how onnxruntime splits work across threads.
 _RTOL, _ATOL = 1e-5, 1e-6
@@ -58,6 +84,8 @@ class Setup:
 
     device: str
     max_message_bytes: int
+    stream_threshold_bytes: int  # the SDK's, for actgrad's client and the echo alike
+    chunk_bytes: int
     threads: int
     max_concurrent_rpcs: int
     intra_op_threads: int
@@ -65,6 +93,16 @@ class Setup:
     timeout: float
     start_timeout: float
     sessions: SessionSetup
+
+    def chunking(self, overrides: Mapping[str, Any] | None = None) -> Chunking:
+        """The SDK's chunking options, with a variant's client options on top."""
+        values: dict[str, Any] = {
+            "max_message_bytes": self.max_message_bytes,
+            "stream_threshold_bytes": self.stream_threshold_bytes,
+            "chunk_bytes": self.chunk_bytes,
+        }
+        values.update({k: v for k, v in (overrides or {}).items() if k in values})
+        return Chunking(**values)
 
 
 @dataclass(frozen=True)
@@ -85,8 +123,12 @@ class Subject(abc.ABC):
     supports_throughput = True
 
     @abc.abstractmethod
-    def prepare(self, op: Op, x: Array, reference: Array) -> Prepared:
+    def prepare(self, op: Op, x: Array, reference: Reference) -> Prepared:
         """A timed call of `op` on `x`; its check compares with `reference`."""
+
+    def transport(self, op: Op, x: Array) -> Wire | None:
+        """How the call travels (None: in-process)."""
+        return None
 
     def async_calls(self, op: Op, x: Array) -> contextlib.AbstractAsyncContextManager[AsyncCall]:
         """An async context giving an awaitable call of `op` on `x` (for throughput)."""
@@ -103,17 +145,12 @@ class Subject(abc.ABC):
             self.process.stop()
 
 
-def _check_array(name: str, op: Op, reference: Array) -> Callable[[object], None]:
+def _check_array(name: str, reference: Reference) -> Callable[[object], None]:
     def check(result: object) -> None:
-        got = np.asarray(result)
-        if got.shape != reference.shape or got.dtype != reference.dtype:
-            raise BenchError(
-                f"{name} {op.label}: got {got.dtype}{list(got.shape)}, "
-                f"expected {reference.dtype}{list(reference.shape)}"
-            )
-        if not np.allclose(got, reference, rtol=_RTOL, atol=_ATOL):
-            worst = float(np.max(np.abs(got.astype(np.float64) - reference)))
-            raise BenchError(f"{name} {op.label}: differs from onnxruntime by up to {worst:g}")
+        try:
+            reference.check(name, result, rtol=_RTOL, atol=_ATOL)
+        except ValueError as exc:
+            raise BenchError(str(exc)) from None
 
     return check
 
@@ -134,6 +171,8 @@ class ActgradSubject(Subject):
         self.name = name
         self._setup = setup
         self._client_options = dict(client_options or {})
+        self._chunking = setup.chunking(self._client_options)
+        self._wires: dict[tuple[str, tuple[int, ...]], Wire] = {}
         args = [
             "serve",
             "--host=127.0.0.1",
@@ -144,6 +183,7 @@ class ActgradSubject(Subject):
             f"--max-concurrent-rpcs={setup.max_concurrent_rpcs}",
             f"--intra-op-threads={setup.intra_op_threads}",
             "--grace=1",
+            *_SINGLE_PROCESS,
             *setup.actgrad_flags,
             *server_flags,
         ]
@@ -153,12 +193,22 @@ class ActgradSubject(Subject):
     def _client_kwargs(self) -> dict[str, Any]:
         return {
             "timeout": self._setup.timeout,
-            "max_message_bytes": self._setup.max_message_bytes,
+            **self._chunking.client_options(),
             **self._client_options,
         }
 
-    def prepare(self, op: Op, x: Array, reference: Array) -> Prepared:
-        return Prepared(op.sdk_call(self._client, x), _check_array(self.name, op, reference))
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "client_options": self._client_kwargs()}
+
+    def transport(self, op: Op, x: Array) -> Wire:
+        # Sizes only: the SDK builds its own requests when called.
+        key = (op.name, x.shape)
+        if key not in self._wires:
+            self._wires[key] = wire(op, x, self._chunking)
+        return self._wires[key]
+
+    def prepare(self, op: Op, x: Array, reference: Reference) -> Prepared:
+        return Prepared(op.sdk_call(self._client, x), _check_array(self.name, reference))
 
     @contextlib.asynccontextmanager
     async def _async_calls(self, op: Op, x: Array) -> AsyncIterator[AsyncCall]:
@@ -175,13 +225,33 @@ class ActgradSubject(Subject):
 
 
 class EchoSubject(Subject):
-    """The transport floor: the request bytes `Client` would send, echoed back."""
+    """The transport floor: the request bytes `Client` would send, echoed back.
+
+    A tensor the SDK sends in one request is one unary echo of that request; one
+    it streams is one streaming echo of the same chunk requests (serialized once,
+    up front), each answered as it arrives, in the same number of messages.
+    """
 
     role = TRANSPORT_FLOOR
+    # The SDK options that shape the bytes; an echo variant may set these only.
+    CLIENT_OPTIONS = frozenset({"stream_threshold_bytes", "chunk_bytes"})
 
-    def __init__(self, setup: Setup, *, name: str = "echo") -> None:
+    def __init__(
+        self,
+        setup: Setup,
+        *,
+        name: str = "echo",
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        unknown = set(client_options or {}) - self.CLIENT_OPTIONS
+        if unknown:
+            raise VariantError(
+                f"{name}: the echo takes only {', '.join(sorted(self.CLIENT_OPTIONS))}, "
+                f"not {', '.join(sorted(unknown))}"
+            )
         self.name = name
         self._setup = setup
+        self._chunking = setup.chunking(client_options)
         args = [
             "--host=127.0.0.1",
             "--port=0",
@@ -200,34 +270,58 @@ class EchoSubject(Subject):
         self._channel = grpc.insecure_channel(self.process.target, options=self._options)
         # No serializers: bytes go out and come back as they are.
         self._echo = self._channel.unary_unary(ECHO_METHOD, None, None)
-        self._payloads: dict[tuple[str, int], bytes] = {}
+        self._echo_stream = self._channel.stream_stream(ECHO_STREAM_METHOD, None, None)
+        self._wires: dict[tuple[str, tuple[int, ...]], Wire] = {}
 
-    def _payload(self, op: Op, x: Array) -> bytes:
-        key = (op.name, x.size)
-        if key not in self._payloads:
-            self._payloads[key] = request_bytes(op, x)
-        return self._payloads[key]
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "client_options": self._chunking.client_options()}
 
-    def prepare(self, op: Op, x: Array, reference: Array) -> Prepared:
-        payload = self._payload(op, x)
+    def transport(self, op: Op, x: Array) -> Wire:
+        key = (op.name, x.shape)
+        if key not in self._wires:
+            self._wires[key] = wire(op, x, self._chunking, serialize=True)
+        return self._wires[key]
+
+    def prepare(self, op: Op, x: Array, reference: Reference) -> Prepared:
+        sent = self.transport(op, x)
+        messages = sent.messages
         timeout = self._setup.timeout
 
         def check(result: object) -> None:
-            if result != payload:
+            got = list(result) if isinstance(result, list) else [result]
+            if got != list(messages):
                 raise BenchError(f"{self.name} {op.label}: the echo changed the bytes")
 
-        return Prepared(lambda: self._echo(payload, timeout=timeout), check)
+        if not sent.streamed:
+            payload = messages[0]
+            return Prepared(lambda: self._echo(payload, timeout=timeout), check)
+        stream = self._echo_stream
+
+        def call() -> list[bytes]:
+            # Every answer is read, as the SDK reads every chunk's response.
+            return list(stream(iter(messages), timeout=timeout))
+
+        return Prepared(call, check)
 
     @contextlib.asynccontextmanager
     async def _async_calls(self, op: Op, x: Array) -> AsyncIterator[AsyncCall]:
         assert self.process is not None
-        payload = self._payload(op, x)
+        sent = self.transport(op, x)
+        messages = sent.messages
         timeout = self._setup.timeout
         async with grpc.aio.insecure_channel(self.process.target, options=self._options) as ch:
-            echo = ch.unary_unary(ECHO_METHOD, None, None)
+            if sent.streamed:
+                echo_stream = ch.stream_stream(ECHO_STREAM_METHOD, None, None)
 
-            async def call() -> object:
-                return await echo(payload, timeout=timeout)
+                async def call() -> object:
+                    return [r async for r in echo_stream(iter(messages), timeout=timeout)]
+
+            else:
+                echo = ch.unary_unary(ECHO_METHOD, None, None)
+                payload = messages[0]
+
+                async def call() -> object:
+                    return await echo(payload, timeout=timeout)
 
             yield call
 
@@ -249,10 +343,8 @@ class OnnxruntimeSubject(Subject):
         self.name = name
         self._sessions = setup.sessions
 
-    def prepare(self, op: Op, x: Array, reference: Array) -> Prepared:
-        return Prepared(
-            compute_floor(op, x, self._sessions), _check_array(self.name, op, reference)
-        )
+    def prepare(self, op: Op, x: Array, reference: Reference) -> Prepared:
+        return Prepared(compute_floor(op, x, self._sessions), _check_array(self.name, reference))
 
     def describe(self) -> dict[str, Any]:
         options = self._sessions.options
@@ -274,7 +366,9 @@ class SubjectSpec:
 
 
 # A serving variant is one more entry: its own server flags and client options, e.g.
-# ``functools.partial(ActgradSubject, name="actgrad-4w", server_flags=("--workers=4",))``.
+# ``functools.partial(ActgradSubject, name="actgrad-4w", server_flags=("--workers=4",))``
+# (`actgrad-shm` below is one); the same from the command line:
+# ``--variant 'actgrad-4w:actgrad:--workers=4'``.
 SUBJECTS: Mapping[str, SubjectSpec] = {
     "actgrad": SubjectSpec(SERVICE, ActgradSubject),
     "echo": SubjectSpec(TRANSPORT_FLOOR, EchoSubject),
@@ -286,5 +380,112 @@ SUBJECTS: Mapping[str, SubjectSpec] = {
             ActgradSubject, name="actgrad-no-access-log", server_flags=("--no-access-log",)
         ),
     ),
+    # The same-host fast path: tensors in POSIX shared memory, not in messages.
+    "actgrad-shm": SubjectSpec(
+        SERVICE,
+        functools.partial(
+            ActgradSubject,
+            name="actgrad-shm",
+            server_flags=("--allow-shared-memory",),
+            client_options={"shared_memory": True},
+        ),
+    ),
+    # `actgrad serve`'s default worker count (one process per usable CPU).
+    **(
+        {
+            "actgrad-workers": SubjectSpec(
+                SERVICE,
+                functools.partial(
+                    ActgradSubject, name="actgrad-workers", server_flags=("--workers=0",)
+                ),
+            )
+        }
+        if _SINGLE_PROCESS
+        else {}
+    ),
 }
 DEFAULT_SUBJECTS = ("actgrad", "echo", "onnxruntime")
+
+
+class VariantError(ValueError):
+    """A ``--variant`` that cannot be built."""
+
+
+_SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+
+
+def parse_count(text: str) -> int:
+    """``"16"``, ``"64Ki"``, ``"16Mi"``, ``"1Gi"`` (binary multiples) -> a positive int."""
+    text = text.strip()
+    scale = 1
+    for suffix, value in _SUFFIXES.items():
+        if text.endswith(suffix):
+            text, scale = text[: -len(suffix)], value
+            break
+    try:
+        count = int(text) * scale
+    except ValueError:
+        raise ValueError(f"not a count: {text!r} (e.g. 16, 64Ki, 16Mi)") from None
+    if count <= 0:
+        raise ValueError(f"must be > 0, got {count}")
+    return count
+
+
+def _option_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return parse_count(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def parse_variant(text: str) -> tuple[str, SubjectSpec]:
+    """``NAME:BASE:TOKENS`` -> a named subject built on `BASE` (actgrad or echo).
+
+    TOKENS are shell words: ``--flag`` or ``--flag=value`` is an ``actgrad serve``
+    flag (actgrad only), ``client.KEY=VALUE`` a client option (a count with a
+    Ki/Mi/Gi suffix, true/false, a number or text). The echo takes only the
+    options that shape the bytes (``chunk_bytes``, ``stream_threshold_bytes``).
+    Examples::
+
+        ce64k:actgrad:--chunk-elements=65536
+        cb256k:actgrad:client.chunk_bytes=256Ki
+        echo-cb256k:echo:client.chunk_bytes=256Ki
+        w2:actgrad:--workers=2
+    """
+    name, sep, rest = text.partition(":")
+    base, sep2, tokens = rest.partition(":")
+    if not sep or not sep2 or not name or base not in ("actgrad", "echo"):
+        raise VariantError(f"{text!r}: expected NAME:BASE:TOKENS with BASE actgrad or echo")
+    if name in SUBJECTS:
+        raise VariantError(f"{text!r}: {name!r} is a built-in subject")
+    flags: list[str] = []
+    options: dict[str, Any] = {}
+    for token in shlex.split(tokens):
+        if token.startswith("--"):
+            flags.append(token)
+        elif token.startswith("client.") and "=" in token:
+            key, value = token[len("client.") :].split("=", 1)
+            options[key] = _option_value(value)
+        else:
+            raise VariantError(f"{text!r}: {token!r} is neither --flag nor client.KEY=VALUE")
+    if base == "echo":
+        if flags:
+            raise VariantError(f"{text!r}: the echo server takes no actgrad flags")
+        unknown = set(options) - EchoSubject.CLIENT_OPTIONS
+        if unknown:
+            raise VariantError(f"{text!r}: the echo takes no {', '.join(sorted(unknown))}")
+        start: Callable[[Setup], Subject] = functools.partial(
+            EchoSubject, name=name, client_options=options
+        )
+        return name, SubjectSpec(TRANSPORT_FLOOR, start)
+    start = functools.partial(
+        ActgradSubject, name=name, server_flags=tuple(flags), client_options=options
+    )
+    return name, SubjectSpec(SERVICE, start)

@@ -18,13 +18,22 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SIZES = (16, 1024, 256 * 1024)
+SIZES = (16, 1024, 64 * 1024)
+STREAMED = 64 * 1024
 OPS = ("activate", "gradient", "softmax")
 CONCURRENCY = (1, 64)
 REPEATS = 2
-# 1 MiB: a 256Ki-element float32 tensor (1 MiB of data plus the request header) does
-# not fit, which exercises the "needs streaming" path without a large tensor.
-LIMIT = 1 << 20
+# A 256 KiB message limit: the SDK then streams inputs above 128 KiB (half the limit)
+# in chunks of 64 KiB (a quarter), so the 64Ki-element tensor (256 KiB) travels as 4
+# chunk requests without a large tensor; the echo streams the same 4 requests.
+LIMIT = 256 * 1024
+CHUNK = LIMIT // 4
+MEMORY_SIZES = (1024, STREAMED)
+ROUNDTRIP = 256 * 1024
+# A variant (the hook for --workers and shared memory): another actgrad server, here
+# one with a small --chunk-elements, and a client option.
+VARIANT = "small-chunks:actgrad:--chunk-elements=4096 client.chunk_bytes=32Ki"
+SUBJECTS = ("actgrad", "echo", "onnxruntime", "small-chunks")
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -51,8 +60,10 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--concurrency=" + ",".join(map(str, CONCURRENCY)),
         "--throughput-seconds=0.2",
         "--throughput-warmup=0.1",
-        "--memory-sizes=1Ki,1Mi",
+        "--memory-sizes=" + ",".join(map(str, MEMORY_SIZES)),
+        f"--roundtrip-sizes={ROUNDTRIP}",
         f"--max-message-bytes={LIMIT}",
+        f"--variant={VARIANT}",
         "--note=smoke test",
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -74,41 +85,68 @@ def test_machine_and_run_are_recorded(results: dict[str, Any]) -> None:
     assert len(machine["load_average_at_end"]) == 3
     assert results["note"] == "smoke test"
     assert results["server_settings"]["max_message_bytes"] == LIMIT
-    assert [s["name"] for s in results["subjects"]] == ["actgrad", "echo", "onnxruntime"]
+    assert [s["name"] for s in results["subjects"]] == list(SUBJECTS)
+    variant = next(s for s in results["subjects"] if s["name"] == "small-chunks")
+    assert "--chunk-elements=4096" in variant["argv"]
+    assert variant["client_options"]["chunk_bytes"] == 32 * 1024
 
 
-def test_every_latency_cell_is_measured_or_needs_streaming(results: dict[str, Any]) -> None:
+def test_every_latency_cell_is_measured_unary_or_streamed(results: dict[str, Any]) -> None:
     rows = {(r["subject"], r["op"], r["elements"]): r for r in results["latency"]}
-    assert len(rows) == 3 * len(OPS) * len(SIZES)
+    assert len(rows) == len(SUBJECTS) * len(OPS) * len(SIZES)
     for (subject, _op, n), row in rows.items():
-        if n == 256 * 1024 and subject != "onnxruntime":
-            assert row["request_bytes"] > LIMIT
-            assert row["skipped"].startswith("needs streaming")
-            assert "p50_us" not in row
-            continue
         assert "skipped" not in row
         assert row["samples"] == REPEATS * row["calls_per_round"]
         assert len(row["round_p50_us"]) == REPEATS
         assert 0 < row["min_us"] <= row["p50_us"] <= row["p99_us"] <= row["max_us"]
         assert row["tensor_bytes"] == 4 * n
+        assert math.prod(row["shape"]) == n
+        transport = row["transport"]
+        if subject == "onnxruntime":
+            assert transport == {"mode": "in-process"}
+            continue
+        assert transport["largest_message_bytes"] <= LIMIT
+        if n != STREAMED:
+            assert transport["mode"] == "unary" and transport["messages"] == 1
+            continue
+        assert transport["mode"] == "streamed"
+        chunk = 32 * 1024 if subject == "small-chunks" else CHUNK
+        # The SDK's plan: chunks of whole rows of at most `chunk` bytes (softmax) or
+        # of exactly `chunk` bytes of the flattened tensor (elementwise).
+        assert transport["messages"] == 4 * n // chunk
+        assert transport["wire_bytes"] > 4 * n
+
+
+def test_echo_streams_the_sdks_chunks(results: dict[str, Any]) -> None:
+    rows = {(r["subject"], r["op"], r["elements"]): r for r in results["latency"]}
+    for op in OPS:
+        for n in SIZES:
+            # Same chunking options, same requests: the same bytes on the wire.
+            assert rows["echo", op, n]["transport"] == rows["actgrad", op, n]["transport"]
 
 
 def test_ratios_cover_both_floors(results: dict[str, Any]) -> None:
-    ratios = {(r["floor"], r["op"], r["elements"]): r for r in results["ratios"]["latency"]}
-    for op in OPS:
-        for n in (16, 1024):
-            for floor in ("echo", "onnxruntime"):
-                r = ratios[floor, op, n]
-                assert r["subject"] == "actgrad"
-                assert math.isfinite(r["p50_ratio"]) and r["p50_ratio"] > 0
-        assert ("echo", op, 256 * 1024) not in ratios  # nothing to compare with
-    throughput = {(r["floor"], r["concurrency"]) for r in results["ratios"]["throughput"]}
-    assert throughput == {("echo", c) for c in CONCURRENCY}
+    ratios = {
+        (r["subject"], r["floor"], r["op"], r["elements"]): r for r in results["ratios"]["latency"]
+    }
+    services = ("actgrad", "small-chunks")
+    floors = ("echo", "onnxruntime")
+    assert set(ratios) == {
+        (s, f, op, n) for s in services for f in floors for op in OPS for n in SIZES
+    }
+    for r in ratios.values():
+        assert math.isfinite(r["p50_ratio"]) and r["p50_ratio"] > 0
+        assert math.isfinite(r["p99_ratio"]) and r["p99_ratio"] > 0
+    throughput = {
+        (r["subject"], r["floor"], r["concurrency"]) for r in results["ratios"]["throughput"]
+    }
+    assert throughput == {(s, "echo", c) for s in services for c in CONCURRENCY}
 
 
 def test_throughput_rows(results: dict[str, Any]) -> None:
     rows = {(r["subject"], r["concurrency"]): r for r in results["throughput"]}
-    assert set(rows) == {(s, c) for s in ("actgrad", "echo") for c in CONCURRENCY}
+    servers = ("actgrad", "echo", "small-chunks")
+    assert set(rows) == {(s, c) for s in servers for c in CONCURRENCY}
     for row in rows.values():
         assert row["elements"] == 16
         assert len(row["round_calls_per_s"]) == REPEATS
@@ -117,27 +155,46 @@ def test_throughput_rows(results: dict[str, Any]) -> None:
         assert all(isinstance(count, int) for count in row["errors"].values())
 
 
-def test_memory_is_measured_or_needs_streaming(results: dict[str, Any]) -> None:
-    by_size = {(r["subject"], r["elements"]): r for r in results["memory"]}
-    assert set(by_size) == {(s, n) for s in ("actgrad", "echo") for n in (1024, 1 << 20)}
-    for subject in ("actgrad", "echo"):
-        small = by_size[subject, 1024]
-        assert small["status"] == "measured"
-        assert 0 < small["idle_rss_bytes"] <= small["peak_rss_bytes"]
-        big = by_size[subject, 1 << 20]
-        assert big["status"] == "needs streaming"
-        assert "peak_rss_bytes" not in big
+def test_memory_is_measured_streamed_or_not(results: dict[str, Any]) -> None:
+    servers = ("actgrad", "echo", "small-chunks")
+    rows = {(r["subject"], r["op"], r["elements"]): r for r in results["memory"]}
+    assert set(rows) == {(s, op, n) for s in servers for op in OPS for n in MEMORY_SIZES}
+    for (_subject, _op, n), row in rows.items():
+        assert row["status"] == "measured", row
+        assert 0 < row["idle_rss_bytes"] <= row["peak_rss_bytes"]
+        assert row["peak_over_tensor"] == pytest.approx(row["peak_rss_bytes"] / (4 * n), rel=1e-3)
+        assert row["transport"]["mode"] == ("streamed" if n == STREAMED else "unary")
     per_size = {(r["subject"], r["elements"]) for r in results["server_memory"]}
-    assert per_size == {(s, n) for s in ("actgrad", "echo") for n in SIZES}
+    assert per_size == {(s, n) for s in servers for n in SIZES}
+
+
+def test_roundtrip_at_default_limits(results: dict[str, Any]) -> None:
+    (row,) = results["roundtrip"]
+    assert row["elements"] == ROUNDTRIP
+    # The round trip ignores --max-message-bytes: actgrad serve's default limit.
+    assert row["max_message_bytes"] == 64 * 1024 * 1024
+    assert row["status"] == "correct", row
+    assert row["transport"]["mode"] == "unary"  # 1 MiB is below the 8 MiB threshold
+    assert row["peak_rss_bytes"] >= row["idle_rss_bytes"] > 0
 
 
 def test_markdown_report(out: Path, results: dict[str, Any]) -> None:
     text = (out / "bench.md").read_text()
-    for heading in ("## Latency", "## Throughput", "## Peak server memory serving one tensor"):
+    for heading in (
+        "## Latency",
+        "## Throughput",
+        "## Peak server memory serving one tensor",
+        "## Large-tensor round trip",
+    ):
         assert heading in text
     assert "| actgrad/echo p50 |" in text
     assert "| actgrad/onnxruntime p50 |" in text
-    assert "needs streaming [1]" in text
+    assert "| small-chunks/echo p50 |" in text
+    assert "| transport |" in text
+    # The variant chunks differently, so the cell names each subject's transport.
+    assert "| Softmax | 64 Ki | actgrad: streamed, 4 x " in text
+    assert "small-chunks: streamed, 8 x " in text
+    assert "| Activate(sigmoid) | 16 | unary |" in text
     assert results["machine"]["cpu_model"] in text
 
 
@@ -152,3 +209,9 @@ def test_bad_flags_exit_with_usage() -> None:
     proc = _bench("--sizes=16,0")
     assert proc.returncode == 2
     assert "must be > 0" in proc.stderr
+
+
+def test_bad_variant_exits_with_usage() -> None:
+    proc = _bench("--variant=x:echo:--chunk-elements=4")
+    assert proc.returncode == 2
+    assert "takes no actgrad flags" in proc.stderr
