@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from actgrad.v1 import activation_pb2, activation_pb2_grpc
 from actgrad_server import health, security, workers
+from actgrad_server._malloc import retain_large_buffers
 from actgrad_server.api import oip
 from actgrad_server.api._interceptors import AuthInterceptor, ObserveInterceptor
 from actgrad_server.api.activation import ActivationServicer, Limits
@@ -299,6 +300,7 @@ def serve(settings: Settings) -> int:
     count = workers.worker_count(settings)
     if count > 1:
         return workers.supervise(settings, count)
+    retain_large_buffers()
     server = ActgradServer(settings)
     install_drain_signals(server)
     server.start()

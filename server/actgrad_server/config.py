@@ -78,8 +78,10 @@ class Settings:
         default="plain",
         metadata=_opt("log format: plain text, or json (one object per line)", choices=LOG_FORMATS),
     )
+    # Off by default: a line per call cost about 220 us of server CPU per call
+    # here, a third of a small call's cost (docs/performance.md).
     access_log: bool = field(
-        default=True, metadata=_opt("log one line per call (rpc, status, duration, request id)")
+        default=False, metadata=_opt("log one line per call (rpc, status, duration, request id)")
     )
     reflection: bool = field(
         default=True, metadata=_opt("serve grpc.reflection.v1alpha (--no-reflection to turn off)")

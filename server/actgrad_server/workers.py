@@ -187,7 +187,10 @@ def _worker_main(index: int, settings: Settings, conn: Connection, shared_metric
         handler.addFilter(tag)
     conn.send(_Hello())
 
+    from actgrad_server._malloc import retain_large_buffers
     from actgrad_server.app import ActgradServer, WorkerRole, install_drain_signals
+
+    retain_large_buffers()
 
     try:
         server = ActgradServer(settings, worker=WorkerRole(index, shared_metrics=shared_metrics))

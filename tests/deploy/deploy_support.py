@@ -41,6 +41,8 @@ REPLICA_ENVIRONMENT = {
     "ACTGRAD_THREADS": "4",
     "ACTGRAD_GRACE": "2",
     "ACTGRAD_LOG_FORMAT": "json",
+    # The tests tell which replica served a call from its access log.
+    "ACTGRAD_ACCESS_LOG": "true",
     # One process per replica: SIGSTOP and SIGKILL in the tests must reach the server.
     "ACTGRAD_WORKERS": "1",
 }

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from conftest import TEST_SETTINGS, AsyncAdapter
+from _common import TEST_SETTINGS, AsyncAdapter
 from prometheus_client.parser import text_string_to_metric_families
 
 from actgrad import Client

@@ -19,7 +19,7 @@ import grpc
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import TEST_SETTINGS, AsyncAdapter
+from _common import TEST_SETTINGS, AsyncAdapter
 
 import actgrad
 from actgrad import AsyncClient, Client, _shm

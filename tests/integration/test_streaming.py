@@ -9,7 +9,7 @@ import grpc
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import AsyncAdapter
+from _common import AsyncAdapter
 
 import actgrad
 from actgrad import Client

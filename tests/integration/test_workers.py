@@ -66,6 +66,7 @@ class Serve:
                 "--port=0",
                 "--device=cpu",
                 "--log-format=json",
+                "--access-log",
                 *flags,
             ],
             stdin=subprocess.DEVNULL,

@@ -49,7 +49,7 @@ def test_operations_defaults_are_safe() -> None:
     assert settings.reflection is True
     assert settings.metrics_port == -1  # no extra listener unless asked
     assert settings.metrics_host == "127.0.0.1"
-    assert settings.log_format == "plain" and settings.access_log is True
+    assert settings.log_format == "plain" and settings.access_log is False
     assert (settings.tls_cert, settings.tls_key, settings.tls_client_ca) == ("", "", "")
     assert settings.auth_token_file == "" and settings.tls is False
     assert settings.grace == 10.0
