@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -31,7 +32,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,7 @@ class Config:
     min_calls: int
     max_calls: int
     concurrency: tuple[int, ...]
+    channels: int
     throughput_elements: int
     throughput_seconds: float
     throughput_warmup: float
@@ -229,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=(1, 8, 64),
         help="throughput concurrency levels (default: 1,8,64)",
     )
+    add(
+        "--channels",
+        type=_positive_int,
+        default=8,
+        help="throughput: connections the calls in flight are spread over (default: 8; "
+        "each is its own TCP connection, so SO_REUSEPORT can spread them over --workers)",
+    )
     add("--throughput-elements", type=parse_count, default=16, help="tensor size for throughput")
     add("--throughput-seconds", type=_positive_float, default=2.0, help="measured time per cell")
     add("--throughput-warmup", type=_positive_float, default=0.5, help="unmeasured lead-in")
@@ -316,6 +325,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         min_calls=args.min_calls,
         max_calls=args.max_calls,
         concurrency=tuple(dict.fromkeys(args.concurrency)),
+        channels=args.channels,
         throughput_elements=args.throughput_elements,
         throughput_seconds=args.throughput_seconds,
         throughput_warmup=args.throughput_warmup,
@@ -509,7 +519,12 @@ def _status_name(exc: BaseException) -> str:
 async def _throughput_cell(
     subject: Subject, x: np.ndarray[Any, Any], concurrency: int, config: Config
 ) -> dict[str, Any]:
-    """`concurrency` calls kept in flight from one event loop on one channel.
+    """`concurrency` calls kept in flight from one event loop over a few connections.
+
+    The calls go round-robin over min(channels, concurrency) connections of their
+    own (a local subchannel pool each): one connection would pin every call to one
+    process of a server running --workers, as the kernel spreads connections, not
+    calls, over the processes sharing the port.
 
     asyncio rather than one thread per call: with 64 sync clients the Python client
     pays a GIL hand-off and a thread wake-up per call, which on a small machine costs
@@ -522,9 +537,13 @@ async def _throughput_cell(
     completed = 0
     errors: Counter[str] = Counter()
     stop = False
-    async with subject.async_calls(op, x) as call:
+    async with contextlib.AsyncExitStack() as stack:
+        call_sites = [
+            await stack.enter_async_context(subject.async_calls(op, x))
+            for _ in range(min(config.channels, concurrency))
+        ]
 
-        async def worker() -> None:
+        async def worker(call: Callable[[], Awaitable[object]]) -> None:
             nonlocal completed
             while not stop:
                 try:
@@ -534,7 +553,9 @@ async def _throughput_cell(
                 else:
                     completed += 1
 
-        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        tasks = [
+            asyncio.create_task(worker(call_sites[i % len(call_sites)])) for i in range(concurrency)
+        ]
         try:
             await asyncio.sleep(config.throughput_warmup)
             server = subject.process

@@ -314,7 +314,8 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         (
             "Throughput",
-            "Calls per second with that many calls in flight from one asyncio loop, "
+            "Calls per second with that many calls in flight from one asyncio loop over "
+            "min(--channels, concurrency) connections, "
             "median over rounds. Server CPU/call is the server process's user+system "
             "time per completed call; client CPU near 1.0 core means the load generator "
             "itself was the limit.",

@@ -73,6 +73,10 @@ _SINGLE_PROCESS = (
 # Same-graph results may differ only by how onnxruntime splits work across threads.
 _RTOL, _ATOL = 1e-5, 1e-6
 
+# gRPC shares one connection between channels to the same target unless a
+# channel has a subchannel pool of its own.
+_OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
+
 
 class BenchError(RuntimeError):
     """A subject gave a wrong answer or could not run: no numbers are reported for it."""
@@ -213,7 +217,10 @@ class ActgradSubject(Subject):
     @contextlib.asynccontextmanager
     async def _async_calls(self, op: Op, x: Array) -> AsyncIterator[AsyncCall]:
         assert self.process is not None
-        async with AsyncClient(self.process.target, **self._client_kwargs()) as client:
+        kwargs = self._client_kwargs()
+        # A connection of its own per call site (see harness._throughput_cell).
+        kwargs["options"] = [*(kwargs.get("options") or ()), _OWN_CONNECTION]
+        async with AsyncClient(self.process.target, **kwargs) as client:
             yield lambda: op.async_sdk_call(client, x)
 
     def async_calls(self, op: Op, x: Array) -> contextlib.AbstractAsyncContextManager[AsyncCall]:
@@ -309,7 +316,8 @@ class EchoSubject(Subject):
         sent = self.transport(op, x)
         messages = sent.messages
         timeout = self._setup.timeout
-        async with grpc.aio.insecure_channel(self.process.target, options=self._options) as ch:
+        options = [*self._options, _OWN_CONNECTION]
+        async with grpc.aio.insecure_channel(self.process.target, options=options) as ch:
             if sent.streamed:
                 echo_stream = ch.stream_stream(ECHO_STREAM_METHOD, None, None)
 
