@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ from actgrad_server.metrics import ServerMetrics
 __all__ = ["ActgradServer", "WorkerRole", "install_drain_signals", "serve"]
 
 _LOGGER = logging.getLogger(__name__)
+
+#: How long a stopping process keeps its connections open after the drain.
+LINGER_SECONDS = 1.0
 
 
 def _address(host: str, port: int) -> str:
@@ -263,6 +267,17 @@ class ActgradServer:
         self._executor.shutdown(wait=True)
         self.metrics.stop_http()
 
+    def linger(self, seconds: float = LINGER_SECONDS) -> None:
+        """Keeps the process, and so its connections, alive a moment after a drain.
+
+        The last answers may still be in flight when the server has stopped; if the
+        process exited at once, the kernel would reset connections on which the
+        client had sent anything since (window updates, pings), and the client
+        would lose the end of an answer it was still reading. Clients close their
+        connections after the GOAWAY of the drain, so a short wait is enough.
+        """
+        time.sleep(min(seconds, max(self.settings.grace, 0.0)))
+
 
 def install_drain_signals(
     server: ActgradServer, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
@@ -305,5 +320,6 @@ def serve(settings: Settings) -> int:
     install_drain_signals(server)
     server.start()
     server.wait()
+    server.linger()
     _LOGGER.info("stopped")
     return 0

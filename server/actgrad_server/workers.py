@@ -218,6 +218,7 @@ def _worker_main(index: int, settings: Settings, conn: Connection, shared_metric
 
     threading.Thread(target=watch_supervisor, name="actgrad-supervisor-watch", daemon=True).start()
     server.wait()
+    server.linger()
     _LOGGER.info("worker %d stopped", index)
 
 
