@@ -6,10 +6,10 @@ runs worker processes (``actgrad serve --workers N``) is measured as a whole.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,16 +26,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Both servers log this line once they serve: actgrad after its warm-up.
 _LISTENING = re.compile(r"serving \S+ on \S+:(\d+)")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_PR_SET_PDEATHSIG = 1
-# Loaded here, not in the child: between fork and exec only the prctl call runs.
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+# A harness killed outright (a test's timeout, SIGKILL) must not leave its servers
+# running: util-linux's setpriv asks the kernel to send them SIGTERM when it goes.
+# Not a preexec_fn: Python code between fork and exec in a process that uses gRPC
+# runs gRPC's fork handlers, whose poller then fails on the epoll descriptor that
+# close_fds has closed (EBADF; grpc/grpc#43055) and kills the child before exec.
+_SETPRIV = shutil.which("setpriv") if sys.platform == "linux" else None
 
 
-def _die_with_parent() -> None:
-    # A harness killed outright (a test's timeout, SIGKILL) must not leave its
-    # servers running: the kernel sends them SIGTERM when it goes.
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(argv: list[str]) -> list[str]:
+    if _SETPRIV is None:
+        return argv
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 class ServerProcess:
@@ -55,13 +57,12 @@ class ServerProcess:
             mode="w+b", prefix=f"bench-{name}-", suffix=".log"
         )
         self._proc = subprocess.Popen(
-            self.argv,
+            _die_with_parent(self.argv),
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
-            preexec_fn=_die_with_parent,  # one prctl call between fork and exec
         )
         self._port = self._wait_for_port(time.monotonic() + start_timeout)
         _LOGGER.info("%s: pid %d on port %d", name, self.pid, self._port)
