@@ -251,8 +251,9 @@ class ActgradServer:
         if first:
             _LOGGER.info("draining (grace %.1fs)", grace)
         # grpc refuses new calls from here on (the caller sees UNAVAILABLE); calls
-        # in flight, Watch streams included, go on. So a watcher that hears
-        # NOT_SERVING knows that new calls are already refused.
+        # in flight, Watch streams included, go on. Its listener closes
+        # asynchronously, so a call racing this very moment may still be accepted
+        # (and is then served); health turns NOT_SERVING only after this point.
         done = self._server.stop(grace)
         if first:
             self.health.start_drain()

@@ -140,10 +140,20 @@ def test_sigterm_drains_20_large_calls_in_flight_and_exits_zero() -> None:
 
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
             # New calls are refused with UNAVAILABLE (no retries: the first answer).
-            with Client(target, timeout=30.0, max_attempts=1) as late:
-                with pytest.raises(actgrad.UnavailableError) as info:
-                    late.activate([1.0], "relu")
-                assert info.value.code == grpc.StatusCode.UNAVAILABLE
+            # gRPC closes its listener asynchronously, so a call that races the very
+            # start of the drain may still be accepted (seen once in CI): it must then
+            # be answered correctly, and a refusal must follow within moments.
+            refused = None
+            for _ in range(50):
+                with Client(target, timeout=30.0, max_attempts=1) as late:
+                    try:
+                        assert late.activate([1.0], "relu")[0] == 1.0
+                    except actgrad.UnavailableError as exc:
+                        refused = exc
+                        break
+                time.sleep(0.02)
+            assert refused is not None, "no new call was refused during the drain"
+            assert refused.code == grpc.StatusCode.UNAVAILABLE
 
             results = [future.result(120) for future in pending]
         watch_channel.close()
