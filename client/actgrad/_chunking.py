@@ -16,7 +16,7 @@ Nothing here touches the network.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +52,6 @@ class ChunkPlan:
     def chunk(self, array: Array, k: int) -> Array:
         """Chunk k of an input-shaped array, C-contiguous (a copy only when needed)."""
         return np.ascontiguousarray(self._view(array)[self._index(k)])
-
-    def chunks(self, array: Array) -> Iterator[Array]:
-        for k in range(len(self)):
-            yield self.chunk(array, k)
 
     def param_chunk(self, name: str, value: Array, k: int) -> Array:
         """The value of tensor parameter `name` to send with chunk k."""

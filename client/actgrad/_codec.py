@@ -25,6 +25,7 @@ __all__ = [
     "dtype_info",
     "encode",
     "to_float_array",
+    "wire_dtype",
 ]
 
 
@@ -107,6 +108,16 @@ def to_float_array(value: Any, *, name: str = "x") -> npt.NDArray[Any]:
     return array
 
 
+def wire_dtype(value: int, *, field: str) -> DTypeInfo:
+    """The table row of a wire dtype enum; TensorError naming `field` when there is none."""
+    info = _BY_WIRE.get(value)
+    if info is None:
+        if value == tensor_pb2.DTYPE_UNSPECIFIED:
+            raise TensorError(field, "is unspecified")
+        raise TensorError(field, f"unknown dtype enum value {value}")
+    return info
+
+
 def encode(array: npt.NDArray[Any], out: tensor_pb2.Tensor | None = None) -> tensor_pb2.Tensor:
     """Encodes a served-dtype array (see `to_float_array`) into a wire Tensor."""
     array = to_float_array(array)
@@ -144,11 +155,7 @@ def decode(
     max_elements: int | None = None,
 ) -> npt.NDArray[Any]:
     """Decodes a wire Tensor into a read-only numpy view of its bytes."""
-    info = _BY_WIRE.get(tensor.dtype)
-    if info is None:
-        if tensor.dtype == tensor_pb2.DTYPE_UNSPECIFIED:
-            raise TensorError(f"{field}.dtype", "is unspecified")
-        raise TensorError(f"{field}.dtype", f"unknown dtype enum value {tensor.dtype}")
+    info = wire_dtype(tensor.dtype, field=f"{field}.dtype")
     shape = tuple(tensor.shape)
     count = check_shape(shape, field=f"{field}.shape", max_rank=max_rank, max_elements=max_elements)
     expected = count * info.itemsize

@@ -69,12 +69,6 @@ class Function:
     params: tuple[Param, ...] = ()
     elementwise: bool = True
 
-    def param(self, name: str) -> Param:
-        for param in self.params:
-            if param.name == name:
-                return param
-        raise KeyError(name)
-
 
 @dataclass(frozen=True)
 class Call:

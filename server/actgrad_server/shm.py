@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from actgrad._codec import TensorError, check_shape, dtype_info
+from actgrad._codec import check_shape, wire_dtype
 from actgrad_server.errors import ActgradServerError, ConfigError, InvalidArgument
 
 __all__ = [
@@ -157,12 +157,7 @@ def describe(
     tensor: TensorHeader, *, field: str, max_rank: int, max_elements: int
 ) -> tuple[np.dtype[Any], tuple[int, ...], int]:
     """Checks a tensor header whose bytes are in a region: dtype, shape, byte length."""
-    try:
-        info = dtype_info(int(tensor.dtype))
-    except KeyError:
-        if int(tensor.dtype) == 0:
-            raise TensorError(f"{field}.dtype", "is unspecified") from None
-        raise TensorError(f"{field}.dtype", f"unknown dtype enum value {tensor.dtype}") from None
+    info = wire_dtype(int(tensor.dtype), field=f"{field}.dtype")
     shape = tuple(int(d) for d in tensor.shape)
     count = check_shape(shape, field=f"{field}.shape", max_rank=max_rank, max_elements=max_elements)
     if tensor.data:
