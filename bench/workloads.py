@@ -24,9 +24,11 @@ from actgrad._client import (
     DEFAULT_STREAM_THRESHOLD_BYTES,
     AsyncClient,
     _BaseClient,
+    _function_info,
     _StreamRpc,
 )
 from actgrad_server import catalog, graphs
+from actgrad_server.api.activation import function_infos
 from actgrad_server.engine import Engine
 
 __all__ = [
@@ -163,6 +165,8 @@ def wire(op: Op, x: Array, chunking: Chunking, *, serialize: bool = False) -> Wi
         stream_threshold_bytes=chunking.stream_threshold_bytes,
         chunk_bytes=chunking.chunk_bytes,
     )
+    # How a stream may be split is the server's catalog; a real client reads it once.
+    builder._learn_catalog([_function_info(info) for info in function_infos()])
     if op.name == "activate":
         rpc: Any = builder._activate_rpc(x, op.function, dict(op.params))
     elif op.name == "gradient":
@@ -208,18 +212,15 @@ def floor_runner(op: Op, like: Array, setup: SessionSetup) -> Callable[..., Arra
     function = catalog.lookup(op.function)
     call = catalog.bind(function, dict(op.params), x_shape=like.shape, x_dtype=like.dtype)
     scalars: dict[str, Any] = {
-        name: np.asarray(call.scalars[name], dtype=np.float64)
-        for name in graphs.runtime_inputs(function.name)
+        name: np.asarray(call.scalars[name], dtype=np.float64) for name in function.runtime_params
     }
     if op.name == "gradient":
         model = graphs.build_gradient(
-            function.name, "float32", with_output=False, x_rank=like.ndim, **dict(call.static)
+            function, "float32", with_output=False, x_rank=like.ndim, **dict(call.static)
         )
         output = "grad_input"
     else:
-        model = graphs.build_forward(
-            function.name, "float32", x_rank=like.ndim, **dict(call.static)
-        )
+        model = graphs.build_forward(function, "float32", x_rank=like.ndim, **dict(call.static))
         output = "y"
     session = ort.InferenceSession(
         model.SerializeToString(), sess_options=setup.options, providers=setup.providers

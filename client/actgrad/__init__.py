@@ -16,22 +16,28 @@ bfloat16)::
 `ActgradError` subclass carrying the gRPC status `code` and `details`.
 """
 
-from actgrad._client import AsyncClient, Client
-from actgrad._types import FunctionInfo, Limits, ParamInfo, ServerInfo, VjpResult
-from actgrad.errors import (
-    ActgradError,
-    CallCancelledError,
-    DeadlineExceededError,
-    InternalError,
-    InvalidArgumentError,
-    NotFoundError,
-    PermissionDeniedError,
-    ResourceExhaustedError,
-    UnauthenticatedError,
-    UnavailableError,
-    UnexpectedStatusError,
-    UnimplementedError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from actgrad._client import AsyncClient, Client
+    from actgrad._types import FunctionInfo, Limits, ParamInfo, ServerInfo, VjpResult
+    from actgrad.errors import (
+        ActgradError,
+        CallCancelledError,
+        DeadlineExceededError,
+        InternalError,
+        InvalidArgumentError,
+        NotFoundError,
+        PermissionDeniedError,
+        ResourceExhaustedError,
+        UnauthenticatedError,
+        UnavailableError,
+        UnexpectedStatusError,
+        UnimplementedError,
+    )
 
 __version__ = "0.1.0"
 
@@ -57,3 +63,29 @@ __all__ = [
     "VjpResult",
     "__version__",
 ]
+
+# The client and its errors load grpc; they are imported on first use (PEP 562), so
+# that `import actgrad.wire` (shared with the server's engine) does not load grpc.
+_LAZY = {
+    "AsyncClient": "actgrad._client",
+    "Client": "actgrad._client",
+    "FunctionInfo": "actgrad._types",
+    "Limits": "actgrad._types",
+    "ParamInfo": "actgrad._types",
+    "ServerInfo": "actgrad._types",
+    "VjpResult": "actgrad._types",
+    **{name: "actgrad.errors" for name in __all__ if name.endswith("Error")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'actgrad' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -26,11 +26,11 @@ import numpy.typing as npt
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from actgrad import _codec, _shm
-from actgrad._chunking import ChunkPlan, plan_chunks
+from actgrad import _shm, wire
 from actgrad._types import FunctionInfo, Limits, ParamDefault, ParamInfo, ServerInfo, VjpResult
 from actgrad.errors import ActgradError, InternalError, from_grpc_error
 from actgrad.v1 import activation_pb2, activation_pb2_grpc, tensor_pb2
+from actgrad.wire import ChunkPlan, plan_chunks
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -99,11 +99,23 @@ class _SharedRpc(Generic[ResultT]):
     request: Message
     parse: Callable[[Any], ResultT]
     release: Callable[[], None]
-    fallback: Callable[[], _Rpc[ResultT] | _StreamRpc[ResultT] | _SharedRpc[ResultT]]
+    fallback: Callable[[], _AnyRpc[ResultT]]
     elements: int  # of the input, checked against the server's element limit
 
 
-_AnyRpc = _Rpc[ResultT] | _StreamRpc[ResultT] | _SharedRpc[ResultT]
+@dataclass(frozen=True)
+class _NeedsCatalog(Generic[ResultT]):
+    """A call that can be prepared only once the server's catalog is known.
+
+    A large input streams in chunks, and how it may be split (anywhere, or along
+    axes other than softmax's) is the server's fact, read from ListFunctions once
+    per client; `build` prepares the call after that.
+    """
+
+    build: Callable[[], _AnyRpc[ResultT]]
+
+
+_AnyRpc = _Rpc[ResultT] | _StreamRpc[ResultT] | _SharedRpc[ResultT] | _NeedsCatalog[ResultT]
 # Statuses that mean "no shared memory with this server" rather than a bad call.
 _SHARED_REFUSALS = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED)
 
@@ -175,6 +187,8 @@ class _BaseClient:
             )
         self._shared_min_bytes = shared_memory_min_bytes
         self._shared_lock = threading.Lock()
+        # The server's functions by name and alias, read once when a call first streams.
+        self._catalog: dict[str, FunctionInfo] | None = None
         self._shared_pool: _shm.SegmentPool | None = None
         # The server's element limit, learnt before the first shared call: larger
         # inputs go in messages, where they are streamed in chunks under the limit.
@@ -301,6 +315,15 @@ class _BaseClient:
 
     # -- request building --------------------------------------------------------
 
+    def _learn_catalog(self, functions: list[FunctionInfo]) -> None:
+        self._catalog = {
+            _catalog_key(name): info for info in functions for name in (info.name, *info.aliases)
+        }
+
+    def _streams(self, array: npt.NDArray[Any], extra_bytes: int = 0) -> bool:
+        """True when the input is too big for one message."""
+        return array.nbytes + extra_bytes > self._stream_threshold
+
     def _plan(
         self,
         array: npt.NDArray[Any],
@@ -308,18 +331,29 @@ class _BaseClient:
         params: Mapping[str, Any],
         extra_bytes: int = 0,
     ) -> ChunkPlan | None:
-        """A chunk plan when the input is too big for one message, else None."""
-        if array.nbytes + extra_bytes <= self._stream_threshold:
+        """A chunk plan when the input is too big for one message, else None.
+
+        Call only once the catalog is known (see `_NeedsCatalog`). A function the
+        server does not know, or one that cannot be split, goes whole: the server
+        then names what is wrong.
+        """
+        if not self._streams(array, extra_bytes) or self._catalog is None:
             return None
-        softmax_axis = None
-        if function.strip().lower() == "softmax":
-            axis = params.get("axis", -1)
-            if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        info = self._catalog.get(_catalog_key(function))
+        if info is None:
+            return None
+        mixing_axis = None
+        if info.axis_param is not None:
+            mixing_axis = _normalized_axis(params.get(info.axis_param, -1), array.ndim)
+            if mixing_axis is None:
                 return None  # let the server name the bad parameter
-            rank = max(array.ndim, 1)
-            if not -rank <= int(axis) < rank:
-                return None
-            softmax_axis = int(axis) % rank
+        elif not info.elementwise:
+            return None
+        return self._plan_along(array, params, mixing_axis)
+
+    def _plan_along(
+        self, array: npt.NDArray[Any], params: Mapping[str, Any], mixing_axis: int | None
+    ) -> ChunkPlan | None:
         tensors = {
             name: np.shape(value)
             for name, value in params.items()
@@ -329,8 +363,8 @@ class _BaseClient:
             array.shape,
             array.itemsize,
             chunk_bytes=self._chunk_bytes,
-            elementwise=softmax_axis is None,
-            softmax_axis=softmax_axis,
+            elementwise=mixing_axis is None,
+            mixing_axis=mixing_axis,
             tensor_params=tensors,
         )
 
@@ -351,7 +385,7 @@ class _BaseClient:
         def requests() -> Iterator[Message]:
             for k in range(len(plan)):
                 request = activation_pb2.ActivateRequest(function=function)
-                _codec.encode(plan.chunk(array, k), out=request.input)
+                wire.encode(plan.chunk(array, k), out=request.input)
                 _fill_params(request.params, scalars, array.dtype)
                 _fill_params(
                     request.params,
@@ -370,7 +404,7 @@ class _BaseClient:
     def _activate_rpc(
         self, x: Any, function: str, params: Mapping[str, Any], *, shared: bool = True
     ) -> _AnyRpc[npt.NDArray[Any]]:
-        array = _codec.to_float_array(x, name="x")
+        array = wire.to_float_array(x, name="x")
         function = _check_function(function)
         if shared and self._shared_pool is not None:
             header = activation_pb2.ActivateRequest(function=function)
@@ -392,11 +426,13 @@ class _BaseClient:
                     lambda: self._activate_rpc(array, function, params, shared=False),
                     array.size,
                 )
+        if self._streams(array) and self._catalog is None:
+            return _NeedsCatalog(lambda: self._activate_rpc(array, function, params, shared=shared))
         plan = self._plan(array, function, params)
         if plan is not None:
             return self._activate_stream(array, function, params, plan)
         request = activation_pb2.ActivateRequest(function=function)
-        _codec.encode(array, out=request.input)
+        wire.encode(array, out=request.input)
         _fill_params(request.params, params, array.dtype)
         return _Rpc(
             "Activate",
@@ -414,7 +450,7 @@ class _BaseClient:
         return_output: bool,
         shared: bool = True,
     ) -> _AnyRpc[VjpResult]:
-        array = _codec.to_float_array(x, name="x")
+        array = wire.to_float_array(x, name="x")
         function = _check_function(function)
         g = None if grad_output is None else _as_dtype(grad_output, array.dtype, name="grad_output")
         if shared and self._shared_pool is not None and (g is None or g.shape == array.shape):
@@ -425,16 +461,28 @@ class _BaseClient:
         # another shape goes whole, for the server to refuse.
         plan = None
         if g is None or g.shape == array.shape:
-            plan = self._plan(array, function, params, 0 if g is None else g.nbytes)
+            extra = 0 if g is None else g.nbytes
+            if self._streams(array, extra) and self._catalog is None:
+                return _NeedsCatalog(
+                    lambda: self._gradient_rpc(
+                        array,
+                        function,
+                        params,
+                        grad_output=g,
+                        return_output=return_output,
+                        shared=shared,
+                    )
+                )
+            plan = self._plan(array, function, params, extra)
         if plan is not None:
             return self._gradient_stream(array, g, function, params, plan, bool(return_output))
         request = activation_pb2.GradientRequest(
             function=function, return_output=bool(return_output)
         )
-        _codec.encode(array, out=request.input)
+        wire.encode(array, out=request.input)
         if g is not None:
             # Same dtype as x; the shape is left for the server to check.
-            _codec.encode(g, out=request.grad_output)
+            wire.encode(g, out=request.grad_output)
         _fill_params(request.params, params, array.dtype)
 
         def parse(response: activation_pb2.GradientResponse) -> VjpResult:
@@ -527,9 +575,9 @@ class _BaseClient:
                 request = activation_pb2.GradientRequest(
                     function=function, return_output=return_output
                 )
-                _codec.encode(plan.chunk(array, k), out=request.input)
+                wire.encode(plan.chunk(array, k), out=request.input)
                 if g is not None:
-                    _codec.encode(plan.chunk(g, k), out=request.grad_output)
+                    wire.encode(plan.chunk(g, k), out=request.grad_output)
                 _fill_params(request.params, scalars, array.dtype)
                 _fill_params(
                     request.params,
@@ -571,7 +619,7 @@ class _BaseClient:
     def _softmax_rpc(
         self, x: Any, *, axis: int, temperature: float, log: bool, shared: bool = True
     ) -> _AnyRpc[npt.NDArray[Any]]:
-        array = _codec.to_float_array(x, name="x")
+        array = wire.to_float_array(x, name="x")
         if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
             raise TypeError(f"axis must be an int, got {type(axis).__name__}")
         if isinstance(temperature, bool) or not isinstance(
@@ -604,11 +652,16 @@ class _BaseClient:
                     ),
                     array.size,
                 )
-        plan = self._plan(array, "softmax", {"axis": int(axis)})
+        # The Softmax RPC names its axis: chunks split along the others.
+        plan = None
+        if self._streams(array):
+            mixing_axis = _normalized_axis(int(axis), array.ndim)
+            if mixing_axis is not None:
+                plan = self._plan_along(array, {}, mixing_axis)
         if plan is not None:
             return self._softmax_stream(array, fields, plan)
         request = activation_pb2.SoftmaxRequest(**fields)
-        _codec.encode(array, out=request.input)
+        wire.encode(array, out=request.input)
         return _Rpc(
             "Softmax",
             request,
@@ -621,7 +674,7 @@ class _BaseClient:
         def requests() -> Iterator[Message]:
             for k in range(len(plan)):
                 request = activation_pb2.SoftmaxRequest(**fields)
-                _codec.encode(plan.chunk(array, k), out=request.input)
+                wire.encode(plan.chunk(array, k), out=request.input)
                 yield request
 
         out = np.empty(array.shape, dtype=array.dtype)
@@ -769,6 +822,9 @@ class Client(_BaseClient):
 
     def _invoke(self, rpc: _AnyRpc[ResultT], timeout: float | None) -> ResultT:
         deadline = self._deadline(timeout)
+        if isinstance(rpc, _NeedsCatalog):
+            self._learn_catalog(self._invoke(self._functions_rpc(), deadline))
+            return self._invoke(rpc.build(), deadline)
         if isinstance(rpc, _StreamRpc):
             return self._invoke_stream(rpc, deadline)
         if isinstance(rpc, _SharedRpc):
@@ -1008,6 +1064,9 @@ class AsyncClient(_BaseClient):
 
     async def _invoke(self, rpc: _AnyRpc[ResultT], timeout: float | None) -> ResultT:
         deadline = self._deadline(timeout)
+        if isinstance(rpc, _NeedsCatalog):
+            self._learn_catalog(await self._invoke(self._functions_rpc(), deadline))
+            return await self._invoke(rpc.build(), deadline)
         if isinstance(rpc, _StreamRpc):
             return await self._invoke_stream(rpc, deadline)
         if isinstance(rpc, _SharedRpc):
@@ -1230,6 +1289,21 @@ def _check_timeout(timeout: Any, *, name: str) -> float:
     return value
 
 
+def _catalog_key(name: str) -> str:
+    # Names are matched as the server does: case-insensitive, '-' as '_'.
+    return name.strip().lower().replace("-", "_")
+
+
+def _normalized_axis(axis: Any, ndim: int) -> int | None:
+    """`axis` in [0, rank) (a 0-d input counts as rank 1), None when it is not valid."""
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        return None
+    rank = max(ndim, 1)
+    if not -rank <= int(axis) < rank:
+        return None
+    return int(axis) % rank
+
+
 def _check_function(function: Any) -> str:
     if not isinstance(function, str):
         raise TypeError(f"function must be a str name, got {type(function).__name__}")
@@ -1243,7 +1317,7 @@ def _as_dtype(value: Any, dtype: np.dtype[Any], *, name: str) -> npt.NDArray[Any
     complex numbers and objects are not numbers the server can take.
     """
     array = np.asarray(value)
-    is_bfloat16 = array.dtype == _codec.dtype_info("bfloat16").numpy
+    is_bfloat16 = array.dtype == wire.dtype_info("bfloat16").numpy
     if array.dtype.kind not in "fiu" and not is_bfloat16:
         raise TypeError(f"{name}: {array.dtype} values cannot be converted to {dtype}")
     return np.ascontiguousarray(array, dtype=dtype)
@@ -1265,7 +1339,7 @@ def _fill_params(target: Any, params: Mapping[str, Any], dtype: np.dtype[Any]) -
         elif isinstance(value, str):
             slot.text = value
         elif isinstance(value, np.ndarray | list | tuple):
-            _codec.encode(_as_dtype(value, dtype, name=f"parameter {name!r}"), out=slot.tensor)
+            wire.encode(_as_dtype(value, dtype, name=f"parameter {name!r}"), out=slot.tensor)
         else:
             raise TypeError(
                 f"parameter {name!r}: {type(value).__name__} is not supported; "
@@ -1307,7 +1381,7 @@ def _finisher(plan: ChunkPlan, result: Callable[[], ResultT]) -> Callable[[int],
 
 def _header(array: npt.NDArray[Any], *, out: tensor_pb2.Tensor) -> None:
     """dtype and shape of a tensor whose bytes travel in shared memory."""
-    out.dtype = _codec.dtype_info(array.dtype).wire  # type: ignore[assignment]
+    out.dtype = wire.dtype_info(array.dtype).wire  # type: ignore[assignment]
     out.shape[:] = array.shape
 
 
@@ -1329,8 +1403,8 @@ def _read_shared(
 
 def _decode(tensor: tensor_pb2.Tensor, *, field: str) -> npt.NDArray[Any]:
     try:
-        return _codec.decode(tensor, field=field)
-    except _codec.TensorError as exc:
+        return wire.decode(tensor, field=field)
+    except wire.TensorError as exc:
         raise InternalError(f"malformed response from the server: {exc}") from exc
 
 
@@ -1351,15 +1425,15 @@ def _enum_label(name: str, prefix: str) -> str:
     return name[len(prefix) :].lower() if name.startswith(prefix) else name.lower()
 
 
-def _dtype_name(wire: int) -> str:
+def _dtype_name(value: int) -> str:
     try:
-        return _codec.dtype_info(wire).name
+        return wire.dtype_info(value).name
     except KeyError:
         pass
     try:
-        return _enum_label(tensor_pb2.DType.Name(wire), _DTYPE_PREFIX)
+        return _enum_label(tensor_pb2.DType.Name(value), _DTYPE_PREFIX)
     except ValueError:
-        return f"dtype_{wire}"
+        return f"dtype_{value}"
 
 
 def _param_value(value: activation_pb2.ParamValue, *, field: str) -> ParamDefault:
@@ -1405,6 +1479,7 @@ def _function_info(info: activation_pb2.FunctionInfo) -> FunctionInfo:
         params=[_param_info(p, function=info.name) for p in info.params],
         elementwise=info.elementwise,
         dtypes=[_dtype_name(d) for d in info.dtypes],
+        axis_param=info.axis_param or None,
     )
 
 

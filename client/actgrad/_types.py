@@ -73,6 +73,9 @@ class FunctionInfo:
     params: list[ParamInfo] = field(default_factory=list)
     elementwise: bool = True
     dtypes: list[str] = field(default_factory=list)
+    #: For a function that mixes values along one axis only (softmax): the name of
+    #: the parameter giving that axis; None for elementwise functions.
+    axis_param: str | None = None
 
 
 @dataclass(frozen=True)

@@ -37,15 +37,15 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from actgrad import __version__, _codec
+from actgrad import __version__, wire
 from actgrad._client import DEFAULT_TARGET, DEFAULT_TIMEOUT, Client
 from actgrad._types import FunctionInfo, ParamInfo, ServerInfo
 from actgrad.errors import ActgradError
 
-__all__ = ["build_parser", "main", "parse_param", "parse_param_value"]
+__all__ = ["build_parser", "main", "parse_param"]
 
 TARGET_ENV = "ACTGRAD_TARGET"
-_DTYPE_NAMES = [info.name for info in _codec.DTYPES]
+_DTYPE_NAMES = [info.name for info in wire.DTYPES]
 _SERVER_HINT = "install the server with: pip install 'actgrad[server]'"
 
 # A handler prints its result; it may return an exit status (None = 0).
@@ -230,33 +230,10 @@ def parse_param(text: str) -> tuple[str, Any]:
     name = name.strip()
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, parse_param_value(value)
-
-
-def parse_param_value(text: str) -> Any:
-    """Reads a ``--param`` value: bool, int, float, float array or string, in that order.
-
-    Example: ``parse_param_value("0.1,0.2")`` is ``np.array([0.1, 0.2])``.
-    """
-    stripped = text.strip()
-    if stripped.lower() in ("true", "false"):
-        return stripped.lower() == "true"
-    for convert in (int, float):
-        try:
-            return convert(stripped)
-        except ValueError:
-            pass
-    if stripped.startswith("["):
-        try:
-            return np.asarray(json.loads(stripped), dtype=np.float64)
-        except (ValueError, TypeError) as exc:
-            raise argparse.ArgumentTypeError(f"not a JSON list of numbers: {text!r}") from exc
-    if "," in stripped:
-        try:
-            return np.asarray([float(part) for part in stripped.split(",")], dtype=np.float64)
-        except ValueError:
-            pass
-    return text
+    try:
+        return name, wire.parse_param_value(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- commands --------------------------------------------------------------------
@@ -349,7 +326,7 @@ def format_values(array: npt.NDArray[Any]) -> str:
 
 
 def _input_array(values: list[float], args: argparse.Namespace) -> npt.NDArray[Any]:
-    array = np.asarray(values, dtype=np.float64).astype(_codec.dtype_info(args.dtype).numpy)
+    array = np.asarray(values, dtype=np.float64).astype(wire.dtype_info(args.dtype).numpy)
     if args.shape is not None:
         try:
             array = array.reshape(args.shape)
@@ -409,7 +386,7 @@ def _serve(argv: list[str]) -> int:
 
 def _export_triton(argv: list[str]) -> int:
     try:
-        module = importlib.import_module("actgrad_server.triton_export")
+        module = importlib.import_module("actgrad_server.cli")
     except ImportError as exc:
         print(
             f"error: 'actgrad export-triton' needs the server package ({exc}); {_SERVER_HINT}",

@@ -4,9 +4,9 @@ What applies to every call (request id, access log, metrics, bearer tokens) is a
 server interceptor, so each front end is one `_register` line below and is covered
 by health, reflection and the interceptors without more code.
 
-`serve` runs one server in this process (``--workers 1``) or, with several workers,
-hands over to the supervisor in `actgrad_server.workers`, whose worker processes
-each run one `ActgradServer` with a `WorkerRole`.
+`actgrad_server.cli.serve` runs one `ActgradServer` in its process (``--workers 1``)
+or hands over to the supervisor in `actgrad_server.workers`, whose worker processes
+each run one `ActgradServer` with a `WorkerRole`. Nothing here imports either.
 """
 
 from __future__ import annotations
@@ -28,16 +28,15 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from actgrad.v1 import activation_pb2, activation_pb2_grpc
-from actgrad_server import health, security, workers
-from actgrad_server._malloc import retain_large_buffers
-from actgrad_server.api import oip
+from actgrad_server import health, security
 from actgrad_server.api._interceptors import AuthInterceptor, ObserveInterceptor
-from actgrad_server.api.activation import ActivationServicer, Limits
+from actgrad_server.api.activation import ActivationServicer
 from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
 from actgrad_server.metrics import ServerMetrics
+from actgrad_server.oip import servicer as oip
 
-__all__ = ["ActgradServer", "WorkerRole", "install_drain_signals", "serve"]
+__all__ = ["ActgradServer", "WorkerRole", "install_drain_signals"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -117,12 +116,7 @@ class ActgradServer:
             intra_op_threads=settings.intra_op_threads,
             chunk_elements=settings.chunk_elements,
         )
-        limits = Limits(
-            max_message_bytes=settings.max_message_bytes,
-            max_elements=settings.max_elements,
-            max_rank=settings.max_rank,
-            max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        )
+        limits = settings.limits
         credentials = security.server_credentials(settings)
         self.metrics = ServerMetrics(
             self.engine.cache_info, shared=worker is not None and worker.shared_metrics
@@ -303,24 +297,3 @@ def install_drain_signals(
 
     for signum in signals:
         signal.signal(signum, on_signal)
-
-
-def serve(settings: Settings) -> int:
-    """Runs until SIGTERM or SIGINT, then drains within the grace period; returns the
-    exit status.
-
-    A second signal during the drain cancels the calls still running. With more
-    than one worker (`Settings.workers`; 0 = one per usable CPU) a supervisor runs
-    the workers as processes on the same port (`actgrad_server.workers`).
-    """
-    count = workers.worker_count(settings)
-    if count > 1:
-        return workers.supervise(settings, count)
-    retain_large_buffers()
-    server = ActgradServer(settings)
-    install_drain_signals(server)
-    server.start()
-    server.wait()
-    server.linger()
-    _LOGGER.info("stopped")
-    return 0

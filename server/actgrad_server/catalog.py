@@ -1,7 +1,15 @@
-"""The function catalog: names, aliases, parameters (defaults, checks) and docs.
+"""The function catalog: every fact about every served function, in one entry each.
 
-This is the one table of functions. `ListFunctions`, the CLI help, the README
-table and the tests all read it. It knows nothing of gRPC or onnxruntime.
+An entry names the function and its aliases, declares its parameters once (kind,
+default, checks, and whether a value is a graph input or selects a graph), points
+at its graph bodies (`actgrad_server.graphs`), and says how it may be split into
+chunks (`elementwise`, `axis_param`) and which values warm-up and export use
+(`Param.sample`). `ListFunctions`, the engine, the front ends, the OIP model
+table, the export, the docs and the tests all read it; no module outside this one
+and `graphs/` names a function. It knows nothing of gRPC or onnxruntime.
+
+Adding an elementwise function: one graph module in `graphs/`, one `Function`
+below, one reference in tests/unit/graph_reference.py.
 """
 
 from __future__ import annotations
@@ -17,9 +25,20 @@ import numpy as np
 import numpy.typing as npt
 
 from actgrad_server.errors import InvalidArgument, NotFound
+from actgrad_server.graphs import Activation
+from actgrad_server.graphs.gelu import GELU
+from actgrad_server.graphs.prelu import PRELU
+from actgrad_server.graphs.relu import LEAKY_RELU, RELU
+from actgrad_server.graphs.selu import SELU
+from actgrad_server.graphs.sigmoid import SIGMOID
+from actgrad_server.graphs.softmax import SOFTMAX as SOFTMAX_GRAPH
+from actgrad_server.graphs.swish import SWISH
+from actgrad_server.graphs.tanh import TANH, XTANH
+from actgrad_server.graphs.xsin import XSIN
 
 __all__ = [
     "CATALOG",
+    "SOFTMAX",
     "Call",
     "Function",
     "Param",
@@ -43,6 +62,9 @@ class Param:
 
     `runtime` parameters are fed to the graph as float64 inputs, so any value
     reuses one cached session; the others are structural and select a graph.
+    Tensor parameters are graph inputs of the input's dtype; `sample` and
+    `sample_shape` give the value that warm-up feeds and the shape an exported
+    model declares when none is chosen.
     """
 
     name: str
@@ -56,18 +78,59 @@ class Param:
     maximum_exclusive: bool = False
     choices: tuple[str, ...] = ()
     runtime: bool = False
+    sample: float | None = None
+    sample_shape: tuple[int, ...] = (1,)
 
 
 @dataclass(frozen=True)
 class Function:
+    """One served function.
+
+    `elementwise`: each output element depends only on the same input element, so
+    a stream may split the input anywhere (along axis 0 when it has tensor
+    parameters). `axis_param`: for a function that mixes values along one axis
+    only (softmax), the integer parameter naming that axis; `bind` normalises it
+    to [0, rank), a 0-d input counts as one element along one axis, and chunks
+    split along other axes.
+    """
+
     name: str
     summary: str
     formula: str
     formula_latex: str
     gradient_note: str
+    graph: Activation
     aliases: tuple[str, ...] = ()
     params: tuple[Param, ...] = ()
     elementwise: bool = True
+    axis_param: str | None = None
+
+    @property
+    def params_by_name(self) -> dict[str, Param]:
+        return {p.name: p for p in self.params}
+
+    @property
+    def runtime_params(self) -> tuple[str, ...]:
+        """Names of the 0-d float64 graph inputs, in declaration order."""
+        return tuple(p.name for p in self.params if p.runtime)
+
+    @property
+    def tensor_params(self) -> tuple[str, ...]:
+        """Names of the tensor parameters (graph inputs of the input's dtype)."""
+        return tuple(p.name for p in self.params if p.kind is ParamKind.TENSOR)
+
+    @property
+    def streamable(self) -> bool:
+        """True when chunks of an input can be computed independently."""
+        return self.elementwise or self.axis_param is not None
+
+    def sample_params(self, dtype: np.dtype[Any]) -> dict[str, Any]:
+        """Valid values of the required parameters (for warm-up), others defaulted."""
+        return {
+            p.name: np.full(p.sample_shape, p.sample, dtype=dtype)
+            for p in self.params
+            if p.required and p.kind is ParamKind.TENSOR
+        }
 
 
 @dataclass(frozen=True)
@@ -82,12 +145,21 @@ class Call:
     # Structural values that select the forward graph; part of the cache key.
     static: tuple[tuple[str, Any], ...] = ()
 
+    @property
+    def mixing_axis(self) -> int | None:
+        """The normalised axis the function mixes values along, None if elementwise."""
+        if self.function.axis_param is None:
+            return None
+        axis: int = dict(self.static)[self.function.axis_param]
+        return axis
+
 
 _FINITE = "any finite number"
 
 CATALOG: tuple[Function, ...] = (
     Function(
         name="sigmoid",
+        graph=SIGMOID,
         summary="Logistic sigmoid.",
         formula="sigmoid(x) = 1 / (1 + exp(-x))",
         formula_latex=r"\sigma(x) = \frac{1}{1 + e^{-x}}",
@@ -95,6 +167,7 @@ CATALOG: tuple[Function, ...] = (
     ),
     Function(
         name="tanh",
+        graph=TANH,
         summary="Hyperbolic tangent.",
         formula="tanh(x)",
         formula_latex=r"\tanh(x)",
@@ -102,6 +175,7 @@ CATALOG: tuple[Function, ...] = (
     ),
     Function(
         name="relu",
+        graph=RELU,
         summary="Rectified linear unit.",
         formula="relu(x) = max(x, 0)",
         formula_latex=r"\max(x, 0)",
@@ -109,6 +183,7 @@ CATALOG: tuple[Function, ...] = (
     ),
     Function(
         name="leaky_relu",
+        graph=LEAKY_RELU,
         summary="Leaky ReLU with a slope for negative inputs.",
         formula="leaky_relu(x) = x if x >= 0 else alpha * x",
         formula_latex=r"\begin{cases} x & x \ge 0 \\ \alpha x & x < 0 \end{cases}",
@@ -128,6 +203,7 @@ CATALOG: tuple[Function, ...] = (
     ),
     Function(
         name="prelu",
+        graph=PRELU,
         summary="Parametric ReLU with a learned slope tensor.",
         formula="prelu(x) = x if x >= 0 else slope * x",
         formula_latex=r"\begin{cases} x & x \ge 0 \\ s x & x < 0 \end{cases}",
@@ -143,11 +219,13 @@ CATALOG: tuple[Function, ...] = (
                 "Slope tensor of the input's dtype, unidirectionally broadcastable "
                 "to the input (right-aligned, as ONNX PRelu); a number is a 0-d slope.",
                 required=True,
+                sample=0.25,
             ),
         ),
     ),
     Function(
         name="softmax",
+        graph=SOFTMAX_GRAPH,
         summary="Softmax (or log-softmax) along one axis, with a temperature.",
         formula="softmax(x)_i = exp(x_i / T) / sum_j exp(x_j / T) along axis",
         formula_latex=r"\mathrm{softmax}(x)_i = \frac{e^{x_i/T}}{\sum_j e^{x_j/T}}",
@@ -155,6 +233,7 @@ CATALOG: tuple[Function, ...] = (
             "VJP: s * (g - sum(g * s, axis)) / T; for log-softmax (g - s * sum(g, axis)) / T."
         ),
         elementwise=False,
+        axis_param="axis",
         params=(
             Param(
                 "axis",
@@ -176,6 +255,7 @@ CATALOG: tuple[Function, ...] = (
     ),
     Function(
         name="swish",
+        graph=SWISH,
         summary="Swish / SiLU: x times the sigmoid of beta x.",
         formula="swish(x) = x * sigmoid(beta * x)",
         formula_latex=r"x \, \sigma(\beta x)",
@@ -193,6 +273,7 @@ CATALOG: tuple[Function, ...] = (
     ),
     Function(
         name="gelu",
+        graph=GELU,
         summary="Gaussian error linear unit, exact or with the tanh approximation.",
         formula=(
             "gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))); approximate='tanh': "
@@ -214,6 +295,7 @@ CATALOG: tuple[Function, ...] = (
     ),
     Function(
         name="selu",
+        graph=SELU,
         summary="Scaled exponential linear unit.",
         formula="selu(x) = gamma * (x if x > 0 else alpha * (exp(x) - 1))",
         formula_latex=r"\gamma \begin{cases} x & x > 0 \\ \alpha (e^x - 1) & x \le 0 \end{cases}",
@@ -240,6 +322,7 @@ CATALOG: tuple[Function, ...] = (
     ),
     Function(
         name="xtanh",
+        graph=XTANH,
         summary="x times tanh(x).",
         formula="xtanh(x) = x * tanh(x)",
         formula_latex=r"x \tanh(x)",
@@ -248,6 +331,7 @@ CATALOG: tuple[Function, ...] = (
     ),
     Function(
         name="xsin",
+        graph=XSIN,
         summary="x times sin(x).",
         formula="xsin(x) = x * sin(x)",
         formula_latex=r"x \sin(x)",
@@ -260,6 +344,9 @@ _BY_NAME: dict[str, Function] = {}
 for _function in CATALOG:
     for _name in (_function.name, *_function.aliases):
         _BY_NAME[_name] = _function
+
+#: The function the Softmax RPC computes (its request has softmax's parameters as fields).
+SOFTMAX: Function = _BY_NAME["softmax"]
 
 
 def lookup(name: str) -> Function:
@@ -353,6 +440,20 @@ def _check_slope(
             )
 
 
+def _check_grad_output(
+    grad_output: npt.NDArray[Any], x_shape: tuple[int, ...], x_dtype: np.dtype[Any], where: str
+) -> None:
+    if grad_output.dtype != x_dtype:
+        raise InvalidArgument(
+            f"{where}: dtype {grad_output.dtype} differs from the input's dtype {x_dtype}"
+        )
+    if grad_output.shape != x_shape:
+        raise InvalidArgument(
+            f"{where}: shape {list(grad_output.shape)} differs from the input's shape "
+            f"{list(x_shape)}"
+        )
+
+
 def bind(
     function: Function,
     params: Mapping[str, Any],
@@ -360,12 +461,18 @@ def bind(
     x_shape: tuple[int, ...],
     x_dtype: np.dtype[Any],
     field_prefix: str = "params",
+    grad_output: npt.NDArray[Any] | None = None,
+    grad_output_field: str = "grad_output",
 ) -> Call:
-    """Validates `params` for a call on an input of `x_shape` and `x_dtype`.
+    """Validates `params` (and `grad_output`) for a call on an input of `x_shape` and
+    `x_dtype`.
 
     Raises InvalidArgument naming the field for an unknown, ill-typed,
-    out-of-range or missing parameter.
+    out-of-range or missing parameter, a tensor parameter that does not
+    broadcast to the input, or a grad_output of another dtype or shape.
     """
+    if grad_output is not None:
+        _check_grad_output(grad_output, x_shape, x_dtype, grad_output_field)
     known = {p.name for p in function.params}
     for name in params:
         if name not in known:
@@ -392,8 +499,8 @@ def bind(
             tensors[param.name] = value
         elif param.runtime:
             scalars[param.name] = float(value)
-        elif param.name == "axis":
-            static.append(("axis", _normalize_axis(value, len(x_shape), where)))
+        elif param.name == function.axis_param:
+            static.append((param.name, _normalize_axis(value, len(x_shape), where)))
         else:
             static.append((param.name, value))
     return Call(

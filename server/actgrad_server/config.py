@@ -16,7 +16,16 @@ from typing import Any
 
 from actgrad_server.errors import ConfigError
 
-__all__ = ["DEVICES", "LOG_FORMATS", "LOG_LEVELS", "Settings", "add_arguments", "from_args", "load"]
+__all__ = [
+    "DEVICES",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "Limits",
+    "Settings",
+    "add_arguments",
+    "from_args",
+    "load",
+]
 
 DEVICES = ("auto", "cpu", "cuda")
 LOG_FORMATS = ("plain", "json")
@@ -26,6 +35,16 @@ MiB = 1 << 20
 
 def _opt(help_text: str, **extra: Any) -> Any:
     return {"help": help_text, **extra}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The request limits every front end enforces (a part of `Settings`)."""
+
+    max_message_bytes: int
+    max_elements: int
+    max_rank: int
+    max_concurrent_rpcs: int
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,16 @@ class Settings:
             raise ConfigError("tls_cert and tls_key must be given together")
         if self.tls_client_ca and not self.tls_cert:
             raise ConfigError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+
+    @property
+    def limits(self) -> Limits:
+        """The request limits, for the front ends."""
+        return Limits(
+            max_message_bytes=self.max_message_bytes,
+            max_elements=self.max_elements,
+            max_rank=self.max_rank,
+            max_concurrent_rpcs=self.max_concurrent_rpcs,
+        )
 
     @property
     def tls(self) -> bool:

@@ -15,12 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from actgrad._chunking import ChunkPlan, plan_chunks
+from actgrad.wire import BFLOAT16, ChunkPlan, dtype_info, plan_chunks
 from actgrad_server import graphs
 from actgrad_server.catalog import CATALOG, Call, bind
 from actgrad_server.errors import ConfigError
@@ -31,9 +30,7 @@ _LOGGER = logging.getLogger(__name__)
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
-_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-# Dtypes with a graph of their own; bfloat16 runs the float32 graph (see _graph_dtype).
-_GRAPH_DTYPES = ("float32", "float64", "float16")
+_BFLOAT16 = BFLOAT16
 
 Array = npt.NDArray[Any]
 
@@ -75,15 +72,11 @@ def resolve_providers(device: str, available: Sequence[str] | None = None) -> li
 
 
 def _graph_dtype(dtype: np.dtype[Any]) -> str:
-    # onnxruntime's Python API cannot return bfloat16 arrays, and its CPU kernels
-    # for bfloat16 are few, so bfloat16 is widened exactly to float32, run through
-    # the float32 graph and rounded back (round-to-nearest-even) by ml_dtypes.
-    if dtype == _BFLOAT16:
-        return "float32"
-    name = dtype.name
-    if name not in _GRAPH_DTYPES:
-        raise TypeError(f"unsupported dtype {dtype}")
-    return name
+    # The dtype table says which graph computes each dtype (bfloat16: float32's).
+    try:
+        return dtype_info(dtype).graph
+    except KeyError:
+        raise TypeError(f"unsupported dtype {dtype}") from None
 
 
 class Engine:
@@ -127,9 +120,7 @@ class Engine:
             for dtype_name in dtypes:
                 dtype = np.dtype(dtype_name)
                 x = np.linspace(-3.0, 3.0, 8, dtype=dtype).reshape(2, 4)
-                params: dict[str, Any] = {}
-                if function.name == "prelu":
-                    params["slope"] = np.full((4,), 0.25, dtype=dtype)
+                params = function.sample_params(dtype)
                 call = bind(function, params, x_shape=x.shape, x_dtype=x.dtype)
                 self.activate(call, x)
                 self.gradient(call, x, None)
@@ -164,8 +155,9 @@ class Engine:
         graph_dtype = _graph_dtype(x.dtype)
         if x.dtype == _BFLOAT16:
             x = x.astype(np.float32)
-        # Softmax of a 0-d input is over one element along one axis, as in PyTorch.
-        if call.function.name == "softmax" and x.ndim == 0:
+        # A function along an axis (softmax) takes a 0-d input as one element along
+        # one axis, as PyTorch does.
+        if call.function.axis_param is not None and x.ndim == 0:
             x = x.reshape(1)
         return x, graph_dtype
 
@@ -207,13 +199,12 @@ class Engine:
     def _plan(self, call: Call, x: Array) -> ChunkPlan | None:
         if x.size <= self._chunk_elements:
             return None
-        static = dict(call.static)
         return plan_chunks(
             x.shape,
             x.itemsize,
             chunk_bytes=self._chunk_elements * x.itemsize,
             elementwise=call.function.elementwise,
-            softmax_axis=static.get("axis") if call.function.name == "softmax" else None,
+            mixing_axis=call.mixing_axis,
             tensor_params={n: t.shape for n, t in call.tensors.items()},
         )
 
@@ -262,9 +253,10 @@ class Engine:
         forward: bool,
         with_output: bool,
     ) -> tuple[list[Array], dict[str, Array]]:
-        name = call.function.name
+        function = call.function
+        name = function.name
         feeds: dict[str, Any] = {"x": x}
-        for scalar in graphs.runtime_inputs(name):
+        for scalar in function.runtime_params:
             feeds[scalar] = np.asarray(call.scalars[scalar], dtype=np.float64)
         for tensor_name, tensor in tensors.items():
             feeds[tensor_name] = tensor.astype(graph_dtype) if tensor.dtype == _BFLOAT16 else tensor
@@ -273,7 +265,7 @@ class Engine:
         if forward:
             key: tuple[Any, ...] = (name, "forward", graph_dtype, static)
             session = self._session(
-                key, lambda: graphs.build_forward(name, graph_dtype, **dict(static))
+                key, lambda: graphs.build_forward(function, graph_dtype, **dict(static))
             )
             return session.run(["y"], feeds), {}
         static = (*static, *((f"{n}_shape", tuple(t.shape)) for n, t in tensors.items()))
@@ -281,7 +273,7 @@ class Engine:
         session = self._session(
             key,
             lambda: graphs.build_gradient(
-                name, graph_dtype, with_output=with_output, **dict(static)
+                function, graph_dtype, with_output=with_output, **dict(static)
             ),
         )
         feeds["grad_output"] = np.ones(x.shape, dtype=x.dtype) if g is None else g

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from actgrad._codec import check_shape, wire_dtype
+from actgrad.wire import check_shape, wire_dtype
 from actgrad_server.errors import ActgradServerError, ConfigError, InvalidArgument
 
 __all__ = [

@@ -1,22 +1,22 @@
-"""`actgrad export-triton DIR`: the served graphs as a Triton model repository.
+"""The served graphs as a Triton model repository (`actgrad export-triton DIR`).
 
 For every chosen function it writes `<name>/1/model.onnx` and `<name>/config.pbtxt`,
 and the same for `<name>_grad`: the models the OIP front end serves, for Triton's
 onnxruntime backend (or KServe with a Triton runtime). A Triton model has one
 datatype and one rank, so an export fixes both (`--dtype`, `--rank`; dims stay
-variable, -1) and, for PReLU, the slope's shape (`--prelu-slope-shape`).
+variable, -1) and the shape of each tensor parameter (the catalog's
+`Param.sample_shape` unless chosen, e.g. `--prelu-slope-shape`).
 
 Parameters are baked into the graphs as constants: the catalog's defaults, or the
 values given with `--param FUNCTION.NAME=VALUE` (checked by the catalog). Exporting
 runtime scalars as extra 0-d inputs would make every Triton caller send them, and
 structural parameters (gelu's approximation, softmax's axis and log) select the
-graph anyway; export another repository for other values.
+graph anyway; export another repository for other values. The command line is in
+`actgrad_server.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,15 @@ import onnx
 from google.protobuf import text_format
 from onnx import numpy_helper
 
-from actgrad.cli import parse_param_value
-from actgrad_server import catalog, graphs, models
-from actgrad_server.errors import ActgradServerError, InvalidArgument
+from actgrad.wire import DTYPES
+from actgrad_server import catalog, graphs
+from actgrad_server.errors import InvalidArgument
+from actgrad_server.oip import model_table as models
 
-__all__ = ["DTYPES", "export", "export_main"]
+__all__ = ["EXPORT_DTYPES", "export"]
 
-# Export dtype -> OIP datatype; bfloat16 has no onnxruntime graph of its own.
-DTYPES: Mapping[str, str] = {"float32": "FP32", "float64": "FP64", "float16": "FP16"}
+# Export dtype -> OIP datatype: the dtypes with an ONNX graph of their own.
+EXPORT_DTYPES: Mapping[str, str] = {info.name: info.oip for info in DTYPES if info.has_graph}
 
 
 def _bake(model: onnx.ModelProto, scalars: Mapping[str, float]) -> onnx.ModelProto:
@@ -53,22 +54,24 @@ def export(
     *,
     dtype: str = "float32",
     rank: int = 2,
-    slope_shape: Sequence[int] = (1,),
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    tensor_shapes: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
 ) -> list[str]:
     """Writes the repository and returns the model names written.
 
-    `params` maps a function name to its parameter values (as for actgrad.v1).
-    Raises InvalidArgument or NotFound (from the catalog) for a bad choice.
+    `params` maps a function name to its parameter values (as for actgrad.v1);
+    `tensor_shapes` maps a function name to the shapes of its tensor parameters
+    (default: each parameter's `sample_shape`). Raises InvalidArgument or NotFound
+    (from the catalog) for a bad choice.
     """
-    if dtype not in DTYPES:
-        raise InvalidArgument(f"--dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype not in EXPORT_DTYPES:
+        raise InvalidArgument(f"--dtype: must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
     if rank < 1:
         raise InvalidArgument(f"--rank: must be >= 1, got {rank}")
     chosen = [catalog.lookup(name) for name in functions] if functions else list(catalog.CATALOG)
     given = {catalog.lookup(name).name: values for name, values in (params or {}).items()}
+    shapes_given = {catalog.lookup(n).name: v for n, v in (tensor_shapes or {}).items()}
     np_dtype = np.dtype(dtype)
-    slope = tuple(int(d) for d in slope_shape)
     # Every choice is checked before anything is written.
     plans: list[tuple[catalog.Function, catalog.Call, dict[str, tuple[int, ...]]]] = []
     for function in dict.fromkeys(chosen):
@@ -81,15 +84,23 @@ def export(
                 if param.name in values:
                     raise InvalidArgument(
                         f"--param {function.name}.{param.name}: a tensor is an input of the "
-                        "exported model (set its shape with --prelu-slope-shape)"
+                        f"exported model (set its shape with {shape_flag(function, param)})"
                     )
-                shapes[param.name] = slope
-                values[param.name] = np.zeros(slope, dtype=np_dtype)
-                x_shape = (1,) * max(rank - len(slope), 0) + slope[-rank:]
+                chosen_shape = shapes_given.get(function.name, {}).get(param.name)
+                shape = tuple(
+                    int(d) for d in (param.sample_shape if chosen_shape is None else chosen_shape)
+                )
+                shapes[param.name] = shape
+                values[param.name] = np.zeros(shape, dtype=np_dtype)
+                if len(shape) <= rank:
+                    x_shape = tuple(
+                        max(a, b)
+                        for a, b in zip(x_shape, (1,) * (rank - len(shape)) + shape, strict=True)
+                    )
         call = catalog.bind(
             function,
             values,
-            x_shape=x_shape if len(slope) <= rank else (1,) * rank,
+            x_shape=x_shape,
             x_dtype=np_dtype,
             field_prefix=f"--param {function.name}",
         )
@@ -97,15 +108,13 @@ def export(
     written: list[str] = []
     for function, call, shapes in plans:
         static = dict(call.static)
-        forward_static = {**static, **({"slope_shape": shapes["slope"]} if shapes else {})}
-        tensor_shapes = {f"{n}_shape": tuple(t.shape) for n, t in call.tensors.items()}
-        gradient_static = {**static, **tensor_shapes, "x_rank": rank}
+        forward_static = {**static, **{f"{n}_shape": shape for n, shape in shapes.items()}}
+        param_shapes = {f"{n}_shape": tuple(t.shape) for n, t in call.tensors.items()}
+        gradient_static = {**static, **param_shapes, "x_rank": rank}
         built = {
-            function.name: graphs.build_forward(
-                function.name, dtype, x_rank=rank, **forward_static
-            ),
+            function.name: graphs.build_forward(function, dtype, x_rank=rank, **forward_static),
             function.name + models.GRADIENT_SUFFIX: graphs.build_gradient(
-                function.name, dtype, with_output=False, **gradient_static
+                function, dtype, with_output=False, **gradient_static
             ),
         }
         for name, graph in built.items():
@@ -113,7 +122,7 @@ def export(
             onnx.checker.check_model(graph, full_check=True)
             config = models.model_config(
                 models.lookup_model(name),
-                datatype=DTYPES[dtype],
+                datatype=EXPORT_DTYPES[dtype],
                 rank=rank,
                 tensor_shapes=shapes,
                 served=False,
@@ -128,75 +137,6 @@ def export(
     return written
 
 
-def _param(text: str) -> tuple[str, str, Any]:
-    key, sep, value = text.partition("=")
-    function, dot, name = key.strip().partition(".")
-    if not sep or not dot or not function or not name:
-        raise argparse.ArgumentTypeError(f"expected FUNCTION.NAME=VALUE, got {text!r}")
-    return function, name, parse_param_value(value)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="actgrad export-triton",
-        description=(
-            "Write the served graphs as a Triton model repository: <model>/1/model.onnx and "
-            "<model>/config.pbtxt for the onnxruntime backend, for every function and its "
-            "gradient (<name>_grad). Parameters are baked in as constants."
-        ),
-    )
-    parser.add_argument("directory", type=Path, metavar="DIR", help="repository to write")
-    parser.add_argument(
-        "--functions", nargs="+", metavar="NAME", help="functions to export (default: all)"
-    )
-    parser.add_argument(
-        "--dtype", choices=list(DTYPES), default="float32", help="model dtype (default: float32)"
-    )
-    parser.add_argument(
-        "--rank", type=int, default=2, help="rank of x, every dim variable (default: 2)"
-    )
-    parser.add_argument(
-        "--prelu-slope-shape",
-        nargs="+",
-        type=int,
-        default=[1],
-        metavar="DIM",
-        help="PReLU's slope shape, broadcast to x from the right (default: 1)",
-    )
-    parser.add_argument(
-        "--param",
-        dest="params",
-        action="append",
-        type=_param,
-        default=[],
-        metavar="FUNCTION.NAME=VALUE",
-        help="bake this parameter value instead of the default (e.g. leaky_relu.alpha=0.2)",
-    )
-    return parser
-
-
-def export_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `actgrad export-triton`; returns the process exit status."""
-    args = build_parser().parse_args(argv)
-    params: dict[str, dict[str, Any]] = {}
-    for function, name, value in args.params:
-        params.setdefault(function, {})[name] = value
-    try:
-        written = export(
-            args.directory,
-            args.functions,
-            dtype=args.dtype,
-            rank=args.rank,
-            slope_shape=args.prelu_slope_shape,
-            params=params,
-        )
-    except ActgradServerError as exc:
-        print(f"actgrad export-triton: {exc.message}", file=sys.stderr)
-        return 2
-    for name in written:
-        print(args.directory / name)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(export_main())
+def shape_flag(function: catalog.Function, param: catalog.Param) -> str:
+    """The command-line flag choosing a tensor parameter's shape: --prelu-slope-shape."""
+    return f"--{function.name}-{param.name}-shape".replace("_", "-")

@@ -55,6 +55,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+from actgrad_server._malloc import retain_large_buffers
+from actgrad_server.app import ActgradServer, WorkerRole, install_drain_signals
 from actgrad_server.config import Settings
 from actgrad_server.errors import ConfigError
 from actgrad_server.logs import configure_logging
@@ -186,10 +188,6 @@ def _worker_main(index: int, settings: Settings, conn: Connection, shared_metric
     for handler in logging.getLogger().handlers:
         handler.addFilter(tag)
     conn.send(_Hello())
-
-    from actgrad_server._malloc import retain_large_buffers
-    from actgrad_server.app import ActgradServer, WorkerRole, install_drain_signals
-
     retain_large_buffers()
 
     try:

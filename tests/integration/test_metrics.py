@@ -11,7 +11,7 @@ import pytest
 from _running import make_client, running, sample, scrape, settings
 
 import actgrad
-from actgrad import _codec
+from actgrad import wire
 from actgrad.v1 import activation_pb2
 from actgrad_server.app import ActgradServer
 
@@ -71,8 +71,8 @@ def test_bytes_in_and_out_are_the_message_sizes(metered: tuple[ActgradServer, ob
     x = np.arange(1000, dtype=np.float64) / 100.0
     y = client.activate(x, "relu")  # type: ignore[attr-defined]
     request = activation_pb2.ActivateRequest(function="relu")
-    _codec.encode(x, out=request.input)
-    response = activation_pb2.ActivateResponse(output=_codec.encode(y))
+    wire.encode(x, out=request.input)
+    response = activation_pb2.ActivateResponse(output=wire.encode(y))
     text = scrape(server.metrics_port or 0)
     assert sample(text, "actgrad_request_bytes_total", rpc=ACTIVATE) == request.ByteSize()
     assert sample(text, "actgrad_response_bytes_total", rpc=ACTIVATE) == response.ByteSize()

@@ -18,10 +18,11 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
 from actgrad import Client
-from actgrad_server import catalog, models
+from actgrad_server import catalog
 from actgrad_server.app import ActgradServer
 from actgrad_server.oip import grpc_predict_v2_pb2 as pb
 from actgrad_server.oip import grpc_predict_v2_pb2_grpc
+from actgrad_server.oip import model_table as models
 
 # Non-default request parameters, so that passing them is tested too.
 PARAMS: dict[str, dict[str, Any]] = {

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ml_dtypes
@@ -9,26 +13,33 @@ import numpy as np
 import pytest
 
 import actgrad
+from actgrad_server import catalog
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+import graph_reference  # type: ignore[import-not-found,unused-ignore]
 
 DTYPES = [np.float32, np.float64, np.float16, ml_dtypes.bfloat16]
 
-# Float64 numpy references; the graphs' own unit tests hold the tight tolerances.
-REFERENCES = {
-    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-    "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0),
-    "leaky_relu": lambda x: np.where(x >= 0, x, 0.01 * x),
-    "swish": lambda x: x / (1 + np.exp(-x)),
-    "silu": lambda x: x / (1 + np.exp(-x)),
-    "selu": lambda x: (
-        1.0507009873554804934
-        * np.where(x > 0, x, 1.6732632423543772848 * np.expm1(np.minimum(x, 0)))
-    ),
-    "xtanh": lambda x: x * np.tanh(x),
-    "scaled_tanh": lambda x: x * np.tanh(x),
-    "xsin": lambda x: x * np.sin(x),
-    "sinusoidal": lambda x: x * np.sin(x),
-}
+
+def _references() -> dict[str, Callable[[Any], Any]]:
+    """Every name (canonical and alias) of an elementwise function callable with its
+    defaults, with the float64 high-precision reference at those defaults; the graphs'
+    own unit tests hold the tight tolerances."""
+    references: dict[str, Callable[[Any], Any]] = {}
+    for function in catalog.CATALOG:
+        if not function.elementwise or any(p.required for p in function.params):
+            continue
+        defaults = {p.name: p.default for p in function.params}
+        for name in (function.name, *function.aliases):
+            references[name] = functools.partial(_reference, function.name, defaults)
+    return references
+
+
+def _reference(function: str, params: dict[str, Any], x: Any) -> Any:
+    return graph_reference.reference(function, x, params)[0]
+
+
+REFERENCES = _references()
 
 
 def tolerance(dtype: Any) -> float:
@@ -152,19 +163,13 @@ def test_integer_input_raises_type_error(client: Any) -> None:
 
 def test_functions_catalog(client: Any) -> None:
     functions = {f.name: f for f in client.functions()}
-    assert set(functions) == {
-        "sigmoid",
-        "tanh",
-        "relu",
-        "leaky_relu",
-        "prelu",
-        "softmax",
-        "swish",
-        "gelu",
-        "selu",
-        "xtanh",
-        "xsin",
-    }
+    assert list(functions) == [f.name for f in catalog.CATALOG]
+    for entry in catalog.CATALOG:
+        served = functions[entry.name]
+        assert served.aliases == list(entry.aliases)
+        assert served.elementwise == entry.elementwise
+        assert served.axis_param == entry.axis_param
+        assert [p.name for p in served.params] == [p.name for p in entry.params]
     assert "silu" in functions["swish"].aliases
     assert "scaled_tanh" in functions["xtanh"].aliases
     assert "sinusoidal" in functions["xsin"].aliases
@@ -173,6 +178,8 @@ def test_functions_catalog(client: Any) -> None:
     approximate = {p.name: p for p in functions["gelu"].params}["approximate"]
     assert list(approximate.choices) == ["none", "tanh"]
     assert functions["softmax"].elementwise is False
+    assert functions["softmax"].axis_param == "axis"
+    assert functions["relu"].axis_param is None
     assert set(functions["relu"].dtypes) == {"float32", "float64", "float16", "bfloat16"}
 
 

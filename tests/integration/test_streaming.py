@@ -15,6 +15,7 @@ import actgrad
 from actgrad import Client
 from actgrad.v1 import activation_pb2 as pb
 from actgrad.v1 import activation_pb2_grpc
+from actgrad_server.api.activation import function_infos
 from actgrad_server.app import ActgradServer
 from actgrad_server.config import Settings
 
@@ -129,11 +130,11 @@ def test_raw_stream_answers_each_chunk_in_order(server: ActgradServer) -> None:
         stub = activation_pb2_grpc.ActivationServiceStub(channel)
         chunks = [np.full(3, v, dtype="<f8") for v in (-1.0, 0.5, 2.0)]
         requests = [
-            pb.ActivateRequest(function="relu", input=actgrad._codec.encode(c)) for c in chunks
+            pb.ActivateRequest(function="relu", input=actgrad.wire.encode(c)) for c in chunks
         ]
         responses = list(stub.ActivateStream(iter(requests), timeout=10))
     assert len(responses) == 3
-    values = [actgrad._codec.decode(r.output) for r in responses]
+    values = [actgrad.wire.decode(r.output) for r in responses]
     np.testing.assert_array_equal(np.concatenate(values), np.maximum(np.concatenate(chunks), 0))
 
 
@@ -141,6 +142,9 @@ def test_broken_stream_returns_no_partial_result() -> None:
     # A server whose stream ends after one chunk: the SDK must raise, not hand
     # back a half-filled array.
     class OneChunkServicer(activation_pb2_grpc.ActivationServiceServicer):
+        def ListFunctions(self, request: Any, context: Any) -> Any:
+            return pb.ListFunctionsResponse(functions=function_infos())
+
         def ActivateStream(self, requests: Any, context: Any) -> Any:
             request = next(iter(requests))
             yield pb.ActivateResponse(output=request.input)

@@ -16,9 +16,10 @@ from tritonclient.grpc import model_config_pb2 as triton_config
 
 from actgrad import Client
 from actgrad.cli import main as cli_main
-from actgrad_server import catalog, models
+from actgrad_server import catalog
 from actgrad_server.app import ActgradServer
 from actgrad_server.oip import model_config_pb2 as mc
+from actgrad_server.oip import model_table as models
 from actgrad_server.triton_export import export
 
 _ONNX_TYPES = {

@@ -13,11 +13,48 @@ from actgrad_server.errors import InvalidArgument, NotFound
 F32 = np.dtype(np.float32)
 
 
-def test_catalog_matches_graph_builders() -> None:
-    assert {f.name for f in catalog.CATALOG} == set(graphs.FUNCTIONS)
+def test_every_entry_names_its_graphs_and_unique_names() -> None:
+    names = [n for f in catalog.CATALOG for n in (f.name, *f.aliases)]
+    assert len(names) == len(set(names))
     for function in catalog.CATALOG:
-        runtime = tuple(p.name for p in function.params if p.runtime)
-        assert graphs.runtime_inputs(function.name) == runtime
+        assert isinstance(function.graph, graphs.Activation)
+        assert function.runtime_params == tuple(p.name for p in function.params if p.runtime)
+        assert function.streamable == (function.elementwise or function.axis_param is not None)
+        if function.axis_param is not None:
+            kind = function.params_by_name[function.axis_param].kind
+            assert kind is catalog.ParamKind.INTEGER
+        for param in function.params:
+            if param.required and param.kind is catalog.ParamKind.TENSOR:
+                assert param.sample is not None, (function.name, param.name)
+
+
+def test_softmax_rpc_function() -> None:
+    assert catalog.SOFTMAX is catalog.lookup("softmax")
+    assert catalog.SOFTMAX.axis_param == "axis"
+
+
+def test_sample_params_bind_for_warm_up() -> None:
+    for function in catalog.CATALOG:
+        params = function.sample_params(F32)
+        call = catalog.bind(function, params, x_shape=(2, 4), x_dtype=F32)
+        assert set(call.tensors) == set(function.tensor_params)
+
+
+def test_grad_output_is_checked_by_bind() -> None:
+    relu = catalog.lookup("relu")
+    ok = np.zeros((2, 3), np.float32)
+    catalog.bind(relu, {}, x_shape=(2, 3), x_dtype=F32, grad_output=ok)
+    with pytest.raises(InvalidArgument, match=r"^grad_output: dtype float64 differs"):
+        catalog.bind(relu, {}, x_shape=(2, 3), x_dtype=F32, grad_output=ok.astype(np.float64))
+    with pytest.raises(InvalidArgument, match=r"^inputs\['grad_output'\]: shape \[3, 2\]"):
+        catalog.bind(
+            relu,
+            {},
+            x_shape=(2, 3),
+            x_dtype=F32,
+            grad_output=ok.reshape(3, 2),
+            grad_output_field="inputs['grad_output']",
+        )
 
 
 @pytest.mark.parametrize(

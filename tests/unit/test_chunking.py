@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actgrad._chunking import plan_chunks
+from actgrad.wire import plan_chunks
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -32,7 +32,7 @@ def test_elementwise_split_reassembles(shape: tuple[int, ...]) -> None:
 def test_softmax_split_avoids_the_softmax_axis(shape: tuple[int, ...], axis: int) -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=shape)
-    plan = plan_chunks(shape, 8, chunk_bytes=8 * 40, elementwise=False, softmax_axis=axis)
+    plan = plan_chunks(shape, 8, chunk_bytes=8 * 40, elementwise=False, mixing_axis=axis)
     assert plan is not None and len(plan) > 1
     assert plan.axis != axis
     out = np.empty_like(x)
@@ -42,7 +42,7 @@ def test_softmax_split_avoids_the_softmax_axis(shape: tuple[int, ...], axis: int
 
 
 def test_softmax_over_a_vector_cannot_be_split() -> None:
-    assert plan_chunks((10_000,), 4, chunk_bytes=64, elementwise=False, softmax_axis=0) is None
+    assert plan_chunks((10_000,), 4, chunk_bytes=64, elementwise=False, mixing_axis=0) is None
 
 
 @pytest.mark.parametrize("slope_shape", [(), (1,), (5,), (3, 1), (4, 3, 5), (1, 3, 1)])

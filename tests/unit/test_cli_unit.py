@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pytest
 
 import actgrad
-from actgrad import cli
+from actgrad import cli, wire
 
 # -- parsing ---------------------------------------------------------------------
 
@@ -88,7 +88,7 @@ def test_target_defaults_to_the_environment_then_localhost() -> None:
     ],
 )
 def test_param_scalar_values(text: str, expected: Any) -> None:
-    value = cli.parse_param_value(text)
+    value = wire.parse_param_value(text)
     assert type(value) is type(expected)
     assert value == expected
 
@@ -104,7 +104,7 @@ def test_param_scalar_values(text: str, expected: Any) -> None:
     ],
 )
 def test_param_list_values_become_float_arrays(text: str, expected: Any) -> None:
-    value = cli.parse_param_value(text)
+    value = wire.parse_param_value(text)
     assert isinstance(value, np.ndarray) and value.dtype == np.float64
     np.testing.assert_array_equal(value, expected)
 

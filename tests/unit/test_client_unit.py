@@ -21,7 +21,8 @@ import pytest
 from google.protobuf.message import Message
 
 import actgrad
-from actgrad import _codec, errors
+from actgrad import errors
+from actgrad import wire as codec
 from actgrad._client import _BaseClient
 from actgrad.v1 import activation_pb2, tensor_pb2
 
@@ -40,11 +41,11 @@ def make_base(**kwargs: Any) -> _BaseClient:
 
 
 def wire(array: npt.NDArray[Any]) -> tensor_pb2.Tensor:
-    return _codec.encode(np.asarray(array))
+    return codec.encode(np.asarray(array))
 
 
 def read(tensor: tensor_pb2.Tensor) -> npt.NDArray[Any]:
-    return _codec.decode(tensor)
+    return codec.decode(tensor)
 
 
 # -- request building ------------------------------------------------------------
@@ -58,7 +59,7 @@ def test_activate_request_keeps_dtype_and_shape(dtype: np.dtype[Any]) -> None:
     request = rpc.request
     assert isinstance(request, activation_pb2.ActivateRequest)
     assert request.function == "gelu"
-    assert request.input.dtype == _codec.dtype_info(dtype).wire
+    assert request.input.dtype == codec.dtype_info(dtype).wire
     assert list(request.input.shape) == [2, 3]
     np.testing.assert_array_equal(read(request.input), x)
     assert request.params["approximate"].text == "tanh"
@@ -296,7 +297,7 @@ def test_undecodable_response_is_an_internal_error() -> None:
     bad = tensor_pb2.Tensor(dtype=tensor_pb2.DTYPE_FLOAT64, shape=[1], data=b"\x00" * 3)
     with pytest.raises(actgrad.InternalError) as info:
         rpc.parse(activation_pb2.ActivateResponse(output=bad))
-    assert isinstance(info.value.__cause__, _codec.TensorError)
+    assert isinstance(info.value.__cause__, codec.TensorError)
 
 
 # -- catalog and server info -----------------------------------------------------

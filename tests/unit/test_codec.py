@@ -6,8 +6,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from actgrad._codec import DTYPES, TensorError, decode, dtype_info, encode, to_float_array
 from actgrad.v1 import tensor_pb2
+from actgrad.wire import DTYPES, TensorError, decode, dtype_info, encode, to_float_array
 
 
 @pytest.mark.parametrize("info", DTYPES, ids=lambda i: i.name)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from actgrad import _codec
+from actgrad import wire
 from actgrad.v1 import activation_pb2 as pb
 from actgrad_server.api._interceptors import _labels
 
 
 def test_labels_of_plain_and_shared_requests() -> None:
-    tensor = _codec.encode(np.ones(2, dtype=np.float16))
+    tensor = wire.encode(np.ones(2, dtype=np.float16))
     plain = pb.ActivateRequest(function="silu", input=tensor)
     assert _labels(plain) == ("swish", "float16")
     shared = pb.ActivateSharedRequest(request=plain)

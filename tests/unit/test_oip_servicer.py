@@ -9,11 +9,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from actgrad_server import catalog, models
-from actgrad_server.api.activation import Limits
-from actgrad_server.api.oip import OipServicer
+from actgrad_server import catalog
+from actgrad_server.config import Limits
 from actgrad_server.engine import Engine
 from actgrad_server.oip import grpc_predict_v2_pb2 as pb
+from actgrad_server.oip import model_table as models
+from actgrad_server.oip.servicer import OipServicer
 
 LIMITS = Limits(max_message_bytes=1 << 20, max_elements=1000, max_rank=4, max_concurrent_rpcs=4)
 

@@ -13,8 +13,8 @@ import grpc
 import numpy as np
 import pytest
 
-from actgrad._codec import TensorError
 from actgrad.v1 import tensor_pb2
+from actgrad.wire import TensorError
 from actgrad_server.api._errors import status_for
 from actgrad_server.errors import ConfigError, InvalidArgument
 from actgrad_server.shm import FailedPrecondition, Region, SharedMemory, Transfer, check_name

@@ -13,7 +13,8 @@ import pytest
 from actgrad import _shm
 from actgrad.v1 import activation_pb2 as pb
 from actgrad.v1 import tensor_pb2
-from actgrad_server.api.activation import ActivationServicer, Limits
+from actgrad_server.api.activation import ActivationServicer
+from actgrad_server.config import Limits
 from actgrad_server.engine import Engine
 
 LIMITS = Limits(max_message_bytes=1 << 20, max_elements=10_000, max_rank=4, max_concurrent_rpcs=4)

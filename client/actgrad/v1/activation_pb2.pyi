@@ -127,7 +127,7 @@ class ListFunctionsResponse(_message.Message):
     def __init__(self, functions: _Optional[_Iterable[_Union[FunctionInfo, _Mapping]]] = ...) -> None: ...
 
 class FunctionInfo(_message.Message):
-    __slots__ = ("name", "aliases", "summary", "formula", "formula_latex", "gradient_note", "params", "elementwise", "dtypes")
+    __slots__ = ("name", "aliases", "summary", "formula", "formula_latex", "gradient_note", "params", "elementwise", "dtypes", "axis_param")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class FunctionInfo(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     ELEMENTWISE_FIELD_NUMBER: _ClassVar[int]
     DTYPES_FIELD_NUMBER: _ClassVar[int]
+    AXIS_PARAM_FIELD_NUMBER: _ClassVar[int]
     name: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     summary: str
@@ -146,7 +147,8 @@ class FunctionInfo(_message.Message):
     params: _containers.RepeatedCompositeFieldContainer[ParamInfo]
     elementwise: bool
     dtypes: _containers.RepeatedScalarFieldContainer[_tensor_pb2.DType]
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., formula_latex: _Optional[str] = ..., gradient_note: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., elementwise: _Optional[bool] = ..., dtypes: _Optional[_Iterable[_Union[_tensor_pb2.DType, str]]] = ...) -> None: ...
+    axis_param: str
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., formula_latex: _Optional[str] = ..., gradient_note: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., elementwise: _Optional[bool] = ..., dtypes: _Optional[_Iterable[_Union[_tensor_pb2.DType, str]]] = ..., axis_param: _Optional[str] = ...) -> None: ...
 
 class ParamInfo(_message.Message):
     __slots__ = ("name", "type", "description", "required", "default", "minimum", "maximum", "minimum_exclusive", "maximum_exclusive", "choices")

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from actgrad._codec import TensorError
+from actgrad.wire import TensorError
 from actgrad_server.errors import ActgradServerError
 
 __all__ = ["INTERNAL_MESSAGE", "handle_errors", "handle_stream_errors", "status_for"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-from actgrad import _codec
+from actgrad import wire
 from actgrad_server import catalog
 from actgrad_server.errors import NotFound
 from actgrad_server.logs import request_id_scope
@@ -104,7 +104,7 @@ def _service(method: str) -> str:
 def _function_label(request: Any) -> str:
     fields = request.DESCRIPTOR.fields_by_name
     if request.DESCRIPTOR.full_name == "actgrad.v1.SoftmaxRequest":
-        return "softmax"
+        return catalog.SOFTMAX.name
     # actgrad.v1 requests name a function; Open Inference Protocol ones a model.
     name_fields = [f for f in ("function", "model_name") if f in fields]
     if not name_fields:
@@ -124,7 +124,7 @@ def _dtype_label(request: Any) -> str:
         if not request.HasField("input"):
             return ""
         try:
-            return _codec.dtype_info(int(request.input.dtype)).name
+            return wire.dtype_info(int(request.input.dtype)).name
         except (KeyError, AttributeError):
             return _UNKNOWN
     if "inputs" in fields and len(request.inputs) > 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -11,25 +10,17 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from actgrad import __version__
-from actgrad._codec import DTYPES, decode, encode
 from actgrad.v1 import activation_pb2 as pb
 from actgrad.v1 import activation_pb2_grpc
+from actgrad.wire import DTYPES, decode, encode
 from actgrad_server import catalog, graphs
 from actgrad_server.api._errors import handle_errors, handle_stream_errors
+from actgrad_server.config import Limits
 from actgrad_server.engine import Engine, GradientResult
 from actgrad_server.errors import InvalidArgument
 from actgrad_server.shm import Region, SharedMemory, Transfer
 
-__all__ = ["ActivationServicer", "Limits", "function_infos"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_message_bytes: int
-    max_elements: int
-    max_rank: int
-    max_concurrent_rpcs: int
-
+__all__ = ["ActivationServicer", "function_infos"]
 
 _PARAM_TYPES = {
     catalog.ParamKind.NUMBER: pb.PARAM_TYPE_NUMBER,
@@ -82,6 +73,7 @@ def function_infos() -> list[pb.FunctionInfo]:
                 gradient_note=function.gradient_note,
                 params=params,
                 elementwise=function.elementwise,
+                axis_param=function.axis_param or "",
                 dtypes=[d.wire for d in DTYPES],  # type: ignore[misc]
             )
         )
@@ -91,8 +83,8 @@ def function_infos() -> list[pb.FunctionInfo]:
 def _lookup(name: str, streamed: bool) -> catalog.Function:
     function = catalog.lookup(name)
     # Chunks are computed independently: only functions that do not mix values
-    # across the split are streamable (softmax splits along other axes).
-    if streamed and not function.elementwise and function.name != "softmax":
+    # across the split are streamable (see catalog.Function.streamable).
+    if streamed and not function.streamable:
         raise InvalidArgument(f"function: {function.name} cannot be computed in chunks")
     return function
 
@@ -175,18 +167,12 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         grad_output = None
         if request.HasField("grad_output"):
             grad_output = read(request, "grad_output", "grad_output")
-            if grad_output.dtype != x.dtype:
-                raise InvalidArgument(
-                    f"grad_output: dtype {grad_output.dtype} differs from the input's "
-                    f"dtype {x.dtype}"
-                )
-            if grad_output.shape != x.shape:
-                raise InvalidArgument(
-                    f"grad_output: shape {list(grad_output.shape)} differs from the "
-                    f"input's shape {list(x.shape)}"
-                )
         call = catalog.bind(
-            function, self._params(request.params), x_shape=x.shape, x_dtype=x.dtype
+            function,
+            self._params(request.params),
+            x_shape=x.shape,
+            x_dtype=x.dtype,
+            grad_output=grad_output,
         )
         return self._engine.gradient(call, x, grad_output, with_output=request.return_output)
 
@@ -203,7 +189,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         if request.HasField("temperature"):
             params["temperature"] = request.temperature
         call = catalog.bind(
-            catalog.lookup("softmax"),
+            catalog.SOFTMAX,
             params,
             x_shape=x.shape,
             x_dtype=x.dtype,

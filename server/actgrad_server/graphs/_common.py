@@ -11,14 +11,13 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from actgrad.wire.dtypes import DTYPES
+
 OPSET = 21
 IR_VERSION = 10
 
-ELEM_TYPES: Mapping[str, int] = {
-    "float16": TensorProto.FLOAT16,
-    "float32": TensorProto.FLOAT,
-    "float64": TensorProto.DOUBLE,
-}
+# ONNX element types of the dtypes that have a graph of their own (the wire table's).
+ELEM_TYPES: Mapping[str, int] = {info.name: info.onnx for info in DTYPES if info.has_graph}
 # float16 is computed in float32 (Cast in, Cast out): onnxruntime's CPU float16 kernels
 # are incomplete, and rounding every intermediate to float16 would cost several ulps.
 _COMPUTE_DTYPES: Mapping[str, str] = {
@@ -170,15 +169,14 @@ Gradient = Callable[..., GradientOutputs]
 
 @dataclass(frozen=True)
 class Activation:
-    """One served function: its runtime parameters and its two graph bodies.
+    """The two graph bodies of one served function (its catalog entry names them).
 
     ``forward(b, x, params, **static) -> y`` and
     ``gradient(b, x, grad_output, params, *, with_output, **static) -> GradientOutputs``
     take and return compute-dtype value names; ``params`` maps each runtime parameter
-    name to its compute-dtype value.
+    (the catalog's ``Param(runtime=True)``) to its compute-dtype value.
     """
 
-    params: tuple[str, ...]
     forward: Forward
     gradient: Gradient
     gradient_in_float64: bool = False  # compute the gradient graph in float64 for every dtype

@@ -129,4 +129,4 @@ def gradient(
     return GradientOutputs(b.op("Mul", grad_output, derivative), y)
 
 
-GELU = Activation(params=(), forward=forward, gradient=gradient)
+GELU = Activation(forward=forward, gradient=gradient)

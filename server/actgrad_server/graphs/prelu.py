@@ -59,4 +59,4 @@ def gradient(
     return GradientOutputs(grad_input, y, extra=(("grad_slope", grad_slope, slope_shape),))
 
 
-PRELU = Activation(params=(), forward=forward, gradient=gradient)
+PRELU = Activation(forward=forward, gradient=gradient)

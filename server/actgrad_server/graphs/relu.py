@@ -38,5 +38,5 @@ def leaky_relu_gradient(
     return GradientOutputs(propagate_nan(b, x, scaled), y)
 
 
-RELU = Activation(params=(), forward=relu_forward, gradient=relu_gradient)
-LEAKY_RELU = Activation(params=("alpha",), forward=leaky_relu_forward, gradient=leaky_relu_gradient)
+RELU = Activation(forward=relu_forward, gradient=relu_gradient)
+LEAKY_RELU = Activation(forward=leaky_relu_forward, gradient=leaky_relu_gradient)

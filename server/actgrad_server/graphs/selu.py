@@ -53,4 +53,4 @@ def gradient(
     return GradientOutputs(b.op("Mul", grad_output, derivative), y)
 
 
-SELU = Activation(params=("alpha", "gamma"), forward=forward, gradient=gradient)
+SELU = Activation(forward=forward, gradient=gradient)

@@ -18,4 +18,4 @@ def gradient(
     return GradientOutputs(b.op("Mul", grad_output, parts.slope), parts.s if with_output else None)
 
 
-SIGMOID = Activation(params=(), forward=forward, gradient=gradient)
+SIGMOID = Activation(forward=forward, gradient=gradient)

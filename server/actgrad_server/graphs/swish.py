@@ -30,4 +30,4 @@ def gradient(
     return GradientOutputs(b.op("Mul", grad_output, derivative), y)
 
 
-SWISH = Activation(params=("beta",), forward=forward, gradient=gradient)
+SWISH = Activation(forward=forward, gradient=gradient)

@@ -35,5 +35,5 @@ def xtanh_gradient(
     return GradientOutputs(b.op("Mul", grad_output, derivative), y)
 
 
-TANH = Activation(params=(), forward=tanh_forward, gradient=tanh_gradient)
-XTANH = Activation(params=(), forward=xtanh_forward, gradient=xtanh_gradient)
+TANH = Activation(forward=tanh_forward, gradient=tanh_gradient)
+XTANH = Activation(forward=xtanh_forward, gradient=xtanh_gradient)

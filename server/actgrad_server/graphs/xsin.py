@@ -20,4 +20,4 @@ def gradient(
     return GradientOutputs(b.op("Mul", grad_output, derivative), y)
 
 
-XSIN = Activation(params=(), forward=forward, gradient=gradient)
+XSIN = Activation(forward=forward, gradient=gradient)

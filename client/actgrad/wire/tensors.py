@@ -1,57 +1,30 @@
-"""numpy <-> wire `Tensor`: the one dtype table and the shape checks.
+"""numpy <-> wire `Tensor`, and the shape checks.
 
-Shared by the SDK and the server. Decoding never allocates from an unchecked
-shape: dimensions, rank, element count and byte length are all validated with
-Python integers before `np.frombuffer` makes a zero-copy view of the bytes.
+Shared by the SDK and the server; dtype facts come from `actgrad.wire.dtypes`.
+Decoding never allocates from an unchecked shape: dimensions, rank, element count
+and byte length are all validated with Python integers before `np.frombuffer`
+makes a zero-copy view of the bytes.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
 from actgrad.v1 import tensor_pb2
+from actgrad.wire.dtypes import DTypeInfo, dtype_info
 
 __all__ = [
-    "DTYPES",
-    "DTypeInfo",
     "TensorError",
+    "check_shape",
     "decode",
-    "dtype_info",
     "encode",
     "to_float_array",
     "wire_dtype",
 ]
-
-
-@dataclass(frozen=True)
-class DTypeInfo:
-    """One row of the dtype table: wire enum, numpy dtype, ONNX element type."""
-
-    name: str
-    wire: int
-    numpy: np.dtype[Any]
-    onnx: int  # onnx.TensorProto.DataType value (a fact of the ONNX spec)
-
-    @property
-    def itemsize(self) -> int:
-        return self.numpy.itemsize
-
-
-# The one dtype table. Numpy dtypes are little-endian, as the wire is.
-DTYPES: tuple[DTypeInfo, ...] = (
-    DTypeInfo("float32", tensor_pb2.DTYPE_FLOAT32, np.dtype("<f4"), 1),
-    DTypeInfo("float64", tensor_pb2.DTYPE_FLOAT64, np.dtype("<f8"), 11),
-    DTypeInfo("float16", tensor_pb2.DTYPE_FLOAT16, np.dtype("<f2"), 10),
-    DTypeInfo("bfloat16", tensor_pb2.DTYPE_BFLOAT16, np.dtype(ml_dtypes.bfloat16), 16),
-)
-_BY_WIRE = {info.wire: info for info in DTYPES}
-_BY_NAME = {info.name: info for info in DTYPES}
 
 
 class TensorError(ValueError):
@@ -61,21 +34,6 @@ class TensorError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message
-
-
-def dtype_info(key: int | str | np.dtype[Any]) -> DTypeInfo:
-    """Looks up a table row by wire enum, name or numpy dtype."""
-    if isinstance(key, int):
-        return _BY_WIRE[key]
-    if isinstance(key, str):
-        return _BY_NAME[key]
-    dtype = np.dtype(key)
-    if dtype == np.dtype(ml_dtypes.bfloat16):
-        return _BY_NAME["bfloat16"]
-    name = dtype.newbyteorder("=").name if dtype.kind == "f" else dtype.name
-    if name not in _BY_NAME:
-        raise KeyError(name)
-    return _BY_NAME[name]
 
 
 def to_float_array(value: Any, *, name: str = "x") -> npt.NDArray[Any]:
@@ -110,12 +68,12 @@ def to_float_array(value: Any, *, name: str = "x") -> npt.NDArray[Any]:
 
 def wire_dtype(value: int, *, field: str) -> DTypeInfo:
     """The table row of a wire dtype enum; TensorError naming `field` when there is none."""
-    info = _BY_WIRE.get(value)
-    if info is None:
+    try:
+        return dtype_info(int(value))
+    except KeyError:
         if value == tensor_pb2.DTYPE_UNSPECIFIED:
-            raise TensorError(field, "is unspecified")
-        raise TensorError(field, f"unknown dtype enum value {value}")
-    return info
+            raise TensorError(field, "is unspecified") from None
+        raise TensorError(field, f"unknown dtype enum value {value}") from None
 
 
 def encode(array: npt.NDArray[Any], out: tensor_pb2.Tensor | None = None) -> tensor_pb2.Tensor:
@@ -142,8 +100,18 @@ def check_shape(
         if dim < 0:
             raise TensorError(field, f"shape[{axis}] is negative ({dim})")
     count = math.prod(shape)
-    if max_elements is not None and count > max_elements:
-        raise TensorError(field, f"{count} elements exceed the limit of {max_elements} per tensor")
+    if max_elements is not None:
+        if count > max_elements:
+            raise TensorError(
+                field, f"{count} elements exceed the limit of {max_elements} per tensor"
+            )
+        # Each dimension on its own too: [0, 2**62] has no elements, but numpy
+        # cannot even describe it.
+        for axis, dim in enumerate(shape):
+            if dim > max_elements:
+                raise TensorError(
+                    field, f"shape[{axis}] = {dim} exceeds the limit of {max_elements} elements"
+                )
     return count
 
 

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2 / Triton) front end: decode -> catalog -> engine.
 
 `inference.GRPCInferenceService` over the same Engine as actgrad.v1, on the same port.
-Models are the catalog's functions and their gradients (see `actgrad_server.models`).
+Models are the catalog's functions and their gradients (see `actgrad_server.oip.model_table`).
 Inputs come as raw_input_contents or typed contents (FP32/FP64; FP16 and BF16 only
 raw), outputs always as raw_output_contents in the input's datatype and shape. Request
 parameters are the function's parameters. Requests are validated as in actgrad.v1: the
@@ -19,14 +19,15 @@ import numpy as np
 import numpy.typing as npt
 
 from actgrad import __version__
-from actgrad._codec import check_shape, to_float_array
-from actgrad_server import catalog, models
+from actgrad.wire import check_shape, to_float_array
+from actgrad_server import catalog
 from actgrad_server.api._errors import handle_errors
-from actgrad_server.api.activation import Limits
+from actgrad_server.config import Limits
 from actgrad_server.engine import Engine
 from actgrad_server.errors import InvalidArgument, NotFound
 from actgrad_server.oip import grpc_predict_v2_pb2 as pb
 from actgrad_server.oip import grpc_predict_v2_pb2_grpc
+from actgrad_server.oip import model_table as models
 
 __all__ = ["SERVER_NAME", "SERVICE", "OipServicer", "add_to_server"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from actgrad._codec import dtype_info
+from actgrad.wire import dtype_info
 from actgrad_server import catalog
 from actgrad_server.errors import NotFound
 from actgrad_server.oip import model_config_pb2 as mc

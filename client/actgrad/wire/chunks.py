@@ -5,7 +5,8 @@ where the function does not mix values across it:
 
 - elementwise functions without tensor parameters split the flattened tensor
   anywhere;
-- softmax splits along an axis other than its own `axis`;
+- a function that mixes values along one axis only (softmax) splits along
+  another axis;
 - functions with tensor parameters that broadcast to the input (prelu's slope)
   split along axis 0; a parameter whose axis 0 matches the input's is sliced
   with it, one that is broadcast along axis 0 is sent whole with every chunk,
@@ -86,12 +87,13 @@ def plan_chunks(
     *,
     chunk_bytes: int,
     elementwise: bool,
-    softmax_axis: int | None = None,
+    mixing_axis: int | None = None,
     tensor_params: Mapping[str, tuple[int, ...]] | None = None,
 ) -> ChunkPlan | None:
     """Plans chunks of at most about `chunk_bytes` each, or None where no split is valid.
 
-    `softmax_axis` is the normalised softmax axis for softmax; `tensor_params` maps
+    `mixing_axis` is the normalised axis a non-elementwise function mixes values
+    along (the catalog's `axis_param`, e.g. softmax's axis); `tensor_params` maps
     each tensor parameter to its shape.
     """
     size = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -101,8 +103,8 @@ def plan_chunks(
     if elementwise and not tensor_params:
         step = max(1, chunk_bytes // itemsize)
         return ChunkPlan(shape, 0, True, _ranges(size, step), frozenset())
-    if softmax_axis is not None:
-        candidates = [a for a in range(len(shape)) if a != softmax_axis and shape[a] > 1]
+    if mixing_axis is not None:
+        candidates = [a for a in range(len(shape)) if a != mixing_axis and shape[a] > 1]
         if not candidates:
             return None
         axis = candidates[0]

@@ -1,0 +1,179 @@
+"""The shape of the code (docs/architecture.md): no import circles, no grpc below the
+protocol edges, and function facts only in the catalog and the graphs."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actgrad_server import catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = {
+    "actgrad": ROOT / "client" / "actgrad",
+    "actgrad_server": ROOT / "server" / "actgrad_server",
+}
+GENERATED = ("_pb2.py", "_pb2_grpc.py")
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            if path.name.endswith(GENERATED):
+                continue
+            parts = [package, *path.relative_to(folder).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+MODULES = _modules()
+
+
+def _runtime_imports(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Import statements that run (not those under `if TYPE_CHECKING:`)."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool) -> set[str]:
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            parent = module.split(".")
+            parent = parent if is_package else parent[:-1]
+            parent = parent[: len(parent) - (node.level - 1)]
+            base = ".".join([*parent, *([base] if base else [])])
+        names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+    found = set()
+    for name in names:
+        # The module itself, or the nearest package above it that is ours.
+        while name and name not in MODULES:
+            name = name.rpartition(".")[0]
+        if name and name != module:
+            found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        edges: set[str] = set()
+        for node in _runtime_imports(tree):
+            edges |= _targets(module, node, path.name == "__init__.py")
+        graph[module] = edges
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state:
+                found = visit(target)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_sees_known_edges() -> None:
+    graph = _graph()
+    assert "actgrad_server.catalog" in graph["actgrad_server.engine"]
+    assert "actgrad.wire.dtypes" in graph["actgrad_server.graphs._common"]
+    assert "actgrad_server.app" in graph["actgrad_server.workers"]
+
+
+def test_no_import_circles() -> None:
+    cycle = _cycle(_graph())
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_a_circle_would_be_found() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [
+        ("actgrad.wire",),
+        ("actgrad_server.engine", "actgrad_server.catalog", "actgrad_server.graphs"),
+    ],
+    ids=["wire", "engine-catalog"],
+)
+def test_the_core_does_not_load_grpc(modules: tuple[str, ...]) -> None:
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "loaded = sorted(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')"
+        " or m in ('actgrad._client', 'actgrad.errors'))\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == ""
+
+
+def test_the_sdk_still_loads_on_first_use() -> None:
+    code = "import actgrad\nprint(actgrad.Client.__module__, actgrad.NotFoundError.__module__)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.split() == ["actgrad._client", "actgrad.errors"]
+
+
+# Modules that own function facts; everything else reads them from the catalog.
+OWNERS = ("actgrad_server.catalog", "actgrad_server.graphs")
+# The one exception: `actgrad softmax` is the command of the Softmax RPC, a verb of the
+# contract (like `Client.softmax`), not a function looked up by name.
+VERBS = {("client/actgrad/cli.py", "softmax")}
+
+
+def _string_constants(path: Path) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value
+
+
+def test_no_module_outside_the_catalog_names_a_function() -> None:
+    names = {n for f in catalog.CATALOG for n in (f.name, *f.aliases)}
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {value!r}"
+        for module, path in MODULES.items()
+        if not module.startswith(OWNERS)
+        for line, value in _string_constants(path)
+        if value in names and (path.relative_to(ROOT).as_posix(), value) not in VERBS
+    ]
+    assert not found, "\n".join(found)
