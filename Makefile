@@ -6,15 +6,31 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: install serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy
+.PHONY: install lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy
 
-$(STAMP): pyproject.toml
+# Every version comes from the hash-pinned lock (requirements/dev.txt: runtime, dev,
+# bench, pip and setuptools); the project itself is installed editable on top.
+LOCK := requirements/dev.txt
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[server,dev,bench]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Renews the locks from pyproject.toml's ranges: the only way versions move. Then run
+# `make bench` and compare with docs/performance.md (a dependency bump once made one
+# onnxruntime kernel 16x slower). LOCK_ARGS="--upgrade-package onnxruntime" moves one.
+LOCK_ARGS ?= --upgrade
+PIP_COMPILE = $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+lock: install
+	$(PIP_COMPILE) $(LOCK_ARGS) --extra server --extra dev --extra bench \
+		-o requirements/dev.txt pyproject.toml requirements/tools.in
+	$(PIP_COMPILE) -o requirements/build.txt requirements/tools.in requirements/runtime.in
+	$(PIP_COMPILE) --extra server -o requirements/server.txt pyproject.toml requirements/runtime.in
+	$(PIP_COMPILE) --extra cuda -o requirements/cuda.txt pyproject.toml requirements/runtime.in
 
 # The Node.js client test's npm packages (tests/node), pinned by its package-lock.json.
 NODE_DIR := tests/node

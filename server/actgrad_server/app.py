@@ -11,7 +11,9 @@ each run one `ActgradServer` with a `WorkerRole`. Nothing here imports either.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -42,6 +44,8 @@ _LOGGER = logging.getLogger(__name__)
 
 #: How long a stopping process keeps its connections open after the drain.
 LINGER_SECONDS = 1.0
+#: A process whose drain has not ended this long after the grace exits (status 1).
+DRAIN_MARGIN_SECONDS = 5.0
 
 
 def _address(host: str, port: int) -> str:
@@ -169,10 +173,15 @@ class ActgradServer:
             )
 
         address = _address(settings.host, settings.port)
-        if credentials is None:
-            self.port = self._server.add_insecure_port(address)
-        else:
-            self.port = self._server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, credentials)
+        except RuntimeError as exc:  # grpcio: "Failed to bind to address ..."
+            raise OSError(
+                f"cannot bind {address} (in use, or not an address of this host)"
+            ) from exc
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
         self.address = _address(settings.host, self.port)
@@ -180,6 +189,10 @@ class ActgradServer:
         self.metrics_port: int | None = None
         self._drain_lock = threading.Lock()
         self._draining = False
+        #: Set by `install_drain_signals`: a process that serves until a signal must
+        #: end, whatever a call or a library bug holds open (see `_bound_the_drain`).
+        self.exit_if_drain_hangs = False
+        self._finished = threading.Event()  # set when wait() has released everything
 
     def _register(
         self,
@@ -252,15 +265,45 @@ class ActgradServer:
         if first:
             self.health.start_drain()
             self.metrics.serving.set(0)
+            if self.exit_if_drain_hangs:
+                threading.Thread(
+                    target=self._bound_the_drain,
+                    args=(grace,),
+                    name="actgrad-drain-bound",
+                    daemon=True,
+                ).start()
         # Watch streams were told NOT_SERVING; they would hold the drain for the grace.
         self.health.end_watches()
         return done
+
+    def _bound_the_drain(self, grace: float) -> None:
+        """Ends the process when the drain outlives the grace by DRAIN_MARGIN_SECONDS.
+
+        gRPC cancels what is left at the end of the grace, so a drain that goes on
+        is a call that gRPC cannot release (grpcio has had such bugs) or a handler
+        thread that does not return; no pod may stay up past its grace because of
+        one. The exit status says it went wrong.
+        """
+        if self._finished.wait(grace + DRAIN_MARGIN_SECONDS):
+            return
+        _LOGGER.error(
+            "the drain did not end within the grace (%.1fs) plus %.1fs: %s call(s) still "
+            "open; exiting with status 1",
+            grace,
+            DRAIN_MARGIN_SECONDS,
+            self.metrics.open_calls(),
+        )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(1)
 
     def wait(self) -> None:
         """Blocks until the server stopped, then releases its threads and /metrics."""
         self._server.wait_for_termination()
         self._executor.shutdown(wait=True)
         self.metrics.stop_http()
+        self._finished.set()
 
     def linger(self, seconds: float = LINGER_SECONDS) -> None:
         """Keeps the process, and so its connections, alive a moment after a drain.
@@ -279,8 +322,11 @@ def install_drain_signals(
 ) -> None:
     """One of `signals` starts the drain of `server`; a second one cancels what is left.
 
-    Call from the main thread; `server.wait()` returns once the drain is done.
+    Call from the main thread; `server.wait()` returns once the drain is done, and
+    a drain that outlives the grace by DRAIN_MARGIN_SECONDS ends the process with
+    status 1.
     """
+    server.exit_if_drain_hangs = True
     received = 0
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -38,13 +38,17 @@ from actgrad_server.graphs.xsin import XSIN
 
 __all__ = [
     "CATALOG",
+    "MAX_NAME_LENGTH",
     "SOFTMAX",
     "Call",
     "Function",
     "Param",
     "ParamKind",
     "bind",
+    "check_name_length",
+    "find",
     "lookup",
+    "shown",
 ]
 
 
@@ -349,15 +353,51 @@ for _function in CATALOG:
 SOFTMAX: Function = _BY_NAME["softmax"]
 
 
-def lookup(name: str) -> Function:
-    """Finds a function by canonical name or alias (case-insensitive)."""
-    key = name.strip().lower().replace("-", "_")
-    function = _BY_NAME.get(key)
+#: Names longer than this (functions, parameters, OIP models) are refused before any
+#: search: a caller must not make the server spend CPU on, or echo, a megabyte name.
+MAX_NAME_LENGTH = 128
+_SHOWN = 40
+
+
+def shown(name: str) -> str:
+    """A name as error messages quote it: repr'd, cut to a few dozen characters."""
+    if len(name) <= _SHOWN:
+        return repr(name)
+    return f"{name[:_SHOWN]!r}... ({len(name)} characters)"
+
+
+def check_name_length(name: str, *, field: str) -> None:
+    """INVALID_ARGUMENT for a name over MAX_NAME_LENGTH, with the name cut."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgument(
+            f"{field}: {shown(name)} is longer than the limit of {MAX_NAME_LENGTH} characters"
+        )
+
+
+def find(name: str) -> Function | None:
+    """The function of a canonical name or alias (case-insensitive), None if unknown.
+
+    No close-match search: what a metrics label or a log needs, cheaply.
+    """
+    if len(name) > MAX_NAME_LENGTH:
+        return None
+    return _BY_NAME.get(name.strip().lower().replace("-", "_"))
+
+
+def lookup(name: str, *, field: str = "function") -> Function:
+    """Finds a function by canonical name or alias (case-insensitive).
+
+    NotFound suggests close matches; a name over MAX_NAME_LENGTH is INVALID_ARGUMENT
+    before any search.
+    """
+    check_name_length(name, field=field)
+    function = find(name)
     if function is None:
+        key = name.strip().lower().replace("-", "_")
         close = difflib.get_close_matches(key, list(_BY_NAME), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise NotFound(
-            f"unknown function {name!r}{hint} (known: {', '.join(f.name for f in CATALOG)})"
+            f"unknown function {shown(name)}{hint} (known: {', '.join(f.name for f in CATALOG)})"
         )
     return function
 
@@ -478,7 +518,7 @@ def bind(
         if name not in known:
             allowed = ", ".join(sorted(known)) or "none"
             raise InvalidArgument(
-                f"{field_prefix}[{name!r}]: unknown parameter for {function.name} "
+                f"{field_prefix}[{shown(name)}]: unknown parameter for {function.name} "
                 f"(allowed: {allowed})"
             )
     scalars: dict[str, float] = {}

@@ -77,6 +77,11 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         _LOGGER.error("%s", exc)
         print(f"actgrad serve: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # Start-up failures of this host (a port in use, a missing file): one line.
+        _LOGGER.error("cannot start: %s", exc)
+        print(f"actgrad serve: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 # -- export-triton ----------------------------------------------------------------

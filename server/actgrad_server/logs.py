@@ -17,9 +17,11 @@ from typing import Any
 
 __all__ = [
     "JsonFormatter",
+    "PlainFormatter",
     "RequestIdFilter",
     "configure_logging",
     "current_request_id",
+    "escape_request_id",
     "request_id_scope",
 ]
 
@@ -88,6 +90,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_SAFE_ID = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/@+=~-")
+
+
+def escape_request_id(request_id: str) -> str:
+    """The id as a plain log line shows it: any character but [A-Za-z0-9._:/@+=~-]
+    percent-encoded, so that a caller's id cannot close the brackets or fake fields."""
+    return "".join(
+        c if c in _SAFE_ID else "".join(f"%{b:02X}" for b in c.encode()) for c in request_id
+    )
+
+
+class PlainFormatter(logging.Formatter):
+    """PLAIN_FORMAT, with the request id escaped (JSON lines escape it by themselves)."""
+
+    def __init__(self) -> None:
+        super().__init__(PLAIN_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        raw = getattr(record, "request_id", _NO_REQUEST)
+        record.request_id = escape_request_id(str(raw))
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.request_id = raw
+
+
 def configure_logging(level: str, log_format: str) -> None:
     """Sets up the root logger once for `actgrad serve` (stderr, the chosen format)."""
     handler = logging.StreamHandler()
@@ -95,7 +123,7 @@ def configure_logging(level: str, log_format: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+        handler.setFormatter(PlainFormatter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -153,6 +153,14 @@ class ServerMetrics:
         self._builds_seen = 0
         self._sync_lock = threading.Lock()
 
+    def open_calls(self) -> int:
+        """Calls of this process being handled now (the in-flight gauge's value)."""
+        total = 0.0
+        for metric in self.in_flight.collect():
+            for sample in metric.samples:
+                total += sample.value
+        return int(total)
+
     def sync_cache(self) -> None:
         """Copies the session cache's numbers into the shared metrics (no-op unless shared)."""
         if not self._shared:

@@ -16,12 +16,15 @@ cancels what is left. Workers ignore SIGINT, since a Ctrl-C in a terminal reache
 the whole process group and must count once. The supervisor exits 0 when every
 worker exited 0, 1 otherwise.
 
-A worker that exits on its own (killed, crashed) is not restarted: the supervisor
-drains the others and exits 1, and the orchestrator's restart policy starts the
-whole server again. That keeps a failure visible where operators look (exit status,
-restart count, health checks) instead of a server that quietly runs short of a
-worker or crash-loops inside. A worker whose supervisor vanished (SIGKILL) sees its
-pipe close and drains.
+A worker that exits on its own once the server is serving (killed, crashed) is
+restarted in place on the same port, so that one bad call costs at most that
+worker's calls in flight, not the server: the others keep serving meanwhile. Each
+restart is logged as an error. A crash loop is bounded: a worker that would be
+restarted for the RESTART_LIMIT-th time within RESTART_WINDOW seconds is not; the
+supervisor drains the others and exits 1 instead, and the orchestrator's restart
+policy takes over, where operators look (exit status, restart count). A worker that
+fails during start-up is never restarted. A worker whose supervisor vanished
+(SIGKILL) sees its pipe close and drains.
 
 Metrics: with ``--metrics-port``, the supervisor creates a private directory for
 prometheus-client's multiprocess mode, passes it to the workers as
@@ -66,6 +69,10 @@ __all__ = ["cgroup_cpu_limit", "supervise", "usable_cpus", "worker_count"]
 _LOGGER = logging.getLogger(__name__)
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: A crash loop: this many unexpected worker exits within RESTART_WINDOW seconds end
+#: the server (status 1) instead of another restart.
+RESTART_LIMIT = 5
+RESTART_WINDOW = 60.0
 # After the grace period, workers get this much longer to exit (one still warming
 # up drains after its warm-up) before the supervisor kills them.
 _EXIT_MARGIN = 30.0
@@ -254,6 +261,10 @@ class _Supervisor:
         self._failed = False
         self._start_failure: _Failed | None = None
         self._wake_r, self._wake_w = socket.socketpair()
+        # Set once every worker served: from then on a worker that dies is restarted
+        # with these settings (the port resolved).
+        self._restart_settings: Settings | None = None
+        self._crashes: list[float] = []  # monotonic times of unexpected exits
 
     # signals
 
@@ -323,7 +334,9 @@ class _Supervisor:
 
     # workers
 
-    def _start_worker(self, index: int, settings: Settings) -> _Worker:
+    def _start_worker(
+        self, index: int, settings: Settings, replacing: _Worker | None = None
+    ) -> _Worker:
         parent_end, child_end = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main,
@@ -333,7 +346,12 @@ class _Supervisor:
         process.start()
         child_end.close()
         worker = _Worker(index, process, parent_end)
-        self._workers.append(worker)
+        if replacing is None:
+            self._workers.append(worker)
+        else:
+            # In its place (the loops of _pump may be iterating over the list).
+            self._workers[self._workers.index(replacing)] = worker
+            replacing.conn.close()
         _LOGGER.info("started worker %d (pid %d)", index, process.pid)
         return worker
 
@@ -366,11 +384,29 @@ class _Supervisor:
                 self._pid(worker), self._metrics_dir
             )
         if not self._stopping:
+            now = time.monotonic()
+            self._crashes = [t for t in self._crashes if now - t < RESTART_WINDOW] + [now]
+            settings = self._restart_settings
+            if settings is not None and len(self._crashes) < RESTART_LIMIT:
+                _LOGGER.error(
+                    "worker %d (pid %d) exited unexpectedly with status %d; restarting it "
+                    "(%d unexpected exits in the last %.0fs, limit %d)",
+                    worker.index,
+                    self._pid(worker),
+                    worker.exit_code,
+                    len(self._crashes),
+                    RESTART_WINDOW,
+                    RESTART_LIMIT,
+                )
+                self._start_worker(worker.index, settings, replacing=worker)
+                return
+            reason = "during start-up" if settings is None else "in a crash loop"
             _LOGGER.error(
-                "worker %d (pid %d) exited unexpectedly with status %d; stopping the server",
+                "worker %d (pid %d) exited unexpectedly with status %d %s; stopping the server",
                 worker.index,
                 self._pid(worker),
                 worker.exit_code,
+                reason,
             )
             self._failed = True
             self._stop()
@@ -430,6 +466,7 @@ class _Supervisor:
                     lambda: self._stopping or all(w.serving is not None for w in self._workers)
                 )
                 if not self._stopping and first.bound is not None and first.serving is not None:
+                    self._restart_settings = settings
                     _LOGGER.info(
                         "serving actgrad.v1 on %s (providers: %s; %s; %d workers)",
                         first.bound.address,
@@ -451,7 +488,7 @@ class _Supervisor:
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Raises ConfigError when host:port is taken, by a listener of any kind.
+    """Raises OSError when host:port is taken, by a listener of any kind.
 
     The workers bind with SO_REUSEPORT, which would let them join the listeners of
     another server of the same user on that port; a plain bind first refuses that.
@@ -471,7 +508,7 @@ def _check_port_free(host: str, port: int) -> None:
             try:
                 probe.bind(address)
             except OSError as exc:
-                raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+                raise OSError(exc.errno, f"cannot bind {host}:{port}: {exc.strerror}") from None
 
 
 @contextlib.contextmanager

@@ -23,7 +23,13 @@ from _running import running, settings
 
 from actgrad.v1 import activation_pb2, activation_pb2_grpc
 from actgrad_server.app import ActgradServer
-from actgrad_server.logs import JsonFormatter, RequestIdFilter, request_id_scope
+from actgrad_server.logs import (
+    JsonFormatter,
+    PlainFormatter,
+    RequestIdFilter,
+    escape_request_id,
+    request_id_scope,
+)
 
 LIST = activation_pb2.ListFunctionsRequest()
 
@@ -130,6 +136,31 @@ def test_json_formatter_writes_one_object_with_the_request_id() -> None:
     assert lines[0]["rpc"] == "X/Y" and lines[0]["level"] == "WARNING"
     assert lines[1]["request_id"] == "-"
     assert "ValueError: boom" in lines[2]["exception"]
+
+
+def test_plain_lines_escape_a_forged_request_id() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(PlainFormatter())
+    logger = logging.getLogger("actgrad_test.plain")
+    logger.addHandler(handler)
+    logger.propagate = False
+    forged = "x] ERROR actgrad_server.app [y"
+    try:
+        with request_id_scope(forged):
+            logger.warning("hello")
+        with request_id_scope("req-1.a:b/c"):
+            logger.warning("ordinary")
+    finally:
+        logger.removeHandler(handler)
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith(
+        " WARNING actgrad_test.plain [x%5D%20ERROR%20actgrad_server.app%20%5By] hello"
+    )
+    assert first.count("[") == 1 and first.count("]") == 1
+    assert second.endswith("[req-1.a:b/c] ordinary")
+    assert escape_request_id("é") == "%C3%A9"
 
 
 @pytest.mark.parametrize("log_format", ["plain", "json"])

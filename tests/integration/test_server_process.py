@@ -97,3 +97,81 @@ def test_unexpected_errors_are_internal_with_a_generic_message(
     finally:
         server.stop(0).wait(10)
     assert "secret internal detail" in caplog.text
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_clear_line_and_exit_1(workers: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "actgrad", "serve", "--host", "127.0.0.1"]
+        proc = subprocess.run(
+            [*command, "--port", str(port), "--workers", workers, "--device", "cpu"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"127.0.0.1:{port}" in proc.stderr
+
+
+_HANGING_SERVER = """
+import sys, threading
+from actgrad_server import app
+from actgrad_server.app import ActgradServer, install_drain_signals
+from actgrad_server.config import Settings
+from actgrad_server.engine import Engine
+from actgrad_server.logs import configure_logging
+
+class Stuck(Engine):
+    def warm_up(self, dtypes=("float32",)):
+        pass
+
+    def activate(self, call, x):
+        threading.Event().wait()  # a handler that never returns
+
+app.DRAIN_MARGIN_SECONDS = 1.0
+configure_logging("INFO", "plain")
+server = ActgradServer(
+    Settings(host="127.0.0.1", port=0, device="cpu", grace=0.5, threads=2),
+    engine=Stuck(device="cpu"),
+)
+install_drain_signals(server)
+server.start()
+print(server.port, flush=True)
+server.wait()
+print("drained", flush=True)
+"""
+
+
+def test_a_drain_that_cannot_end_exits_1_after_the_grace() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HANGING_SERVER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        with (
+            Client(f"127.0.0.1:{port}", timeout=1.0, max_attempts=1) as c,
+            pytest.raises(actgrad.DeadlineExceededError),
+        ):
+            c.activate([1.0], "relu")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 1
+        # grace 0.5 s + margin 1 s, and not much more
+        assert time.monotonic() - started < 30
+        _, stderr = proc.communicate(timeout=10)
+        assert "did not end within the grace" in stderr
+        assert "1 call(s) still open" in stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -32,6 +32,7 @@ from _running import sample, scrape
 
 import actgrad
 from actgrad import Client
+from actgrad_server import workers as workers_module
 
 START_TIMEOUT = 120.0
 WAIT = 60.0  # bound of every wait on the server's logs or exit
@@ -331,17 +332,58 @@ def test_ctrl_c_to_the_process_group_drains_each_worker_once() -> None:
         assert "stopping now" not in server.text
 
 
-def test_a_worker_that_dies_stops_the_whole_server_with_a_failure() -> None:
+def _wait_restarted(server: Serve, index: int, old_pid: int) -> int:
+    """The pid of worker `index` once a new process of it says it serves."""
+
+    def restarted() -> bool:
+        return server.worker_pids().get(index, old_pid) != old_pid  # its latest line
+
+    server.wait_for(f"worker {index} to be restarted", restarted)
+    return server.worker_pids()[index]
+
+
+def test_a_worker_that_dies_is_restarted_and_the_others_keep_serving() -> None:
     with serve("--workers=2", "--grace=5") as server:
         port = server.wait_serving()
         pids = server.worker_pids()
-        os.kill(pids[1], signal.SIGKILL)
-        # The supervisor drains the other worker and exits non-zero, so that the
-        # orchestrator restarts the server.
+        with ExitStack() as stack:
+            clients = _clients_by_worker(server, port, stack, per_worker=1, workers=2)
+            survivor = clients[pids[0]][0]
+            os.kill(pids[1], signal.SIGKILL)
+            # Worker 0 answers throughout; worker 1 comes back on the same port.
+            assert survivor.activate(np.float32([-1.0, 2.0]), "relu").tolist() == [0.0, 2.0]
+            new_pid = _wait_restarted(server, 1, pids[1])
+            assert new_pid != pids[1] and _alive(pids[0])
+            assert survivor.activate(np.float32([3.0]), "relu").tolist() == [3.0]
+        assert f"worker 1 (pid {pids[1]}) exited unexpectedly with status -9; restarting" in (
+            server.text
+        )
+        # A new connection may land on either worker; both serve.
+        for _ in range(4):
+            with Client(f"127.0.0.1:{port}", **OWN_CONNECTION) as client:
+                assert client.activate([1.0], "relu").tolist() == [1.0]
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+
+
+@pytest.mark.slow
+def test_a_crash_loop_stops_the_whole_server_with_a_failure() -> None:
+    with serve("--workers=2", "--grace=5") as server:
+        port = server.wait_serving()
+        pid = server.worker_pids()[1]
+        for _ in range(workers_module.RESTART_LIMIT - 1):
+            os.kill(pid, signal.SIGKILL)
+            pid = _wait_restarted(server, 1, pid)
+        other = server.worker_pids()[0]
+        os.kill(pid, signal.SIGKILL)
+        # The limit reached: the supervisor drains the other worker and exits non-zero,
+        # so that the orchestrator restarts the server.
         assert server.wait_exit() == 1
-        assert f"worker 1 (pid {pids[1]}) exited unexpectedly" in server.text
+        assert f"worker 1 (pid {pid}) exited unexpectedly with status -9 in a crash loop" in (
+            server.text
+        )
         assert "worker 0 stopped" in server.text
-        assert not _alive(pids[0])
+        assert not _alive(other)
         with (
             Client(f"127.0.0.1:{port}", **OWN_CONNECTION) as client,
             pytest.raises(actgrad.UnavailableError),
@@ -383,8 +425,10 @@ def test_workers_do_not_join_another_server_on_their_port() -> None:
     with serve("--workers=2") as first:
         port = first.wait_serving()
         with serve("--workers=2", f"--port={port}") as second:
-            assert second.wait_exit() == 2
+            # A start-up failure of this host: one line, status 1.
+            assert second.wait_exit() == 1
             assert f"cannot bind 127.0.0.1:{port}" in second.text
+            assert "Traceback" not in second.text
             assert "started worker" not in second.text
         first.proc.send_signal(signal.SIGTERM)
         assert first.wait_exit() == 0

@@ -128,3 +128,23 @@ def test_number_slope_is_a_scalar_tensor_of_the_input_dtype() -> None:
     call = catalog.bind(catalog.lookup("prelu"), {"slope": 0.25}, x_shape=(2, 3), x_dtype=F32)
     slope = call.tensors["slope"]
     assert slope.shape == () and slope.dtype == F32 and float(slope) == 0.25
+
+
+@pytest.mark.parametrize("length", [catalog.MAX_NAME_LENGTH + 1, 16 * 1024, 4 << 20])
+def test_long_names_are_refused_before_any_search_with_a_short_message(length: int) -> None:
+    name = "s" * length
+    with pytest.raises(InvalidArgument) as info:
+        catalog.lookup(name)
+    assert info.value.message.startswith("function: 'ssss")
+    assert f"({length} characters)" in info.value.message
+    assert len(info.value.message) < 200
+    assert catalog.find(name) is None
+    with pytest.raises(InvalidArgument, match=r"^params\['sss.*characters\)\]: unknown"):
+        catalog.bind(catalog.lookup("relu"), {name: 1.0}, x_shape=(2,), x_dtype=F32)
+
+
+def test_names_at_the_limit_are_looked_up() -> None:
+    with pytest.raises(NotFound, match="unknown function"):
+        catalog.lookup("x" * catalog.MAX_NAME_LENGTH)
+    assert catalog.find(" GELU ") is catalog.lookup("gelu")
+    assert catalog.shown("relu") == "'relu'"

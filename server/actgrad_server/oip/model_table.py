@@ -30,6 +30,7 @@ __all__ = [
     "VERSION",
     "Model",
     "datatype_of",
+    "find_model",
     "lookup_model",
     "model_config",
 ]
@@ -111,12 +112,20 @@ for _model in MODELS:
 
 def lookup_model(name: str) -> Model:
     """Finds a model by its exact name (canonical or alias); NotFound names close matches."""
+    catalog.check_name_length(name, field="model_name")
     model = _BY_NAME.get(name)
     if model is None:
         close = difflib.get_close_matches(name, list(_BY_NAME), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise NotFound(f"unknown model {name!r}{hint} (models are function names and <name>_grad)")
+        raise NotFound(
+            f"unknown model {catalog.shown(name)}{hint} (models are function names and <name>_grad)"
+        )
     return model
+
+
+def find_model(name: str) -> Model | None:
+    """The model of an exact name, None if unknown (no close-match search)."""
+    return _BY_NAME.get(name) if len(name) <= catalog.MAX_NAME_LENGTH else None
 
 
 def model_config(

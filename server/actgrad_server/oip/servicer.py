@@ -155,11 +155,13 @@ class OipServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             where = f"inputs[{index}]"
             if tensor.name not in model.inputs:
                 raise InvalidArgument(
-                    f"{where}.name: model {model.name!r} has no input {tensor.name!r} "
+                    f"{where}.name: model {model.name!r} has no input {catalog.shown(tensor.name)} "
                     f"(inputs: {', '.join(model.inputs)})"
                 )
             if tensor.name in arrays:
-                raise InvalidArgument(f"{where}.name: input {tensor.name!r} is given twice")
+                raise InvalidArgument(
+                    f"{where}.name: input {catalog.shown(tensor.name)} is given twice"
+                )
             arrays[tensor.name] = self._decode(tensor, raw[index] if raw else None, index)
         for name in model.inputs:
             if name not in arrays and name not in model.optional_inputs:
@@ -186,7 +188,7 @@ class OipServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         dtype = models.DATATYPES.get(tensor.datatype)
         if dtype is None:
             raise InvalidArgument(
-                f"{where}.datatype: {tensor.datatype!r} is not served "
+                f"{where}.datatype: {catalog.shown(tensor.datatype)} is not served "
                 f"(served: {', '.join(models.DATATYPES)})"
             )
         shape = tuple(tensor.shape)
@@ -245,7 +247,9 @@ def _typed(
 def _model(name: str, version: str) -> models.Model:
     model = models.lookup_model(name)
     if version not in ("", models.VERSION):
-        raise NotFound(f"model {name!r} has no version {version!r} (versions: {models.VERSION})")
+        raise NotFound(
+            f"model {name!r} has no version {catalog.shown(version)} (versions: {models.VERSION})"
+        )
     return model
 
 
@@ -256,8 +260,8 @@ def _requested_outputs(request: pb.ModelInferRequest, model: models.Model) -> li
     for index, output in enumerate(request.outputs):
         if output.name not in model.outputs:
             raise InvalidArgument(
-                f"outputs[{index}].name: model {model.name!r} has no output {output.name!r} "
-                f"(outputs: {', '.join(model.outputs)})"
+                f"outputs[{index}].name: model {model.name!r} has no output "
+                f"{catalog.shown(output.name)} (outputs: {', '.join(model.outputs)})"
             )
         names.append(output.name)
     return names
@@ -272,11 +276,11 @@ def _request_params(
             continue
         if name in model.tensor_params:
             raise InvalidArgument(
-                f"parameters[{name!r}]: is a tensor; send it as the input {name!r}"
+                f"parameters[{catalog.shown(name)}]: is a tensor; send it as the input {name!r}"
             )
         kind = parameter.WhichOneof("parameter_choice")
         if kind is None:
-            raise InvalidArgument(f"parameters[{name!r}]: no value set")
+            raise InvalidArgument(f"parameters[{catalog.shown(name)}]: no value set")
         values[name] = getattr(parameter, kind)
     return values
 
