@@ -19,14 +19,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from actgrad import Client
-from actgrad._client import (
-    DEFAULT_CHUNK_BYTES,
-    DEFAULT_STREAM_THRESHOLD_BYTES,
-    AsyncClient,
-    _BaseClient,
-    _function_info,
-    _StreamRpc,
-)
+from actgrad._client import AsyncClient, _BaseClient
+from actgrad._requests import DEFAULT_CHUNK_BYTES, DEFAULT_STREAM_THRESHOLD_BYTES
+from actgrad._requests import StreamRpc as _StreamRpc
+from actgrad._responses import function_info as _function_info
 from actgrad_server import catalog, graphs
 from actgrad_server.api.activation import function_infos
 from actgrad_server.engine import Engine

@@ -38,7 +38,8 @@ import numpy as np
 import numpy.typing as npt
 
 from actgrad import __version__, wire
-from actgrad._client import DEFAULT_TARGET, DEFAULT_TIMEOUT, Client
+from actgrad._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT
+from actgrad._client import Client
 from actgrad._types import FunctionInfo, ParamInfo, ServerInfo
 from actgrad.errors import ActgradError
 

@@ -127,8 +127,9 @@ class Settings:
     allow_shared_memory: bool = field(
         default=False,
         metadata=_opt(
-            "accept tensors in POSIX shared memory (/dev/shm) from clients on this host "
-            "running as the server's user (the *Shared RPCs; off: FAILED_PRECONDITION)"
+            "accept tensors and outputs in POSIX shared memory (/dev/shm regions named in "
+            "the request) from clients on this host running as the server's user "
+            "(off: such requests get FAILED_PRECONDITION)"
         ),
     )
 

@@ -153,6 +153,15 @@ class ServerMetrics:
         self._builds_seen = 0
         self._sync_lock = threading.Lock()
 
+    def calls_received(self) -> int:
+        """Calls this process has accepted since it started (the received counter)."""
+        total = 0.0
+        for metric in self.received.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    total += sample.value
+        return int(total)
+
     def open_calls(self) -> int:
         """Calls of this process being handled now (the in-flight gauge's value)."""
         total = 0.0

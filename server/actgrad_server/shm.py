@@ -1,8 +1,9 @@
 """Reading and writing tensors in POSIX shared memory that a client on this host made.
 
 The same-host fast path (``--allow-shared-memory``): a client puts its tensors in a
-shared-memory segment, sends the segment's name, offsets and sizes, and reads the
-results the server wrote back into regions it named. What the server accepts is
+shared-memory segment, sends the segment's name, offsets and sizes in place of the
+bytes (``Tensor.region``), and reads the results the server wrote back into regions
+it named (``output_region``, ...). What the server accepts is
 the trust model, enforced here on every call:
 
 - only with ``--allow-shared-memory`` (otherwise FAILED_PRECONDITION);
@@ -90,14 +91,12 @@ class Region:
 
 
 class TensorHeader(Protocol):
-    """A wire Tensor's metadata (actgrad.v1.Tensor): dtype, shape, and data."""
+    """A wire Tensor's metadata (actgrad.v1.Tensor): dtype and shape."""
 
     @property
     def dtype(self) -> Any: ...
     @property
     def shape(self) -> Any: ...
-    @property
-    def data(self) -> bytes: ...
 
 
 @dataclass
@@ -160,10 +159,6 @@ def describe(
     info = wire_dtype(int(tensor.dtype), field=f"{field}.dtype")
     shape = tuple(int(d) for d in tensor.shape)
     count = check_shape(shape, field=f"{field}.shape", max_rank=max_rank, max_elements=max_elements)
-    if tensor.data:
-        raise InvalidArgument(
-            f"{field}.data: must be empty; the bytes are in the shared-memory region"
-        )
     return info.numpy, shape, count * info.itemsize
 
 

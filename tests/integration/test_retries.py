@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import grpc
@@ -11,6 +12,7 @@ import pytest
 from _running import make_client, running, settings
 
 import actgrad
+from actgrad_server.app import ActgradServer
 from actgrad_server.engine import Engine
 from actgrad_server.errors import InvalidArgument, Unavailable
 
@@ -93,3 +95,51 @@ def test_other_codes_are_not_retried(kind: str) -> None:
         finally:
             client.close()
     assert engine.calls == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_call_waits_for_a_server_that_restarts_within_its_deadline(kind: str) -> None:
+    # Down for about 2.5 s, longer than gRPC's retry policy used to cover (1.6 s):
+    # the call waits for the new server on the same port and is answered.
+    first = ActgradServer(settings())
+    first.start()
+    port = first.port
+    client = make_client(kind, f"127.0.0.1:{port}", timeout=30.0)
+    restarted: list[ActgradServer] = []
+
+    def restart() -> None:
+        time.sleep(2.5)
+        second = ActgradServer(settings(port=port))
+        second.start()
+        restarted.append(second)
+
+    try:
+        assert client.activate([-1.0, 1.0], "relu").tolist() == [0.0, 1.0]
+        first.stop(0)
+        first.wait()
+        thread = threading.Thread(target=restart)
+        thread.start()
+        started = time.monotonic()
+        assert client.activate([-2.0, 2.0], "relu").tolist() == [0.0, 2.0]
+        assert time.monotonic() - started >= 2.0  # it did wait for the new server
+        thread.join(60)
+    finally:
+        client.close()
+        for server in restarted:
+            server.stop(0)
+            server.wait()
+
+
+def test_a_client_with_retries_off_fails_at_once_without_a_server() -> None:
+    first = ActgradServer(settings())
+    first.start()
+    port = first.port
+    first.stop(0)
+    first.wait()
+    started = time.monotonic()
+    with (
+        actgrad.Client(f"127.0.0.1:{port}", timeout=30.0, max_attempts=1) as client,
+        pytest.raises(actgrad.UnavailableError),
+    ):
+        client.activate([1.0], "relu")
+    assert time.monotonic() - started < 10

@@ -8,7 +8,11 @@ lifetime.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
+import os
 import pickle
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +25,7 @@ import pytest
 from google.protobuf.message import Message
 
 import actgrad
-from actgrad import errors
+from actgrad import _shm, errors
 from actgrad import wire as codec
 from actgrad._client import _BaseClient
 from actgrad.v1 import activation_pb2, tensor_pb2
@@ -431,10 +435,8 @@ def test_channel_options_carry_message_limits_and_caller_overrides() -> None:
         options=[("grpc.max_receive_message_length", 99), ("grpc.primary_user_agent", "t")],
     )
     options = dict(base._channel_options)
-    # The retry policy's options (see test_security_unit.py) come along.
+    # gRPC's transparent retries stay on (the client retries UNAVAILABLE itself).
     assert options.pop("grpc.enable_retries") == 1
-    assert options.pop("grpc.per_rpc_retry_buffer_size") == 1234
-    assert "retryPolicy" in options.pop("grpc.service_config")
     assert options == {
         "grpc.max_send_message_length": 1234,
         "grpc.max_receive_message_length": 99,
@@ -461,8 +463,10 @@ def test_bad_options_are_refused(kwargs: dict[str, Any], error: type[Exception])
 def test_per_call_timeout_overrides_the_default() -> None:
     base = make_base(timeout=12.5)
     assert base.timeout == 12.5
-    assert base._deadline(None) == 12.5
-    assert base._deadline(2) == 2.0
+    # A deadline is a point in time (monotonic), shared by every attempt of a call.
+    now = time.monotonic()
+    assert now + 12.4 < base._deadline(None) <= time.monotonic() + 12.5
+    assert now + 1.9 < base._deadline(2) <= time.monotonic() + 2.0
     with pytest.raises(ValueError):
         base._deadline(0.0)
 
@@ -543,6 +547,7 @@ class FakeChannel:
         self.handler = handler
         self.asynchronous = asynchronous
         self.calls: list[tuple[str, Message, float | None]] = []
+        self.waits: list[bool] = []
         self.closed = 0
 
     def unary_unary(
@@ -552,13 +557,18 @@ class FakeChannel:
         response_deserializer: Callable[[bytes], Message],
         _registered_method: bool = False,
     ) -> Callable[..., Any]:
-        def call(request: Message, timeout: float | None = None) -> Message:
+        def call(
+            request: Message, timeout: float | None = None, wait_for_ready: bool = False
+        ) -> Message:
             self.calls.append((path, request, timeout))
+            self.waits.append(wait_for_ready)
             wire_request = type(request).FromString(request_serializer(request))
             return response_deserializer(self.handler(path, wire_request).SerializeToString())
 
-        async def acall(request: Message, timeout: float | None = None) -> Message:
-            return call(request, timeout)
+        async def acall(
+            request: Message, timeout: float | None = None, wait_for_ready: bool = False
+        ) -> Message:
+            return call(request, timeout, wait_for_ready)
 
         return acall if self.asynchronous else call
 
@@ -655,13 +665,17 @@ def test_client_round_trip_deadlines_and_close(sync_channel: FakeChannel) -> Non
     np.testing.assert_array_equal(y.astype(np.float32), [0.0, 0.0, 2.0])
     np.testing.assert_array_equal(dx.astype(np.float32), [0.0, 0.0, 3.0])
     np.testing.assert_array_equal(r.grad_input.astype(np.float32), [0.0, 0.0, 1.0])
-    assert [(path.rsplit("/", 1)[1], timeout) for path, _, timeout in sync_channel.calls] == [
-        ("Activate", 7.0),
-        ("Gradient", 1.5),
-        ("Gradient", 7.0),
-        ("GetServerInfo", 7.0),
-        ("ListFunctions", 7.0),
+    calls = [(path.rsplit("/", 1)[1], timeout) for path, _, timeout in sync_channel.calls]
+    assert [name for name, _ in calls] == [
+        "Activate",
+        "Gradient",
+        "Gradient",
+        "GetServerInfo",
+        "ListFunctions",
     ]
+    # Each call gets what is left of its own deadline.
+    for (_, timeout), given in zip(calls, [7.0, 1.5, 7.0, 7.0, 7.0], strict=True):
+        assert timeout is not None and given - 0.5 < timeout <= given
     seen = sync_channel.seen  # type: ignore[attr-defined]
     assert seen["target"] == "host:1"
     assert seen["options"]["grpc.max_send_message_length"] == 4096
@@ -705,7 +719,9 @@ async def test_async_client_has_the_same_methods(async_channel: FakeChannel) -> 
     np.testing.assert_array_equal(dx, [0.0, 5.0])
     np.testing.assert_array_equal(r.grad_input, [0.0, 1.0])
     assert info.version == "9" and len(functions) == 3
-    assert [t for _, _, t in async_channel.calls][:2] == [3.0, 0.5]
+    first, second = (t for _, _, t in async_channel.calls[:2])
+    assert 2.9 < first <= 3.0 and 0.4 < second <= 0.5  # what is left of the deadline
+    assert all(async_channel.waits)  # activation calls wait for a (re)starting server
     assert async_channel.closed == 1
     with pytest.raises(RuntimeError, match="closed"):
         await client.softmax(x)
@@ -734,3 +750,170 @@ def test_sync_and_async_public_methods_match() -> None:
     assert {"activate", "gradient", "vjp", "softmax", "functions", "server_info", "close"} <= (
         public(actgrad.Client)
     )
+
+
+# -- shared memory through both clients over fake channels ----------------------
+
+
+def sharing_server(max_elements: int, *, refuse: bool = False) -> Handler:
+    """A fake server that takes shared memory: relu, reading and writing the SDK's
+    segments in /dev/shm as the real one does; with `refuse`, a region gets
+    FAILED_PRECONDITION (as from a server that cannot open the client's segments)."""
+
+    def handle(path: str, request: Message) -> Message:
+        if path.endswith("/GetServerInfo"):
+            limits = activation_pb2.Limits(max_elements=max_elements)
+            return activation_pb2.GetServerInfoResponse(shared_memory=True, limits=limits)
+        tensor = request.input  # type: ignore[attr-defined]
+        if tensor.WhichOneof("payload") != "region":
+            return relu_server(path, request)
+        if refuse:
+            raise FakeRpcError(grpc.StatusCode.FAILED_PRECONDITION, "no such segment here")
+        assert isinstance(request, activation_pb2.ActivateRequest)
+        if request.function != "relu":
+            raise FakeRpcError(grpc.StatusCode.NOT_FOUND, f"unknown function {request.function!r}")
+        region, out = tensor.region, request.output_region
+        dtype = codec.dtype_info(tensor.dtype).numpy
+        with open(os.path.join(_shm.DIRECTORY, region.segment), "r+b") as file:
+            file.seek(region.offset)
+            x = np.frombuffer(file.read(region.size), dtype=dtype)
+            file.seek(out.offset)
+            file.write(np.maximum(x, 0).astype(dtype).tobytes())
+        response = activation_pb2.ActivateResponse()
+        response.output.dtype = tensor.dtype
+        response.output.shape[:] = tensor.shape
+        response.output.region.CopyFrom(out)
+        return response
+
+    return handle
+
+
+class Blocking:
+    """A Client, or an AsyncClient whose calls run to completion on a private loop."""
+
+    def __init__(self, kind: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop() if kind == "async" else None
+        cls = actgrad.Client if self._loop is None else actgrad.AsyncClient
+        self.client: Any = cls("localhost:1", **options)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+        loop = self._loop
+        if loop is None or not inspect.iscoroutinefunction(method):
+            return method
+        return lambda *args, **kwargs: loop.run_until_complete(method(*args, **kwargs))
+
+    def __enter__(self) -> Blocking:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+        if self._loop is not None:
+            self._loop.close()
+
+
+def _sent(channel: FakeChannel) -> list[tuple[str, str | None]]:
+    """(method, where the input's bytes went) of every call made."""
+    sent = []
+    for path, request, _ in channel.calls:
+        has_input = "input" in request.DESCRIPTOR.fields_by_name and request.HasField("input")
+        payload = request.input.WhichOneof("payload") if has_input else None  # type: ignore[attr-defined]
+        sent.append((path.rsplit("/", 1)[1], payload))
+    return sent
+
+
+SHARING = {"shared_memory": True, "shared_memory_min_bytes": 0}
+SHM_ONLY = pytest.mark.skipif(
+    not os.path.isdir(_shm.DIRECTORY), reason="POSIX shared memory (/dev/shm) is Linux-only"
+)
+
+
+@pytest.fixture(params=["sync", "async"])
+def fake(
+    request: pytest.FixtureRequest, sync_channel: FakeChannel, async_channel: FakeChannel
+) -> tuple[str, FakeChannel]:
+    """(client kind, the fake channel that kind of client will use)."""
+    return request.param, sync_channel if request.param == "sync" else async_channel
+
+
+@SHM_ONLY
+def test_no_regions_for_a_server_without_shared_memory(
+    fake: tuple[str, FakeChannel], caplog: pytest.LogCaptureFixture
+) -> None:
+    """relu_server's GetServerInfo leaves shared_memory false, as older servers do."""
+    kind, channel = fake
+    x = np.array([-1.0, 2.0], dtype=np.float32)
+    caplog.set_level(logging.WARNING, logger="actgrad._requests")
+    with Blocking(kind, **SHARING) as client:
+        assert client.shared_memory
+        np.testing.assert_array_equal(client.activate(x, "relu"), [0.0, 2.0])
+        assert not client.shared_memory
+        np.testing.assert_array_equal(client.activate(x, "relu"), [0.0, 2.0])
+        np.testing.assert_array_equal(client.gradient(x, "relu"), [0.0, 1.0])
+    assert _sent(channel) == [
+        ("GetServerInfo", None),
+        ("Activate", "data"),
+        ("Activate", "data"),
+        ("Gradient", "data"),
+    ]
+    warnings = [r.getMessage() for r in caplog.records if "shared memory off" in r.getMessage()]
+    assert len(warnings) == 1 and "does not allow" in warnings[0]
+
+
+@SHM_ONLY
+def test_regions_within_the_servers_element_limit(fake: tuple[str, FakeChannel]) -> None:
+    kind, channel = fake
+    channel.handler = sharing_server(max_elements=4)
+    small = np.array([-1.0, 2.0, -3.0], dtype=np.float32)
+    large = np.linspace(-1, 1, 5)
+    with Blocking(kind, **SHARING) as client:
+        first = client.activate(small, "relu")
+        np.testing.assert_array_equal(first, [0.0, 2.0, 0.0])
+        assert first.flags.owndata  # a copy, not a view of the segment
+        np.testing.assert_array_equal(client.activate(large, "relu"), np.maximum(large, 0))
+        np.testing.assert_array_equal(client.activate(-small, "relu"), [1.0, 0.0, 3.0])
+        assert client.shared_memory  # over the limit is not a refusal
+        np.testing.assert_array_equal(small, [-1.0, 2.0, -3.0])  # the caller's array untouched
+    assert _sent(channel) == [
+        ("GetServerInfo", None),
+        ("Activate", "region"),
+        ("Activate", "data"),
+        ("Activate", "region"),
+    ]
+    request = channel.calls[1][1]
+    assert request.output_region == request.input.region  # type: ignore[attr-defined]
+
+
+@SHM_ONLY
+def test_a_refused_region_falls_back_to_messages_once(
+    fake: tuple[str, FakeChannel], caplog: pytest.LogCaptureFixture
+) -> None:
+    kind, channel = fake
+    channel.handler = sharing_server(max_elements=100, refuse=True)
+    x = np.array([-1.0, 2.0], dtype=np.float64)
+    caplog.set_level(logging.WARNING, logger="actgrad._requests")
+    with Blocking(kind, **SHARING) as client:
+        np.testing.assert_array_equal(client.activate(x, "relu"), [0.0, 2.0])
+        assert not client.shared_memory
+        assert client.client._shared_pool is None  # segments unlinked at the refusal
+        np.testing.assert_array_equal(client.activate(x, "relu"), [0.0, 2.0])
+    assert _sent(channel) == [
+        ("GetServerInfo", None),
+        ("Activate", "region"),
+        ("Activate", "data"),
+        ("Activate", "data"),
+    ]
+    warnings = [r.getMessage() for r in caplog.records if "shared memory off" in r.getMessage()]
+    assert len(warnings) == 1 and "FAILED_PRECONDITION" in warnings[0]
+
+
+@SHM_ONLY
+def test_other_errors_of_a_shared_call_are_raised(fake: tuple[str, FakeChannel]) -> None:
+    kind, channel = fake
+    channel.handler = sharing_server(max_elements=100)
+    with Blocking(kind, **SHARING) as client:
+        with pytest.raises(actgrad.NotFoundError):
+            client.activate([1.0, 2.0], "relux")  # relu_server refuses it by name...
+        assert client.shared_memory  # ...and sharing goes on
+        assert client.client._shared_pool.names != []  # the segment was given back, kept
+        np.testing.assert_array_equal(client.activate([-1.0, 1.0], "relu"), [0.0, 1.0])

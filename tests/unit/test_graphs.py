@@ -15,6 +15,7 @@ Where the reference overflows the dtype the output must be the same-signed inf.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from collections.abc import Mapping
@@ -186,6 +187,13 @@ _SPECIAL = np.array(
         15.0,
         30.0,
         40.0,
+        88.8,
+        90.0,
+        95.0,
+        100.0,
+        710.0,
+        715.0,
+        720.0,
     ]
 )
 _RNG = np.random.default_rng(20240611)
@@ -348,6 +356,32 @@ def test_kinks_follow_pytorch() -> None:
         out = run(model, x=x, grad_output=g, slope=slope)
         np.testing.assert_array_equal(out["grad_input"], g * slope)
         np.testing.assert_array_equal(out["grad_slope"], 0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", [0.01, 1.0, 0.0, 1.5, -0.3, 1e-30])
+def test_leaky_relu_takes_any_slope(alpha: float, dtype: str) -> None:
+    """Slopes in (0, 1] take a cheaper branch of the forward graph than the others: both
+    are exact (x or alpha * x, alpha as the graph sees it), also at -0, +-inf and NaN."""
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 2.5, -3.0, 1e-30, -1e-30], NP[dtype])
+    feeds = {"alpha": scalar(alpha)}
+    a = NP["float64" if dtype == "float64" else "float32"](alpha)
+    wide = x.astype(a.dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = np.where(wide > 0, wide, a * wide).astype(NP[dtype])
+        slope = np.where(wide > 0, 1.0, a)
+    expected[0] = np.nan
+    if alpha == 0.0:
+        expected[2] = np.nan  # 0 * -inf, as the product alpha * x is
+    y = run(build_forward("leaky_relu", dtype, x_rank=1), x=x, **feeds)["y"]
+    np.testing.assert_array_equal(y, expected)
+    model = build_gradient("leaky_relu", dtype, with_output=True, x_rank=1)
+    g = np.full_like(x, 0.5)
+    out = run(model, x=x, grad_output=g, **feeds)
+    np.testing.assert_array_equal(out["y"], y)
+    expected_grad = (0.5 * slope).astype(NP[dtype])
+    expected_grad[0] = np.nan
+    np.testing.assert_array_equal(out["grad_input"], expected_grad)
 
 
 FD_CASES = [c for c in CASES if c.function not in ("relu", "leaky_relu")] + [
@@ -547,6 +581,208 @@ def static_for(function: str, x_rank: int | None) -> dict[str, Any]:
 
 def params_for(function: str) -> dict[str, Array]:
     return {name: scalar(0.5) for name in catalog.lookup(function).runtime_params}
+
+
+# Every graph the server can build: each catalog function, each choice of its structural
+# parameters (a string's choices, both values of a bool, the default of the others as
+# catalog.bind normalises it), each shape class of a tensor parameter, each direction and
+# each graph dtype. Values of x (rank 2) do not matter here, only the structure.
+_SERVED_X_SHAPE = (3, 4)
+_SERVED_TENSOR_SHAPES = [(), (1,), (4,), (1, 4), (3, 4)]  # reduced over all, some, no axes
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+}
+
+
+def _structural_choices(function: catalog.Function) -> list[dict[str, Any]]:
+    options: list[list[tuple[str, Any]]] = []
+    for param in function.params:
+        if param.runtime:
+            continue
+        if param.kind is catalog.ParamKind.TENSOR:
+            values: list[Any] = [np.zeros(shape) for shape in _SERVED_TENSOR_SHAPES]
+        elif param.choices:
+            values = list(param.choices)
+        elif param.kind is catalog.ParamKind.BOOL:
+            values = [False, True]
+        else:
+            values = [param.default]
+        options.append([(param.name, value) for value in values])
+    return [dict(combination) for combination in itertools.product(*options)]
+
+
+def _served_id(function: catalog.Function, values: Mapping[str, Any]) -> str:
+    parts = [function.name]
+    for name, value in values.items():
+        shown = list(value.shape) if isinstance(value, np.ndarray) else value
+        parts.append(f"{name}={shown}")
+    return "-".join(parts)
+
+
+SERVED = [
+    pytest.param(function, values, id=_served_id(function, values))
+    for function in catalog.CATALOG
+    for values in _structural_choices(function)
+]
+DIRECTIONS = {"forward": None, "gradient": False, "gradient+y": True}
+
+
+def served_models(function: catalog.Function, values: Mapping[str, Any]) -> dict[str, Any]:
+    """(direction, dtype) -> model, built as the engine builds it (catalog.bind, x_rank)."""
+    models = {}
+    for dtype in DTYPES:
+        params = {
+            name: value.astype(NP[dtype]) if isinstance(value, np.ndarray) else value
+            for name, value in values.items()
+        }
+        call = catalog.bind(function, params, x_shape=_SERVED_X_SHAPE, x_dtype=np.dtype(NP[dtype]))
+        static: dict[str, Any] = {**dict(call.static), "x_rank": len(_SERVED_X_SHAPE)}
+        static.update((f"{n}_shape", tuple(t.shape)) for n, t in call.tensors.items())
+        for direction, with_output in DIRECTIONS.items():
+            if with_output is None:
+                model = graphs.build_forward(function, dtype, **static)
+            else:
+                model = graphs.build_gradient(function, dtype, with_output=with_output, **static)
+            models[f"{direction}/{dtype}"] = model
+    return models
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs in a node's attributes (an If's branches)."""
+    found = []
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            found.append(attribute.g)
+        found.extend(attribute.graphs)
+    return found
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The values a node reads: its inputs, and those its subgraphs read from outside."""
+    names = set(node.input)
+    for graph in _subgraphs(node):
+        for inner in graph.node:
+            names |= _reads(inner)
+    return names
+
+
+def dead_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Nodes no output of their graph depends on, in the graph and in the branches of its
+    live nodes (onnxruntime runs every node of a graph it runs)."""
+    producer = {out: node for node in graph.node for out in node.output}
+    live: dict[int, onnx.NodeProto] = {}
+    pending = [out.name for out in graph.output]
+    while pending:
+        node = producer.get(pending.pop())
+        if node is None or id(node) in live:
+            continue
+        live[id(node)] = node
+        pending.extend(_reads(node))
+    dead = [f"{n.op_type} -> {list(n.output)}" for n in graph.node if id(n) not in live]
+    for node in live.values():
+        for branch in _subgraphs(node):
+            dead.extend(dead_nodes(branch))
+    return dead
+
+
+def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for branch in _subgraphs(node):
+            nodes.extend(_all_nodes(branch))
+    return nodes
+
+
+def _value_types(graph: onnx.GraphProto) -> dict[str, int]:
+    types = {
+        value.name: value.type.tensor_type.elem_type
+        for value in [*graph.input, *graph.value_info, *graph.output]
+    }
+    types.update((init.name, init.data_type) for init in graph.initializer)
+    for node in graph.node:
+        for branch in _subgraphs(node):
+            types.update(_value_types(branch))
+    return types
+
+
+def float_wheres(model: onnx.ModelProto) -> list[str]:
+    """Where nodes that select float values (bool or integer selections would be fine)."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = _value_types(inferred.graph)
+    return [
+        f"Where -> {list(node.output)}"
+        for node in _all_nodes(inferred.graph)
+        if node.op_type == "Where"
+        and (types.get(node.output[0]) in _FLOAT_TYPES or types.get(node.input[1]) in _FLOAT_TYPES)
+    ]
+
+
+@pytest.mark.parametrize(("function", "values"), SERVED)
+def test_served_graphs_have_no_dead_nodes_and_no_float_where(
+    function: catalog.Function, values: Mapping[str, Any]
+) -> None:
+    """Every node feeds a graph output: onnxruntime at ORT_ENABLE_BASIC still runs a
+    node nothing reads. And no float Where: in onnxruntime 1.32 one costs as much
+    as 20 to 80 arithmetic kernels (docs/performance.md), so branches are arithmetic."""
+    for key, model in served_models(function, values).items():
+        assert not dead_nodes(model.graph), (key, dead_nodes(model.graph))
+        assert not float_wheres(model), (key, float_wheres(model))
+
+
+def _model_of(nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n"])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n"])
+    return onnx.helper.make_model(
+        onnx.helper.make_graph(nodes, "g", [x], [y]),
+        opset_imports=[onnx.helper.make_opsetid("", graphs.OPSET)],
+        ir_version=graphs.IR_VERSION,
+    )
+
+
+def test_the_structure_checks_see_dead_nodes_and_float_wheres() -> None:
+    model = _model_of(
+        [
+            onnx.helper.make_node("Greater", ["x", "x"], ["mask"]),
+            onnx.helper.make_node("Where", ["mask", "x", "x"], ["selected"]),
+            onnx.helper.make_node("Neg", ["selected"], ["y"]),
+            onnx.helper.make_node("Exp", ["x"], ["unused"]),
+            onnx.helper.make_node("Abs", ["unused"], ["also_unused"]),
+        ]
+    )
+    assert dead_nodes(model.graph) == ["Exp -> ['unused']", "Abs -> ['also_unused']"]
+    assert float_wheres(model) == ["Where -> ['selected']"]
+    # Inside an If's branches too; a value read only inside a branch ("mask") is used.
+    branch = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("Where", ["mask", "x", "x"], ["inner"]),
+            onnx.helper.make_node("Sqrt", ["x"], ["inner_unused"]),
+        ],
+        "branch",
+        [],
+        [onnx.helper.make_tensor_value_info("inner", onnx.TensorProto.FLOAT, ["n"])],
+    )
+    model = _model_of(
+        [
+            onnx.helper.make_node("Greater", ["x", "x"], ["mask"]),
+            onnx.helper.make_node("Cast", ["x"], ["x_as_bool"], to=onnx.TensorProto.BOOL),
+            onnx.helper.make_node("ReduceMin", ["x"], ["lowest"], keepdims=0),
+            onnx.helper.make_node("Greater", ["lowest", "lowest"], ["never"]),
+            onnx.helper.make_node("If", ["never"], ["y"], then_branch=branch, else_branch=branch),
+        ]
+    )
+    unused = "Sqrt -> ['inner_unused']"
+    assert dead_nodes(model.graph) == ["Cast -> ['x_as_bool']", unused, unused]
+    assert float_wheres(model) == ["Where -> ['inner']"] * 2
+
+
+def test_served_graphs_cover_every_choice() -> None:
+    ids = {param.id for param in SERVED}
+    assert {f.name for f in catalog.CATALOG} <= {i.split("-")[0] for i in ids}
+    assert {"gelu-approximate=tanh", "softmax-axis=-1-log=True", "prelu-slope=[3, 4]"} <= ids
 
 
 def test_public_surface() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import grpc
 import pytest
 
 from actgrad import Client
-from actgrad._client import _retry_options
+from actgrad._channel import RETRYABLE, retry_options, retry_pause
 from actgrad_server.config import Settings
 from actgrad_server.errors import ConfigError
 from actgrad_server.security import TokenSet, load_tokens, server_credentials
@@ -45,16 +45,17 @@ def test_missing_files_are_config_errors(tmp_path: Path) -> None:
     assert server_credentials(Settings()) is None
 
 
-def test_retry_policy_retries_only_unavailable() -> None:
-    options = _retry_options(4, 1 << 20)
-    assert options["grpc.enable_retries"] == 1
-    assert options["grpc.per_rpc_retry_buffer_size"] == 1 << 20
-    (method,) = json.loads(options["grpc.service_config"])["methodConfig"]
-    policy = method["retryPolicy"]
-    assert policy["retryableStatusCodes"] == ["UNAVAILABLE"]
-    assert policy["maxAttempts"] == 4 and policy["backoffMultiplier"] > 1
-    assert method["name"] == [{"service": "actgrad.v1.ActivationService"}]
-    assert _retry_options(1, 1 << 20) == {"grpc.enable_retries": 0}
+def test_retries_are_the_clients_and_bounded_by_the_deadline() -> None:
+    # No gRPC retry policy (it would keep a copy of each request); transparent
+    # retries of calls that never left stay on unless max_attempts is 1.
+    assert retry_options(4, 1 << 20) == {"grpc.enable_retries": 1}
+    assert retry_options(1, 1 << 20) == {"grpc.enable_retries": 0}
+    assert {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED} == RETRYABLE
+    for attempt in range(1, 10):
+        pause = retry_pause(attempt, remaining=100.0)
+        assert pause is not None and 0.0 <= pause <= min(2.0, 0.1 * 2 ** (attempt - 1))
+    # No time left for another attempt after the pause: no retry.
+    assert retry_pause(1, remaining=0.04) is None
 
 
 @pytest.mark.parametrize(

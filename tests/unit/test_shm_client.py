@@ -146,7 +146,7 @@ def test_a_full_or_missing_directory_is_an_os_error(tmp_path: Path) -> None:
 def test_client_ignores_shared_memory_for_remote_targets(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="actgrad._client")
+    caplog.set_level(logging.INFO, logger="actgrad._requests")
     with Client("actgrad.internal:50051", shared_memory=True) as client:
         assert not client.shared_memory
     assert any("not on this host" in r.getMessage() for r in caplog.records)

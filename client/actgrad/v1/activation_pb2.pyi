@@ -38,7 +38,7 @@ class ParamValue(_message.Message):
     def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ..., tensor: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class ActivateRequest(_message.Message):
-    __slots__ = ("function", "input", "params")
+    __slots__ = ("function", "input", "params", "output_region")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,10 +49,12 @@ class ActivateRequest(_message.Message):
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_REGION_FIELD_NUMBER: _ClassVar[int]
     function: str
     input: _tensor_pb2.Tensor
     params: _containers.MessageMap[str, ParamValue]
-    def __init__(self, function: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
+    output_region: _tensor_pb2.SharedMemoryRegion
+    def __init__(self, function: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., output_region: _Optional[_Union[_tensor_pb2.SharedMemoryRegion, _Mapping]] = ...) -> None: ...
 
 class ActivateResponse(_message.Message):
     __slots__ = ("output",)
@@ -61,7 +63,7 @@ class ActivateResponse(_message.Message):
     def __init__(self, output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class GradientRequest(_message.Message):
-    __slots__ = ("function", "input", "grad_output", "params", "return_output")
+    __slots__ = ("function", "input", "grad_output", "params", "return_output", "grad_input_region", "output_region")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,12 +76,16 @@ class GradientRequest(_message.Message):
     GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     RETURN_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_INPUT_REGION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_REGION_FIELD_NUMBER: _ClassVar[int]
     function: str
     input: _tensor_pb2.Tensor
     grad_output: _tensor_pb2.Tensor
     params: _containers.MessageMap[str, ParamValue]
     return_output: bool
-    def __init__(self, function: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., return_output: _Optional[bool] = ...) -> None: ...
+    grad_input_region: _tensor_pb2.SharedMemoryRegion
+    output_region: _tensor_pb2.SharedMemoryRegion
+    def __init__(self, function: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., return_output: _Optional[bool] = ..., grad_input_region: _Optional[_Union[_tensor_pb2.SharedMemoryRegion, _Mapping]] = ..., output_region: _Optional[_Union[_tensor_pb2.SharedMemoryRegion, _Mapping]] = ...) -> None: ...
 
 class GradientResponse(_message.Message):
     __slots__ = ("grad_input", "grad_params", "output")
@@ -99,16 +105,18 @@ class GradientResponse(_message.Message):
     def __init__(self, grad_input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_params: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class SoftmaxRequest(_message.Message):
-    __slots__ = ("input", "axis", "temperature", "log")
+    __slots__ = ("input", "axis", "temperature", "log", "output_region")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     AXIS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_REGION_FIELD_NUMBER: _ClassVar[int]
     input: _tensor_pb2.Tensor
     axis: int
     temperature: float
     log: bool
-    def __init__(self, input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., axis: _Optional[int] = ..., temperature: _Optional[float] = ..., log: _Optional[bool] = ...) -> None: ...
+    output_region: _tensor_pb2.SharedMemoryRegion
+    def __init__(self, input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., axis: _Optional[int] = ..., temperature: _Optional[float] = ..., log: _Optional[bool] = ..., output_region: _Optional[_Union[_tensor_pb2.SharedMemoryRegion, _Mapping]] = ...) -> None: ...
 
 class SoftmaxResponse(_message.Message):
     __slots__ = ("output",)
@@ -179,18 +187,20 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "onnx_opset", "onnxruntime_version", "execution_providers", "limits")
+    __slots__ = ("version", "onnx_opset", "onnxruntime_version", "execution_providers", "limits", "shared_memory")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ONNX_OPSET_FIELD_NUMBER: _ClassVar[int]
     ONNXRUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     version: str
     onnx_opset: int
     onnxruntime_version: str
     execution_providers: _containers.RepeatedScalarFieldContainer[str]
     limits: Limits
-    def __init__(self, version: _Optional[str] = ..., onnx_opset: _Optional[int] = ..., onnxruntime_version: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    shared_memory: bool
+    def __init__(self, version: _Optional[str] = ..., onnx_opset: _Optional[int] = ..., onnxruntime_version: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., shared_memory: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_message_bytes", "max_elements", "max_rank", "max_concurrent_rpcs")
@@ -203,76 +213,3 @@ class Limits(_message.Message):
     max_rank: int
     max_concurrent_rpcs: int
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_elements: _Optional[int] = ..., max_rank: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ...) -> None: ...
-
-class SharedMemoryRegion(_message.Message):
-    __slots__ = ("segment", "offset", "size")
-    SEGMENT_FIELD_NUMBER: _ClassVar[int]
-    OFFSET_FIELD_NUMBER: _ClassVar[int]
-    SIZE_FIELD_NUMBER: _ClassVar[int]
-    segment: str
-    offset: int
-    size: int
-    def __init__(self, segment: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
-
-class ActivateSharedRequest(_message.Message):
-    __slots__ = ("request", "input", "output")
-    REQUEST_FIELD_NUMBER: _ClassVar[int]
-    INPUT_FIELD_NUMBER: _ClassVar[int]
-    OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    request: ActivateRequest
-    input: SharedMemoryRegion
-    output: SharedMemoryRegion
-    def __init__(self, request: _Optional[_Union[ActivateRequest, _Mapping]] = ..., input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
-
-class ActivateSharedResponse(_message.Message):
-    __slots__ = ("output",)
-    OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    output: SharedMemoryRegion
-    def __init__(self, output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
-
-class GradientSharedRequest(_message.Message):
-    __slots__ = ("request", "input", "grad_output", "grad_input", "output")
-    REQUEST_FIELD_NUMBER: _ClassVar[int]
-    INPUT_FIELD_NUMBER: _ClassVar[int]
-    GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    GRAD_INPUT_FIELD_NUMBER: _ClassVar[int]
-    OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    request: GradientRequest
-    input: SharedMemoryRegion
-    grad_output: SharedMemoryRegion
-    grad_input: SharedMemoryRegion
-    output: SharedMemoryRegion
-    def __init__(self, request: _Optional[_Union[GradientRequest, _Mapping]] = ..., input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., grad_output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., grad_input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
-
-class GradientSharedResponse(_message.Message):
-    __slots__ = ("grad_input", "grad_params", "output")
-    class GradParamsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: _tensor_pb2.Tensor
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
-    GRAD_INPUT_FIELD_NUMBER: _ClassVar[int]
-    GRAD_PARAMS_FIELD_NUMBER: _ClassVar[int]
-    OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    grad_input: SharedMemoryRegion
-    grad_params: _containers.MessageMap[str, _tensor_pb2.Tensor]
-    output: SharedMemoryRegion
-    def __init__(self, grad_input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., grad_params: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
-
-class SoftmaxSharedRequest(_message.Message):
-    __slots__ = ("request", "input", "output")
-    REQUEST_FIELD_NUMBER: _ClassVar[int]
-    INPUT_FIELD_NUMBER: _ClassVar[int]
-    OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    request: SoftmaxRequest
-    input: SharedMemoryRegion
-    output: SharedMemoryRegion
-    def __init__(self, request: _Optional[_Union[SoftmaxRequest, _Mapping]] = ..., input: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...
-
-class SoftmaxSharedResponse(_message.Message):
-    __slots__ = ("output",)
-    OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    output: SharedMemoryRegion
-    def __init__(self, output: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ...) -> None: ...

@@ -35,13 +35,29 @@ class ActivationServiceStub:
     dimension, byte length != prod(shape) * itemsize, rank or
     element count over the server's limits, an unknown, ill-typed
     or out-of-range parameter, grad_output of another shape or
-    dtype than the input. The message names the field.
+    dtype than the input, a bad shared-memory region (see
+    Tensor.region). The message names the field.
+    FAILED_PRECONDITION a tensor or an output in shared memory that this server
+    cannot use: not allowed here, or a segment it cannot
+    open (see Tensor.region); send the tensors in the message.
     NOT_FOUND           unknown function name; the message lists close matches.
     RESOURCE_EXHAUSTED  transient overload (too many concurrent calls); retry later.
     UNAUTHENTICATED     missing or bad credentials, where the server requires them.
     UNAVAILABLE         the server is shutting down; retry on another replica.
     DEADLINE_EXCEEDED   the caller's deadline passed.
     INTERNAL            a bug on our side; the message is generic, details are logged.
+
+    Same-host fast path (every verb and its stream): any tensor of a request
+    (input, grad_output, tensor parameters) may hold its bytes in a region of a
+    POSIX shared-memory segment the client created (Tensor.region), and a request
+    may name output regions (ActivateRequest.output_region, ...). The server reads
+    every input before it writes any output, computes as for tensors in the
+    message, writes each such result into its region, and answers with a tensor
+    that carries dtype, shape and `region` instead of `data`. Parameter gradients
+    always travel in the message. Off unless the server runs with
+    --allow-shared-memory (GetServerInfoResponse.shared_memory); the statuses are
+    those of Tensor.region. The Open Inference Protocol front end takes no shared
+    memory.
     """
 
     def __init__(self, channel):
@@ -80,21 +96,6 @@ class ActivationServiceStub:
                 request_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
                 response_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
                 _registered_method=True)
-        self.ActivateShared = channel.unary_unary(
-                '/actgrad.v1.ActivationService/ActivateShared',
-                request_serializer=actgrad_dot_v1_dot_activation__pb2.ActivateSharedRequest.SerializeToString,
-                response_deserializer=actgrad_dot_v1_dot_activation__pb2.ActivateSharedResponse.FromString,
-                _registered_method=True)
-        self.GradientShared = channel.unary_unary(
-                '/actgrad.v1.ActivationService/GradientShared',
-                request_serializer=actgrad_dot_v1_dot_activation__pb2.GradientSharedRequest.SerializeToString,
-                response_deserializer=actgrad_dot_v1_dot_activation__pb2.GradientSharedResponse.FromString,
-                _registered_method=True)
-        self.SoftmaxShared = channel.unary_unary(
-                '/actgrad.v1.ActivationService/SoftmaxShared',
-                request_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedRequest.SerializeToString,
-                response_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedResponse.FromString,
-                _registered_method=True)
         self.ListFunctions = channel.unary_unary(
                 '/actgrad.v1.ActivationService/ListFunctions',
                 request_serializer=actgrad_dot_v1_dot_activation__pb2.ListFunctionsRequest.SerializeToString,
@@ -117,19 +118,36 @@ class ActivationServiceServicer:
     dimension, byte length != prod(shape) * itemsize, rank or
     element count over the server's limits, an unknown, ill-typed
     or out-of-range parameter, grad_output of another shape or
-    dtype than the input. The message names the field.
+    dtype than the input, a bad shared-memory region (see
+    Tensor.region). The message names the field.
+    FAILED_PRECONDITION a tensor or an output in shared memory that this server
+    cannot use: not allowed here, or a segment it cannot
+    open (see Tensor.region); send the tensors in the message.
     NOT_FOUND           unknown function name; the message lists close matches.
     RESOURCE_EXHAUSTED  transient overload (too many concurrent calls); retry later.
     UNAUTHENTICATED     missing or bad credentials, where the server requires them.
     UNAVAILABLE         the server is shutting down; retry on another replica.
     DEADLINE_EXCEEDED   the caller's deadline passed.
     INTERNAL            a bug on our side; the message is generic, details are logged.
+
+    Same-host fast path (every verb and its stream): any tensor of a request
+    (input, grad_output, tensor parameters) may hold its bytes in a region of a
+    POSIX shared-memory segment the client created (Tensor.region), and a request
+    may name output regions (ActivateRequest.output_region, ...). The server reads
+    every input before it writes any output, computes as for tensors in the
+    message, writes each such result into its region, and answers with a tensor
+    that carries dtype, shape and `region` instead of `data`. Parameter gradients
+    always travel in the message. Off unless the server runs with
+    --allow-shared-memory (GetServerInfoResponse.shared_memory); the statuses are
+    those of Tensor.region. The Open Inference Protocol front end takes no shared
+    memory.
     """
 
     def Activate(self, request, context):
         """Applies a function to a tensor.
         Returns OK, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNAUTHENTICATED,
-        UNAVAILABLE, DEADLINE_EXCEEDED or INTERNAL as described above.
+        UNAVAILABLE, DEADLINE_EXCEEDED or INTERNAL as described above, and
+        FAILED_PRECONDITION only for a request that names a shared-memory region.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,47 +191,6 @@ class ActivationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SoftmaxStream(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ActivateShared(self, request, context):
-        """Same-host fast path: the tensors are in POSIX shared-memory segments that the
-        client created on the server's host (see SharedMemoryRegion), and only their
-        names, offsets and sizes travel; the server reads the inputs there, computes
-        as the unary form does and writes the results into regions the client named.
-        Off unless the server runs with --allow-shared-memory. Every check of the
-        unary form applies (dtype, shape, rank and element limits, parameters), and
-        a region's size must be exactly prod(shape) * itemsize.
-        Returns the codes of Activate, and:
-        FAILED_PRECONDITION  the transfer cannot work on this server: shared memory
-        is not allowed here, or a named segment does not exist
-        or is not accessible to the server (another host,
-        container or user). Nothing in the request is wrong,
-        but no retry will succeed either: the client should
-        send the tensors in the message instead (the SDK does,
-        and stops trying shared memory on that server).
-        INVALID_ARGUMENT     also for a segment name without the "actgrad-" prefix
-        or with characters outside [A-Za-z0-9_.-], a segment
-        that is a symbolic link, not a regular file, has more
-        than one link or any group/other permission bit, a
-        region beyond the end of its segment, outputs that
-        overlap each other, or `data` set in a tensor whose
-        bytes are in a region.
-        Servers older than these RPCs answer UNIMPLEMENTED.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GradientShared(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SoftmaxShared(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -267,21 +244,6 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     request_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.FromString,
                     response_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.SerializeToString,
             ),
-            'ActivateShared': grpc.unary_unary_rpc_method_handler(
-                    servicer.ActivateShared,
-                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.ActivateSharedRequest.FromString,
-                    response_serializer=actgrad_dot_v1_dot_activation__pb2.ActivateSharedResponse.SerializeToString,
-            ),
-            'GradientShared': grpc.unary_unary_rpc_method_handler(
-                    servicer.GradientShared,
-                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.GradientSharedRequest.FromString,
-                    response_serializer=actgrad_dot_v1_dot_activation__pb2.GradientSharedResponse.SerializeToString,
-            ),
-            'SoftmaxShared': grpc.unary_unary_rpc_method_handler(
-                    servicer.SoftmaxShared,
-                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedRequest.FromString,
-                    response_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedResponse.SerializeToString,
-            ),
             'ListFunctions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFunctions,
                     request_deserializer=actgrad_dot_v1_dot_activation__pb2.ListFunctionsRequest.FromString,
@@ -310,13 +272,29 @@ class ActivationService:
     dimension, byte length != prod(shape) * itemsize, rank or
     element count over the server's limits, an unknown, ill-typed
     or out-of-range parameter, grad_output of another shape or
-    dtype than the input. The message names the field.
+    dtype than the input, a bad shared-memory region (see
+    Tensor.region). The message names the field.
+    FAILED_PRECONDITION a tensor or an output in shared memory that this server
+    cannot use: not allowed here, or a segment it cannot
+    open (see Tensor.region); send the tensors in the message.
     NOT_FOUND           unknown function name; the message lists close matches.
     RESOURCE_EXHAUSTED  transient overload (too many concurrent calls); retry later.
     UNAUTHENTICATED     missing or bad credentials, where the server requires them.
     UNAVAILABLE         the server is shutting down; retry on another replica.
     DEADLINE_EXCEEDED   the caller's deadline passed.
     INTERNAL            a bug on our side; the message is generic, details are logged.
+
+    Same-host fast path (every verb and its stream): any tensor of a request
+    (input, grad_output, tensor parameters) may hold its bytes in a region of a
+    POSIX shared-memory segment the client created (Tensor.region), and a request
+    may name output regions (ActivateRequest.output_region, ...). The server reads
+    every input before it writes any output, computes as for tensors in the
+    message, writes each such result into its region, and answers with a tensor
+    that carries dtype, shape and `region` instead of `data`. Parameter gradients
+    always travel in the message. Off unless the server runs with
+    --allow-shared-memory (GetServerInfoResponse.shared_memory); the statuses are
+    those of Tensor.region. The Open Inference Protocol front end takes no shared
+    memory.
     """
 
     @staticmethod
@@ -471,87 +449,6 @@ class ActivationService:
             '/actgrad.v1.ActivationService/SoftmaxStream',
             actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
             actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ActivateShared(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/actgrad.v1.ActivationService/ActivateShared',
-            actgrad_dot_v1_dot_activation__pb2.ActivateSharedRequest.SerializeToString,
-            actgrad_dot_v1_dot_activation__pb2.ActivateSharedResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GradientShared(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/actgrad.v1.ActivationService/GradientShared',
-            actgrad_dot_v1_dot_activation__pb2.GradientSharedRequest.SerializeToString,
-            actgrad_dot_v1_dot_activation__pb2.GradientSharedResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SoftmaxShared(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/actgrad.v1.ActivationService/SoftmaxShared',
-            actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedRequest.SerializeToString,
-            actgrad_dot_v1_dot_activation__pb2.SoftmaxSharedResponse.FromString,
             options,
             channel_credentials,
             insecure,

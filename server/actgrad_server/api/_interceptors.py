@@ -13,6 +13,7 @@ so a new servicer is covered by registering it on the server and nothing else.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -22,12 +23,12 @@ import grpc
 
 from actgrad import wire
 from actgrad_server import catalog
-from actgrad_server.errors import NotFound
 from actgrad_server.logs import request_id_scope
 from actgrad_server.metrics import ServerMetrics
+from actgrad_server.oip import model_table
 from actgrad_server.security import TokenSet
 
-__all__ = ["REQUEST_ID_KEY", "AuthInterceptor", "ObserveInterceptor"]
+__all__ = ["REQUEST_ID_KEY", "AuthInterceptor", "DrainInterceptor", "ObserveInterceptor"]
 
 _ACCESS = logging.getLogger("actgrad_server.access")
 
@@ -112,10 +113,13 @@ def _function_label(request: Any) -> str:
     name = getattr(request, name_fields[0])
     if not name:
         return ""
-    try:
-        return catalog.lookup(name).name
-    except NotFound:
-        return _UNKNOWN
+    # Exact lookups only: the servicer searches for close matches, once, if it must.
+    if name_fields[0] == "function":
+        function = catalog.find(name)
+    else:
+        model = model_table.find_model(name)
+        function = None if model is None else model.function
+    return _UNKNOWN if function is None else function.name
 
 
 def _dtype_label(request: Any) -> str:
@@ -137,17 +141,7 @@ def _labels(request: Any) -> tuple[str, str]:
     """(function, dtype) of a request, bounded to known values; ("", "") if none apply."""
     if request is None or not hasattr(request, "DESCRIPTOR"):
         return "", ""
-    if request.DESCRIPTOR.name.endswith("SharedRequest"):
-        # Shared-memory requests wrap the ordinary request of their verb.
-        request = request.request
     return _function_label(request), _dtype_label(request)
-
-
-def _size(message: Any) -> int:
-    byte_size = getattr(message, "ByteSize", None)
-    if callable(byte_size):
-        return int(byte_size())
-    return len(message) if isinstance(message, bytes) else 0
 
 
 # -- one observed call ------------------------------------------------------------------
@@ -169,33 +163,34 @@ class _Observed:
         self._context = context
         self._start = time.perf_counter()
         self._labels: tuple[str, str] | None = None
-        self._bytes_in = 0
-        self._bytes_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
         self._done = False
+        self._finish_lock = threading.Lock()
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         interceptor.metrics.in_flight.inc()
+        # Whatever path the call takes, it is finished once, at the latest when gRPC
+        # terminates it (a unary answer is finished by its serializer, see _Sizes).
+        if not context.add_callback(self.finish):
+            self.finish()
 
     def received(self, request: Any) -> None:
         if self._labels is None:
             self._labels = _labels(request)
-        self._bytes_in += _size(request)
 
-    def sent(self, response: Any) -> None:
-        if response is not None:
-            self._bytes_out += _size(response)
-
-    def still_wanted(self) -> bool:
-        """False when the caller cancelled or its deadline passed; the call is then ended."""
+    def gone(self) -> grpc.StatusCode | None:
+        """DEADLINE_EXCEEDED or CANCELLED when nobody waits for the answer; the call is
+        then finished with that code (the caller is to be told the same one)."""
         code = _gone(self._context)
-        if code is None:
-            return True
-        self.finish(code)
-        return False
+        if code is not None:
+            self.finish(code)
+        return code
 
     def finish(self, code: grpc.StatusCode | None = None) -> None:
-        if self._done:
-            return
-        self._done = True
+        with self._finish_lock:
+            if self._done:
+                return
+            self._done = True
         if code is None:
             # A handler that returned for a caller who is gone did not deliver.
             code = _code(self._context) or _gone(self._context) or grpc.StatusCode.OK
@@ -206,16 +201,16 @@ class _Observed:
         metrics.in_flight.dec()
         metrics.requests.labels(self.rpc, function, dtype, code_name).inc()
         metrics.latency.labels(self.rpc).observe(elapsed)
-        metrics.bytes_in.labels(self.rpc).inc(self._bytes_in)
-        metrics.bytes_out.labels(self.rpc).inc(self._bytes_out)
+        metrics.bytes_in.labels(self.rpc).inc(self.bytes_in)
+        metrics.bytes_out.labels(self.rpc).inc(self.bytes_out)
         if self._owner.access_log:
             _ACCESS.info(
                 "%s %s %.2fms in=%dB out=%dB",
                 self.rpc,
                 code_name,
                 elapsed * 1e3,
-                self._bytes_in,
-                self._bytes_out,
+                self.bytes_in,
+                self.bytes_out,
                 extra={
                     "request_id": self.request_id,
                     "rpc": self.rpc,
@@ -223,8 +218,8 @@ class _Observed:
                     "duration_ms": round(elapsed * 1e3, 3),
                     "function": function,
                     "dtype": dtype,
-                    "bytes_in": self._bytes_in,
-                    "bytes_out": self._bytes_out,
+                    "bytes_in": self.bytes_in,
+                    "bytes_out": self.bytes_out,
                     "peer": self._context.peer(),
                 },
             )
@@ -262,36 +257,88 @@ class ObserveInterceptor(_ServerInterceptor):
         self.metrics.received.labels(rpc).inc()
         request_id = _request_id(handler_call_details)
 
+        sizes = _Sizes()
+
         def begin(context: grpc.ServicerContext) -> _Observed:
-            return _Observed(self, rpc, request_id, context)
+            call = _Observed(self, rpc, request_id, context)
+            sizes.attach(call, finish_when_sent=not handler.response_streaming)
+            return call
 
-        return _wrap(handler, begin)
+        return _wrap(handler, begin, sizes)
 
 
-def _wrap(handler: Handler, begin: Callable[[grpc.ServicerContext], _Observed]) -> Handler:
+class _Sizes:
+    """Message sizes of one call, counted where gRPC hands over the bytes.
+
+    The (de)serializers see every message's wire bytes, so sizes cost a len(),
+    where ByteSize() would encode the whole message again. A unary answer is
+    serialized after the handler returned: its serializer finishes the call, so
+    that the access log and the duration include it.
+    """
+
+    def __init__(self) -> None:
+        self._call: _Observed | None = None
+        self._pending_in = 0
+        self._finish_when_sent = False
+
+    def attach(self, call: _Observed, *, finish_when_sent: bool) -> None:
+        self._call = call
+        self._finish_when_sent = finish_when_sent
+        call.bytes_in += self._pending_in  # a unary request is read before the handler
+        self._pending_in = 0
+
+    def deserializer(self, deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+        def counted(data: bytes) -> Any:
+            if self._call is None:
+                self._pending_in += len(data)
+            else:
+                self._call.bytes_in += len(data)
+            return data if deserialize is None else deserialize(data)
+
+        return counted
+
+    def serializer(self, serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+        def counted(message: Any) -> bytes:
+            data: bytes = message if serialize is None else serialize(message)
+            call = self._call
+            if call is not None:
+                call.bytes_out += len(data)
+                if self._finish_when_sent:
+                    call.finish()
+            return data
+
+        return counted
+
+
+def _wrap(
+    handler: Handler, begin: Callable[[grpc.ServicerContext], _Observed], sizes: _Sizes
+) -> Handler:
+    serializers = {
+        "request_deserializer": sizes.deserializer(handler.request_deserializer),
+        "response_serializer": sizes.serializer(handler.response_serializer),
+    }
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            _observe_stream_stream(_behavior(handler.stream_stream), begin),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            _observe_stream_stream(_behavior(handler.stream_stream), begin), **serializers
         )
     if handler.request_streaming:
         return grpc.stream_unary_rpc_method_handler(
-            _observe_stream_unary(_behavior(handler.stream_unary), begin),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            _observe_stream_unary(_behavior(handler.stream_unary), begin), **serializers
         )
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            _observe_unary_stream(_behavior(handler.unary_stream), begin),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            _observe_unary_stream(_behavior(handler.unary_stream), begin), **serializers
         )
     return grpc.unary_unary_rpc_method_handler(
-        _observe_unary_unary(_behavior(handler.unary_unary), begin),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
+        _observe_unary_unary(_behavior(handler.unary_unary), begin), **serializers
     )
+
+
+def _abort_gone(context: grpc.ServicerContext, code: grpc.StatusCode) -> None:
+    # The code the call was finished with (and logged as), so the caller sees it too.
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        context.abort(code, "the deadline passed before the call started")
+    context.abort(code, "the caller cancelled the call")
 
 
 def _observe_unary_unary(
@@ -301,16 +348,16 @@ def _observe_unary_unary(
         call = begin(context)
         call.received(request)
         with request_id_scope(call.request_id):
-            if not call.still_wanted():
+            code = call.gone()
+            if code is not None:
                 # Nobody waits for the answer: do not compute it.
-                context.abort(grpc.StatusCode.CANCELLED, "the caller is gone")
+                _abort_gone(context, code)
             try:
                 response = behavior(request, context)
             except BaseException as exc:
                 call.finish_on_error(exc)
                 raise
-        call.sent(response)
-        call.finish()
+        # Finished by the response serializer (or, if gRPC never sends it, at the end).
         return response
 
     return unary_unary
@@ -326,7 +373,6 @@ def _observed_responses(
                     response = next(responses)
                 except StopIteration:
                     break
-            call.sent(response)
             yield response
     except BaseException as exc:
         call.finish_on_error(exc)
@@ -344,8 +390,9 @@ def _observe_unary_stream(
         call = begin(context)
         call.received(request)
         with request_id_scope(call.request_id):
-            if not call.still_wanted():
-                context.abort(grpc.StatusCode.CANCELLED, "the caller is gone")
+            code = call.gone()
+            if code is not None:
+                _abort_gone(context, code)
             try:
                 responses = behavior(request, context)
             except BaseException as exc:
@@ -372,11 +419,8 @@ def _observe_non_blocking(
         call.received(request)
 
         def send(response: Any) -> None:
-            call.sent(response)
             send_response_callback(response)
 
-        if not context.add_callback(call.finish):
-            call.finish()
         with request_id_scope(call.request_id):
             try:
                 return behavior(request, context, send)
@@ -409,8 +453,6 @@ def _observe_stream_unary(
             except BaseException as exc:
                 call.finish_on_error(exc)
                 raise
-        call.sent(response)
-        call.finish()
         return response
 
     return stream_unary
@@ -457,6 +499,33 @@ class AuthInterceptor(_ServerInterceptor):
         if handler is None:
             return None
         return _refuse(handler, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+
+class DrainInterceptor(_ServerInterceptor):
+    """Refuses new calls with UNAVAILABLE once `refusing` is set (the drain started),
+    except to the open services (health, which then says NOT_SERVING).
+
+    gRPC's own stop would refuse them too, but it also closes connections; the
+    drain keeps them open until the calls in flight are answered (app.py).
+    """
+
+    def __init__(self, refusing: threading.Event, *, open_services: Collection[str] = ()) -> None:
+        self._refusing = refusing
+        self._open = frozenset(open_services)
+
+    def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = continuation(handler_call_details)
+        if (
+            handler is None
+            or not self._refusing.is_set()
+            or _service(handler_call_details.method) in self._open
+        ):
+            return handler
+        return _refuse(
+            handler, grpc.StatusCode.UNAVAILABLE, "the server is shutting down; try again"
+        )
 
 
 def _refuse(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
-import numpy.typing as npt
 import onnxruntime as ort
 
 from actgrad import __version__
 from actgrad.v1 import activation_pb2 as pb
 from actgrad.v1 import activation_pb2_grpc
-from actgrad.wire import DTYPES, decode, encode
+from actgrad.wire import DTYPES, encode
 from actgrad_server import catalog, graphs
 from actgrad_server.api._errors import handle_errors, handle_stream_errors
+from actgrad_server.api._payloads import Payloads
 from actgrad_server.config import Limits
-from actgrad_server.engine import Engine, GradientResult
+from actgrad_server.engine import Engine
 from actgrad_server.errors import InvalidArgument
-from actgrad_server.shm import Region, SharedMemory, Transfer
+from actgrad_server.shm import SharedMemory
 
 __all__ = ["ActivationServicer", "function_infos"]
 
@@ -89,11 +89,6 @@ def _lookup(name: str, streamed: bool) -> catalog.Function:
     return function
 
 
-# How a helper gets a tensor field of a request: decoded from the message, or read
-# from shared memory. (message, field name, field path for errors) -> array.
-_Read = Callable[[Any, str, str], npt.NDArray[Any]]
-
-
 class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
     """actgrad.v1.ActivationService over one Engine."""
 
@@ -105,24 +100,18 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         self._functions = pb.ListFunctionsResponse(functions=function_infos())
         self._shared = SharedMemory(allowed=allow_shared_memory)
 
-    def _decode(self, message: Any, name: str, field: str) -> npt.NDArray[Any]:
-        if not message.HasField(name):
-            raise InvalidArgument(f"{field}: is required")
-        return decode(
-            getattr(message, name),
-            field=field,
-            max_rank=self._limits.max_rank,
-            max_elements=self._limits.max_elements,
-        )
+    def _payloads(self) -> Payloads:
+        """The tensors of one request message, in the message or in shared memory."""
+        return Payloads(self._shared, self._limits)
 
-    def _params(self, params: Mapping[str, pb.ParamValue]) -> dict[str, Any]:
+    def _params(self, params: Mapping[str, pb.ParamValue], tensors: Payloads) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, value in params.items():
             kind = value.WhichOneof("kind")
             if kind is None:
-                raise InvalidArgument(f"params[{name!r}]: no value set")
+                raise InvalidArgument(f"params[{catalog.shown(name)}]: no value set")
             if kind == "tensor":
-                values[name] = self._decode(value, "tensor", f"params[{name!r}]")
+                values[name] = tensors.read(value, "tensor", f"params[{catalog.shown(name)}]")
             else:
                 values[name] = getattr(value, kind)
         return values
@@ -130,72 +119,68 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
     def _activate(
         self, request: pb.ActivateRequest, *, streamed: bool = False
     ) -> pb.ActivateResponse:
-        y = self._activate_array(request, self._decode, streamed=streamed)
-        response = pb.ActivateResponse()
-        # Encoded into the fresh message in place: passing a Tensor to the
-        # constructor copies its bytes once more (about 1 ms per MiB with upb).
-        encode(y, out=response.output)
-        return response
-
-    def _activate_array(
-        self, request: pb.ActivateRequest, read: _Read, *, streamed: bool = False
-    ) -> npt.NDArray[Any]:
         function = _lookup(request.function, streamed)
-        x = read(request, "input", "input")
-        call = catalog.bind(
-            function, self._params(request.params), x_shape=x.shape, x_dtype=x.dtype
-        )
-        return self._engine.activate(call, x)
+        response = pb.ActivateResponse()
+        with self._payloads() as tensors:
+            x = tensors.read(request, "input", "input")
+            output = tensors.reserve(request, "output_region", x)
+            params = self._params(request.params, tensors)
+            call = catalog.bind(function, params, x_shape=x.shape, x_dtype=x.dtype)
+            y = self._engine.activate(call, x)
+            tensors.put(y, output, out=response.output, field="output_region")
+        return response
 
     def _gradient(
         self, request: pb.GradientRequest, *, streamed: bool = False
     ) -> pb.GradientResponse:
-        result = self._gradient_result(request, self._decode, streamed=streamed)
+        function = _lookup(request.function, streamed)
+        if request.HasField("output_region") and not request.return_output:
+            raise InvalidArgument("output_region: is set but return_output is not")
         response = pb.GradientResponse()
-        encode(result.grad_input, out=response.grad_input)
+        with self._payloads() as tensors:
+            x = tensors.read(request, "input", "input")
+            grad_input = tensors.reserve(request, "grad_input_region", x)
+            output = tensors.reserve(request, "output_region", x)
+            grad_output = None
+            if request.HasField("grad_output"):
+                grad_output = tensors.read(request, "grad_output", "grad_output")
+            call = catalog.bind(
+                function,
+                self._params(request.params, tensors),
+                x_shape=x.shape,
+                x_dtype=x.dtype,
+                grad_output=grad_output,
+            )
+            result = self._engine.gradient(call, x, grad_output, with_output=request.return_output)
+            tensors.put(
+                result.grad_input, grad_input, out=response.grad_input, field="grad_input_region"
+            )
+            if result.output is not None:
+                tensors.put(result.output, output, out=response.output, field="output_region")
         for name, value in result.grad_params.items():
             encode(value, out=response.grad_params[name])
-        if result.output is not None:
-            encode(result.output, out=response.output)
         return response
-
-    def _gradient_result(
-        self, request: pb.GradientRequest, read: _Read, *, streamed: bool = False
-    ) -> GradientResult:
-        function = _lookup(request.function, streamed)
-        x = read(request, "input", "input")
-        grad_output = None
-        if request.HasField("grad_output"):
-            grad_output = read(request, "grad_output", "grad_output")
-        call = catalog.bind(
-            function,
-            self._params(request.params),
-            x_shape=x.shape,
-            x_dtype=x.dtype,
-            grad_output=grad_output,
-        )
-        return self._engine.gradient(call, x, grad_output, with_output=request.return_output)
 
     def _softmax(self, request: pb.SoftmaxRequest) -> pb.SoftmaxResponse:
-        response = pb.SoftmaxResponse()
-        encode(self._softmax_array(request, self._decode), out=response.output)
-        return response
-
-    def _softmax_array(self, request: pb.SoftmaxRequest, read: _Read) -> npt.NDArray[Any]:
-        x = read(request, "input", "input")
         params: dict[str, Any] = {"log": request.log}
         if request.HasField("axis"):
             params["axis"] = request.axis
         if request.HasField("temperature"):
             params["temperature"] = request.temperature
-        call = catalog.bind(
-            catalog.SOFTMAX,
-            params,
-            x_shape=x.shape,
-            x_dtype=x.dtype,
-            field_prefix="request",
-        )
-        return self._engine.activate(call, x)
+        response = pb.SoftmaxResponse()
+        with self._payloads() as tensors:
+            x = tensors.read(request, "input", "input")
+            output = tensors.reserve(request, "output_region", x)
+            call = catalog.bind(
+                catalog.SOFTMAX,
+                params,
+                x_shape=x.shape,
+                x_dtype=x.dtype,
+                field_prefix="request",
+            )
+            y = self._engine.activate(call, x)
+            tensors.put(y, output, out=response.output, field="output_region")
+        return response
 
     @handle_errors
     def Activate(
@@ -238,79 +223,6 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         for request in requests:
             yield self._softmax(request)
 
-    # Same-host fast path: tensors in the client's shared-memory segments (see
-    # actgrad_server.shm for what is accepted), computed by the same helpers.
-    def _shared_reader(self, transfer: Transfer, shared: Any, outputs: tuple[str, ...]) -> _Read:
-        """A `_Read` taking each tensor from the region of the same name in `shared`.
-
-        Once the input is read (so its byte size is known), the output regions
-        are checked, before anything is computed.
-        """
-
-        def read(message: Any, name: str, field: str) -> npt.NDArray[Any]:
-            if not message.HasField(name):
-                raise InvalidArgument(f"request.{field}: is required")
-            if not shared.HasField(name):
-                raise InvalidArgument(f"{name}: is required (the region of request.{name})")
-            array = transfer.read(
-                getattr(message, name),
-                _region(getattr(shared, name)),
-                field=f"request.{field}",
-                region_field=name,
-                max_rank=self._limits.max_rank,
-                max_elements=self._limits.max_elements,
-            )
-            if name == "input":
-                for output in outputs:
-                    if not shared.HasField(output):
-                        raise InvalidArgument(f"{output}: is required")
-                    transfer.reserve(_region(getattr(shared, output)), array.nbytes, field=output)
-            return array
-
-        return read
-
-    @handle_errors
-    def ActivateShared(
-        self, request: pb.ActivateSharedRequest, context: grpc.ServicerContext
-    ) -> pb.ActivateSharedResponse:
-        with self._shared.transfer() as transfer:
-            read = self._shared_reader(transfer, request, ("output",))
-            y = self._activate_array(request.request, read)
-            transfer.write(_region(request.output), y, field="output")
-        return pb.ActivateSharedResponse(output=request.output)
-
-    @handle_errors
-    def GradientShared(
-        self, request: pb.GradientSharedRequest, context: grpc.ServicerContext
-    ) -> pb.GradientSharedResponse:
-        call = request.request
-        with self._shared.transfer() as transfer:
-            if request.HasField("grad_output") and not call.HasField("grad_output"):
-                raise InvalidArgument("grad_output: a region is set but request.grad_output is not")
-            if request.HasField("output") and not call.return_output:
-                raise InvalidArgument("output: a region is set but request.return_output is not")
-            outputs = ("grad_input", "output") if call.return_output else ("grad_input",)
-            result = self._gradient_result(call, self._shared_reader(transfer, request, outputs))
-            transfer.write(_region(request.grad_input), result.grad_input, field="grad_input")
-            if result.output is not None:
-                transfer.write(_region(request.output), result.output, field="output")
-        response = pb.GradientSharedResponse(grad_input=request.grad_input)
-        for name, value in result.grad_params.items():
-            encode(value, out=response.grad_params[name])
-        if result.output is not None:
-            response.output.CopyFrom(request.output)
-        return response
-
-    @handle_errors
-    def SoftmaxShared(
-        self, request: pb.SoftmaxSharedRequest, context: grpc.ServicerContext
-    ) -> pb.SoftmaxSharedResponse:
-        with self._shared.transfer() as transfer:
-            read = self._shared_reader(transfer, request, ("output",))
-            y = self._softmax_array(request.request, read)
-            transfer.write(_region(request.output), y, field="output")
-        return pb.SoftmaxSharedResponse(output=request.output)
-
     @handle_errors
     def ListFunctions(
         self, request: pb.ListFunctionsRequest, context: grpc.ServicerContext
@@ -333,8 +245,5 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 max_rank=limits.max_rank,
                 max_concurrent_rpcs=limits.max_concurrent_rpcs,
             ),
+            shared_memory=self._shared.allowed,
         )
-
-
-def _region(region: pb.SharedMemoryRegion) -> Region:
-    return Region(segment=region.segment, offset=region.offset, size=region.size)

@@ -1,7 +1,17 @@
-"""The graph builder and the numerically stable pieces that several activations share."""
+"""The graph builder and the numerically stable pieces that several activations share.
+
+No graph selects float values with Where: onnxruntime 1.32.0's float Where costs as much
+as 20 to 80 arithmetic kernels (8 ms per 1 Mi float32 elements, 16x its cost in 1.31.1;
+docs/performance.md, "Compute"), and onnxruntime runs every node, so both sides of a
+branch are computed anyway. Branches are
+arithmetic instead: a 0/1 factor (`step`), min/max/relu with one side an exact 0, or one
+expression for both sides (`Logistic`). The selections are exact, NaN in x comes out as
+NaN, and x = +-inf gives the function's limits (tests/unit/test_graphs.py checks all).
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -182,28 +192,105 @@ class Activation:
     gradient_in_float64: bool = False  # compute the gradient graph in float64 for every dtype
 
 
-class SigmoidParts(NamedTuple):
-    s: str  # sigmoid(v)
-    one_minus_s: str  # 1 - sigmoid(v), without cancellation
-    slope: str  # sigmoid'(v) = s * (1 - s)
-    e: str  # exp(-|v|)
-    r: str  # 1 / (1 + exp(-|v|))
-    nonneg: str  # v >= 0
+def sigmoid(b: GraphBuilder, v: str) -> str:
+    """sigmoid(v) = 1 / (1 + exp(-v)), where sigmoid(v) itself is the result.
 
-
-def sigmoid_parts(b: GraphBuilder, v: str) -> SigmoidParts:
-    """sigmoid(v) and friends through e = exp(-|v|), which never overflows.
-
-    onnxruntime's Sigmoid kernel flushes the negative tail (relative error ~1 below -17
-    in float32), so the op is not used.
+    exp(-v) overflows only where sigmoid(v) < 1 / max, below the compute dtype's smallest
+    normal number, so the 0 it then gives loses no normal result; NaN and the limits at
+    +-inf follow from the arithmetic. onnxruntime's Sigmoid kernel flushes the negative
+    tail (relative error ~1 below -17 in float32), so the op is not used.
     """
-    e = b.op("Exp", b.op("Neg", b.op("Abs", v)))
-    r = b.op("Div", b.const(1.0), b.op("Add", b.const(1.0), e))
-    er = b.op("Mul", e, r)
-    nonneg = b.op("GreaterOrEqual", v, b.const(0.0))
-    s = b.op("Where", nonneg, r, er)
-    one_minus_s = b.op("Where", nonneg, er, r)
-    return SigmoidParts(s, one_minus_s, b.op("Mul", er, r), e, r, nonneg)
+    return b.op("Reciprocal", b.op("Add", b.op("Exp", b.op("Neg", v)), b.const(1.0)))
+
+
+class Logistic:
+    """sigmoid(v) and its slope through e = exp(-|v|), which never overflows: relatively
+    accurate in both tails, also where they are multiplied by something large (swish,
+    the gelu tanh form) or differentiated. A node is built when its value is first asked
+    for, so a graph holds only what it uses (onnxruntime runs nodes nothing reads).
+    """
+
+    def __init__(self, b: GraphBuilder, v: str) -> None:
+        self._b = b
+        self.v = v
+
+    @functools.cached_property
+    def e(self) -> str:
+        """exp(-|v|), in [0, 1]."""
+        b = self._b
+        return b.op("Exp", b.op("Neg", b.op("Abs", self.v)))
+
+    @functools.cached_property
+    def denominator(self) -> str:
+        """1 + exp(-|v|), in [1, 2]."""
+        return self._b.op("Add", self.e, self._b.const(1.0))
+
+    @functools.cached_property
+    def s(self) -> str:
+        """sigmoid(v) = exp(min(v, 0)) / (1 + exp(-|v|)): the numerator is e below 0 and 1
+        above, one expression for both sides."""
+        b = self._b
+        numerator = b.op("Exp", b.op("Min", self.v, b.const(0.0)))
+        return b.op("Div", numerator, self.denominator)
+
+    @functools.cached_property
+    def slope(self) -> str:
+        """sigmoid'(v) = s (1 - s) = e / (1 + e)^2."""
+        b = self._b
+        d = self.denominator
+        return b.op("Div", self.e, b.op("Mul", d, d))
+
+
+def step(b: GraphBuilder, x: str) -> str:
+    """1 where x > 0, 0 where x <= 0 (-0 at x = -0), NaN where x is NaN.
+
+    The slope of the kinked functions as a 0/1 factor; unlike Cast(Greater(x, 0)) it
+    carries x's NaN, and it is 0 at x = 0, the side PyTorch's autograd takes at the kinks.
+    (Clip(x * 2^126 * 2^126, 0, 1) is as fast and exact down to subnormals; this reads
+    better.)
+    """
+    return b.op("Ceil", b.op("Clip", x, b.const(0.0), b.const(1.0)))
+
+
+def piecewise_linear(b: GraphBuilder, x: str, slope: str) -> str:
+    """x if x > 0 else slope * x, as relu(x) + slope * min(x, 0) (slope broadcast to x).
+
+    onnxruntime's LeakyRelu takes alpha as an attribute and has no float64 kernel, and
+    its PRelu kernel is about 4x slower than these three (5.5 against 1.4 ms per 1 Mi
+    float32 elements, a 0-d slope or one of x's shape alike). Exact on both sides.
+    """
+    negative = b.op("Mul", b.op("Min", x, b.const(0.0)), slope)
+    return b.op("Add", b.op("Relu", x), negative)
+
+
+def step_slope(b: GraphBuilder, x: str, slope: str) -> str:
+    """1 where x > 0, else slope (at 0 too), NaN where x is NaN: step + (1 - step) * slope,
+    exact since one term is 0."""
+    positive = step(b, x)
+    return b.op("Add", positive, b.op("Mul", b.op("Sub", b.const(1.0), positive), slope))
+
+
+def if_else(
+    b: GraphBuilder, condition: str, then: Callable[[], str], otherwise: Callable[[], str]
+) -> str:
+    """The value `then()` builds where the 0-d bool `condition` holds at run time, else the
+    one `otherwise()` builds: an If node whose two branches read the outer graph's values.
+    onnxruntime runs only the branch taken (about 2 us for the If itself), so a runtime
+    parameter's usual range can take a cheaper exact formula than its general one.
+    """
+    branches = []
+    for label, build in (("then", then), ("else", otherwise)):
+        outer, b._nodes = b._nodes, []
+        try:
+            value = build()
+            if not b._produced_by_node(value):  # a branch output must be made inside it
+                value = b.op("Identity", value)
+            nodes = b._nodes
+        finally:
+            b._nodes = outer
+        output = helper.make_tensor_value_info(value, ELEM_TYPES[b.compute_dtype], None)
+        branches.append(helper.make_graph(nodes, f"{label}_branch", [], [output]))
+    return b.op("If", condition, then_branch=branches[0], else_branch=branches[1])
 
 
 def sech2(b: GraphBuilder, x: str) -> str:
@@ -217,8 +304,3 @@ def finite(b: GraphBuilder, x: str) -> str:
     """x with +-inf replaced by +-max, so that x * 0 is 0 where the factor underflows."""
     big = b.max_finite
     return b.op("Clip", x, b.const(-big), b.const(big))
-
-
-def propagate_nan(b: GraphBuilder, x: str, value: str) -> str:
-    """value, but NaN wherever x is NaN (for piecewise formulas that select a constant)."""
-    return b.op("Where", b.op("IsNaN", x), x, value)

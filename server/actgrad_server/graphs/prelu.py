@@ -1,13 +1,15 @@
 """prelu(x, slope) = x if x > 0 else slope * x, slope broadcast to x like ONNX PRelu.
 
-Derivatives follow PyTorch at 0: d/dx = slope, d/dslope = 0.
+Derivatives follow PyTorch at 0: d/dx = slope, d/dslope = 0. The ONNX PRelu op is not
+used (see _common.piecewise_linear), nor Where. A non-finite grad_output where
+d/dslope = min(x, 0) is 0 (x >= 0) gives NaN in grad_slope, as inf * 0 does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ._common import Activation, GradientOutputs, GraphBuilder, propagate_nan
+from ._common import Activation, GradientOutputs, GraphBuilder, piecewise_linear, step_slope
 
 
 def _reduced_axes(x_rank: int, slope_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -27,8 +29,7 @@ def forward(
 ) -> str:
     """slope_shape, when given, is declared on the slope input."""
     slope = b.input("slope", "any" if slope_shape is None else tuple(slope_shape))
-    positive = b.op("Greater", x, b.const(0.0))
-    return b.op("Where", positive, x, b.op("Mul", slope, x))
+    return piecewise_linear(b, x, slope)
 
 
 def gradient(
@@ -45,17 +46,16 @@ def gradient(
     slope_shape = tuple(int(dim) for dim in slope_shape)
     axes = _reduced_axes(b.x_rank, slope_shape)
     slope = b.input("slope", slope_shape)
-    positive = b.op("Greater", x, b.const(0.0))
-    grad_input = propagate_nan(
-        b, x, b.op("Where", positive, grad_output, b.op("Mul", slope, grad_output))
-    )
-    per_element = b.op("Where", positive, b.const(0.0), b.op("Mul", x, grad_output))
+    derivative = step_slope(b, x, slope)  # 1 or slope, per element of x
+    grad_input = b.op("Mul", grad_output, derivative)
+    # d/dslope = min(x, 0): 0 for x >= 0 (+inf included), x below.
+    per_element = b.op("Mul", b.op("Min", x, b.const(0.0)), grad_output)
     if axes:
         summed = b.op("ReduceSum", per_element, b.int64s(axes), keepdims=1)
         grad_slope = b.op("Reshape", summed, b.int64s(slope_shape))
     else:
         grad_slope = per_element
-    y = b.op("Where", positive, x, b.op("Mul", slope, x)) if with_output else None
+    y = b.op("Mul", x, derivative) if with_output else None
     return GradientOutputs(grad_input, y, extra=(("grad_slope", grad_slope, slope_shape),))
 
 

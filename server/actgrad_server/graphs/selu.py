@@ -3,53 +3,56 @@
 The Selu op takes alpha and gamma as attributes and has no float64 kernel, so the graph
 is built from primitives; the float64 defaults cast to float32 are exactly the ONNX
 Selu defaults. The derivative at 0 is gamma * alpha (PyTorch's negative branch, x <= 0).
+Both sides are computed and added, one of the two terms an exact 0 (no Where, see
+_common).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ._common import Activation, GradientOutputs, GraphBuilder
-
-# expm1(x) = -1 in every served precision for x <= -40 (float64 ulp(1) / 2 > exp(-40)).
-_EXPM1_SATURATION = -40.0
+from ._common import ELEM_TYPES, Activation, GradientOutputs, GraphBuilder
 
 
-def _expm1_negative(b: GraphBuilder, x: str) -> str:
-    """expm1(min(x, 0)), accurate near 0.
+def _half_expm1(b: GraphBuilder, negative: str) -> str:
+    """expm1(z) / 2 for z = min(x, 0), accurate near 0 and in the tail.
 
-    exp(x) - 1 loses all digits as x -> 0; Kahan's trick (u - 1) * x / log(u), u = exp(x),
-    cancels the rounding error of u and is accurate to a few ulps. x is clipped so that
-    u never reaches 0 (log(0) would turn -1 into 0 or NaN).
+    exp(z) - 1 loses all digits as z -> 0. expm1(z) = 2t / (1 - t) with t = tanh(z / 2)
+    has no cancellation for z <= 0 (1 - t is in [1, 2]) and is a few ulps from exact
+    with onnxruntime's Tanh (<= 2 ulp float32, <= 4 ulp float64); it is -1 at -inf.
     """
-    xn = b.op("Clip", x, b.const(_EXPM1_SATURATION), b.const(0.0))
-    u = b.op("Exp", xn)
-    u_minus_1 = b.op("Sub", u, b.const(1.0))
-    kahan = b.op("Div", b.op("Mul", u_minus_1, xn), b.op("Log", u))
-    expm1 = b.op("Where", b.op("Equal", u, b.const(1.0)), xn, kahan)
-    return expm1
+    t = b.op("Tanh", b.op("Mul", negative, b.const(0.5)))
+    return b.op("Div", t, b.op("Sub", b.const(1.0), t))
 
 
-def _selu(b: GraphBuilder, x: str, positive: str, alpha: str, gamma: str, expm1: str) -> str:
-    inner = b.op("Where", positive, x, b.op("Mul", alpha, expm1))
-    return b.op("Mul", gamma, inner)
+def _selu(b: GraphBuilder, x: str, negative: str, gamma: str, gamma_alpha: str) -> str:
+    """gamma * relu(x) + 2 gamma alpha * expm1(min(x, 0)) / 2: one term is 0 on each side."""
+    tail = b.op("Mul", _half_expm1(b, negative), b.op("Mul", gamma_alpha, b.const(2.0)))
+    return b.op("Add", b.op("Mul", b.op("Relu", x), gamma), tail)
 
 
 def forward(b: GraphBuilder, x: str, params: Mapping[str, str]) -> str:
-    positive = b.op("Greater", x, b.const(0.0))
-    expm1 = _expm1_negative(b, x)
-    return _selu(b, x, positive, params["alpha"], params["gamma"], expm1)
+    gamma = params["gamma"]
+    negative = b.op("Min", x, b.const(0.0))
+    return _selu(b, x, negative, gamma, b.op("Mul", gamma, params["alpha"]))
 
 
 def gradient(
     b: GraphBuilder, x: str, grad_output: str, params: Mapping[str, str], *, with_output: bool
 ) -> GradientOutputs:
-    alpha, gamma = params["alpha"], params["gamma"]
-    positive = b.op("Greater", x, b.const(0.0))
-    exp = b.op("Exp", b.op("Min", x, b.const(0.0)))
-    negative_slope = b.op("Mul", b.op("Mul", gamma, alpha), exp)
-    derivative = b.op("Where", positive, gamma, negative_slope)
-    y = _selu(b, x, positive, alpha, gamma, _expm1_negative(b, x)) if with_output else None
+    gamma = params["gamma"]
+    gamma_alpha = b.op("Mul", gamma, params["alpha"])
+    negative = b.op("Min", x, b.const(0.0))
+    # selu' = gamma * m + gamma * alpha * (exp(min(x, 0)) - m), m = [x > 0]: for x > 0,
+    # exp(0) - 1 = 0 exactly; for x <= 0 (and at 0), m = 0. NaN comes through the exp.
+    positive = b.op("Cast", b.op("Greater", x, b.const(0.0)), to=ELEM_TYPES[b.compute_dtype])
+    exp_part = b.op("Sub", b.op("Exp", negative), positive)
+    derivative = b.op(
+        "Add",
+        b.op("Mul", positive, gamma),
+        b.op("Mul", exp_part, gamma_alpha),
+    )
+    y = _selu(b, x, negative, gamma, gamma_alpha) if with_output else None
     return GradientOutputs(b.op("Mul", grad_output, derivative), y)
 
 

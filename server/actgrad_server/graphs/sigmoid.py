@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ._common import Activation, GradientOutputs, GraphBuilder, sigmoid_parts
+from ._common import Activation, GradientOutputs, GraphBuilder, Logistic, sigmoid
 
 
 def forward(b: GraphBuilder, x: str, params: Mapping[str, str]) -> str:
-    return sigmoid_parts(b, x).s
+    return sigmoid(b, x)
 
 
 def gradient(
     b: GraphBuilder, x: str, grad_output: str, params: Mapping[str, str], *, with_output: bool
 ) -> GradientOutputs:
-    parts = sigmoid_parts(b, x)
-    return GradientOutputs(b.op("Mul", grad_output, parts.slope), parts.s if with_output else None)
+    logistic = Logistic(b, x)
+    grad_input = b.op("Mul", grad_output, logistic.slope)
+    return GradientOutputs(grad_input, logistic.s if with_output else None)
 
 
 SIGMOID = Activation(forward=forward, gradient=gradient)

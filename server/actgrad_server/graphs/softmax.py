@@ -10,8 +10,8 @@ from ._common import Activation, GradientOutputs, GraphBuilder
 
 class _Softmax(NamedTuple):
     shifted: str  # (x - max(x)) / temperature, <= 0: exp never overflows
-    s: str  # softmax
-    log_sum: str  # log(sum(exp(shifted)))
+    e: str  # exp(shifted)
+    total: str  # sum(exp(shifted)) along the axis, >= 1
 
 
 def _check(axis: int, log: bool) -> None:
@@ -21,21 +21,27 @@ def _check(axis: int, log: bool) -> None:
         raise TypeError(f"log must be a bool, got {log!r}")
 
 
-def _softmax(b: GraphBuilder, x: str, temperature: str, axes: str, *, log: bool) -> _Softmax:
+def _softmax(b: GraphBuilder, x: str, temperature: str, axes: str) -> _Softmax:
     peak = b.op("ReduceMax", x, axes, keepdims=1)
     shifted = b.op("Div", b.op("Sub", x, peak), temperature)
     e = b.op("Exp", shifted)
-    total = b.op("ReduceSum", e, axes, keepdims=1)
-    s = b.op("Div", e, total)
-    return _Softmax(shifted, s, b.op("Log", total) if log else "")
+    return _Softmax(shifted, e, b.op("ReduceSum", e, axes, keepdims=1))
+
+
+def _probabilities(b: GraphBuilder, sm: _Softmax) -> str:
+    return b.op("Div", sm.e, sm.total)
+
+
+def _log_probabilities(b: GraphBuilder, sm: _Softmax) -> str:
+    return b.op("Sub", sm.shifted, b.op("Log", sm.total))
 
 
 def forward(
     b: GraphBuilder, x: str, params: Mapping[str, str], *, axis: int = -1, log: bool = False
 ) -> str:
     _check(axis, log)
-    sm = _softmax(b, x, params["temperature"], b.int64s((axis,)), log=log)
-    return b.op("Sub", sm.shifted, sm.log_sum) if log else sm.s
+    sm = _softmax(b, x, params["temperature"], b.int64s((axis,)))
+    return _log_probabilities(b, sm) if log else _probabilities(b, sm)
 
 
 def gradient(
@@ -51,18 +57,19 @@ def gradient(
     _check(axis, log)
     temperature = params["temperature"]
     axes = b.int64s((axis,))
-    sm = _softmax(b, x, temperature, axes, log=log)
+    sm = _softmax(b, x, temperature, axes)
+    s = _probabilities(b, sm)
     g = grad_output
     if log:
         # (g - s * sum(g)) / T
         total = b.op("ReduceSum", g, axes, keepdims=1)
-        vjp = b.op("Sub", g, b.op("Mul", sm.s, total))
-        y = b.op("Sub", sm.shifted, sm.log_sum) if with_output else None
+        vjp = b.op("Sub", g, b.op("Mul", s, total))
+        y = _log_probabilities(b, sm) if with_output else None
     else:
         # s * (g - sum(g * s)) / T
-        total = b.op("ReduceSum", b.op("Mul", g, sm.s), axes, keepdims=1)
-        vjp = b.op("Mul", sm.s, b.op("Sub", g, total))
-        y = sm.s if with_output else None
+        total = b.op("ReduceSum", b.op("Mul", g, s), axes, keepdims=1)
+        vjp = b.op("Mul", s, b.op("Sub", g, total))
+        y = s if with_output else None
     return GradientOutputs(b.op("Div", vjp, temperature), y)
 
 

@@ -1,0 +1,165 @@
+"""The SDK's channel: its options, credentials, retries, and the checks of them.
+
+What both clients open their channel with (`channel_options`, `channel_credentials`),
+the per-call checks of a token and a timeout, and the stubs made on a channel. No
+request or response is built here.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2_grpc
+
+from actgrad.v1 import activation_pb2_grpc
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT",
+    "RETRYABLE",
+    "ChannelOptions",
+    "channel_credentials",
+    "channel_options",
+    "check_timeout",
+    "check_token",
+    "retry_options",
+    "retry_pause",
+    "stub_for",
+]
+
+DEFAULT_TARGET = "localhost:50051"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_ATTEMPTS = 5
+# gRPC caps a retry policy's maxAttempts at 5.
+_MAX_ATTEMPTS_LIMIT = 5
+
+ChannelOptions = Sequence[tuple[str, Any]]
+
+
+def channel_options(
+    max_message_bytes: int, max_attempts: Any, options: ChannelOptions | None
+) -> list[tuple[str, Any]]:
+    """The channel's arguments: message limits and retry policy, then the caller's.
+
+    Our options first; a caller's option with the same key wins.
+    """
+    merged: dict[str, Any] = {
+        "grpc.max_send_message_length": max_message_bytes,
+        "grpc.max_receive_message_length": max_message_bytes,
+        **retry_options(max_attempts, max_message_bytes),
+    }
+    merged.update(dict(options or ()))
+    return list(merged.items())
+
+
+def stub_for(stubs: dict[str, Any], channel: grpc.Channel | grpc.aio.Channel, service: str) -> Any:
+    """The stub of `service` on `channel`, made on first use and kept in `stubs`."""
+    made = stubs.get(service)
+    if made is None:
+        # The generated stubs are untyped; `_invoke` looks their methods up by name.
+        if service == "health":
+            made = health_pb2_grpc.HealthStub(channel)
+        else:
+            made = activation_pb2_grpc.ActivationServiceStub(channel)  # type: ignore[no-untyped-call]
+        stubs[service] = made
+    return made
+
+
+def _check_pem(value: Any, name: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, bytes) or not value.strip():
+        raise TypeError(f"{name} must be non-empty PEM bytes, got {type(value).__name__}")
+    return value
+
+
+def channel_credentials(
+    tls: bool | None,
+    root_certificates: bytes | None,
+    certificate_chain: bytes | None,
+    private_key: bytes | None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials, or None for a plaintext channel.
+
+    `tls=None` means TLS when any certificate is given; `tls=True` alone verifies
+    the server against the system's roots.
+    """
+    roots = _check_pem(root_certificates, "root_certificates")
+    chain = _check_pem(certificate_chain, "certificate_chain")
+    key = _check_pem(private_key, "private_key")
+    if (chain is None) != (key is None):
+        raise ValueError("certificate_chain and private_key must be given together")
+    wants_tls = roots is not None or chain is not None
+    if tls is None:
+        tls = wants_tls
+    elif not isinstance(tls, bool):
+        raise TypeError(f"tls must be a bool or None, got {type(tls).__name__}")
+    if not tls:
+        if wants_tls:
+            raise ValueError("tls=False contradicts the certificates given")
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=key, certificate_chain=chain
+    )
+
+
+def check_token(token: Any) -> str:
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, got {type(token).__name__}")
+    if not token or any(not (0x21 <= ord(ch) <= 0x7E) for ch in token):
+        raise ValueError("token must be non-empty printable ASCII without spaces")
+    return token
+
+
+def retry_options(max_attempts: Any, max_message_bytes: int) -> dict[str, Any]:
+    """Channel options for `max_attempts` (checked here): gRPC's transparent retries
+    (of calls that never reached a server) stay on unless it is 1.
+
+    The retries of UNAVAILABLE themselves are the client's (`retry_pause`), not a
+    gRPC retry policy: gRPC never retries a call whose answer had begun (a
+    connection reset in the middle of a large answer during a drain), and its
+    policy would keep a copy of every request up to a message in size.
+    """
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+        raise TypeError(f"max_attempts must be an int, got {type(max_attempts).__name__}")
+    if not 1 <= max_attempts <= _MAX_ATTEMPTS_LIMIT:
+        raise ValueError(f"max_attempts must be in 1..{_MAX_ATTEMPTS_LIMIT}, got {max_attempts}")
+    return {"grpc.enable_retries": 0 if max_attempts == 1 else 1}
+
+
+#: Statuses a call is tried again for. Every RPC of the service is a pure function
+#: of its request, so trying again is always safe: UNAVAILABLE (no server, or one
+#: draining or restarting), and CANCELLED that this client did not ask for (a
+#: server that cancelled its calls when it stopped).
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+_INITIAL_BACKOFF = 0.1
+_MAX_BACKOFF = 2.0
+
+
+def retry_pause(attempt: int, remaining: float) -> float | None:
+    """How long to wait before attempt `attempt + 1`, or None when the deadline
+    (`remaining` seconds away) leaves no time for it.
+
+    Exponential backoff with full jitter, as gRPC's own: up to 0.1 s doubling to
+    2 s.
+    """
+    pause = random.uniform(0.0, min(_MAX_BACKOFF, _INITIAL_BACKOFF * 2 ** (attempt - 1)))
+    # An attempt needs some time of its own after the pause.
+    return pause if pause + 0.05 < remaining else None
+
+
+def check_timeout(timeout: Any, *, name: str) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(timeout).__name__}")
+    value = float(timeout)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be finite and > 0 seconds, got {timeout!r}")
+    return value

@@ -1,0 +1,746 @@
+"""Prepared calls: numpy arrays and keyword parameters turned into requests, no I/O.
+
+A public method of either client asks `RequestBuilder` (a base of both) for a
+prepared call: an `Rpc` (the stub method, the request, how to read the answer), a
+`StreamRpc` (one request per chunk of a large input), or, when the call depends on
+a fact of the server not known yet, a `NeedsCatalog` / `NeedsServerInfo` that the
+client resolves by asking first. `Client` runs them on a blocking channel,
+`AsyncClient` awaits them on a `grpc.aio` channel.
+
+Here too: splitting large inputs into chunk streams (as the server's catalog says
+they may be split), and the same-host fast path: lending one shared-memory segment
+per call (`Loan`), whose regions replace the tensors' bytes in the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+
+from actgrad import _shm, wire
+from actgrad._responses import (
+    decode_like,
+    decode_result,
+    function_info,
+    grad_params,
+    gradient_result,
+    health_status,
+    place_chunk,
+    server_info,
+    stream_finisher,
+)
+from actgrad._types import FunctionInfo, ServerInfo, VjpResult
+from actgrad.errors import InternalError
+from actgrad.v1 import activation_pb2, tensor_pb2
+from actgrad.wire import ChunkPlan, plan_chunks
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_SHARED_MEMORY_MIN_BYTES",
+    "DEFAULT_STREAM_THRESHOLD_BYTES",
+    "AnyRpc",
+    "Loan",
+    "NeedsCatalog",
+    "NeedsServerInfo",
+    "RequestBuilder",
+    "ResultT",
+    "Rpc",
+    "StreamRpc",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+# Inputs above this many bytes travel as a stream of chunks of about CHUNK_BYTES.
+DEFAULT_STREAM_THRESHOLD_BYTES = 8 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
+# With shared_memory=True, inputs of at least this many bytes go through shared
+# memory; below it, opening and mapping a segment costs more than the copy saved.
+DEFAULT_SHARED_MEMORY_MIN_BYTES = 64 * 1024
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class Rpc(Generic[ResultT]):
+    """One prepared call: the stub method to run, its request, how to read the answer.
+
+    A call whose tensors are in a shared-memory segment lent by the pool also has
+    `release`, which gives the segment back once the call is over whatever its
+    end (after `parse` copied the results out), and `fallback`, which prepares
+    the same call with the tensors in the message, for a server that refuses
+    shared memory (FAILED_PRECONDITION).
+    """
+
+    method: str
+    request: Message
+    parse: Callable[[Any], ResultT]
+    service: str = "activation"  # which stub (see `_channel.stub_for`) runs it
+    release: Callable[[], None] | None = None
+    fallback: Callable[[], AnyRpc[ResultT]] | None = None
+
+
+@dataclass(frozen=True)
+class StreamRpc(Generic[ResultT]):
+    """A prepared chunked call: one request per chunk, one response per chunk.
+
+    `requests` yields the chunk requests lazily (so only a few are in memory at
+    once), `accept(k, response)` writes chunk k's result into place and
+    `finish(received)` returns the whole result, or raises when the stream ended
+    before every chunk was answered.
+    """
+
+    method: str
+    requests: Iterator[Message]
+    accept: Callable[[int, Any], None]
+    finish: Callable[[int], ResultT]
+
+
+@dataclass(frozen=True)
+class NeedsCatalog(Generic[ResultT]):
+    """A call that can be prepared only once the server's catalog is known.
+
+    A large input streams in chunks, and how it may be split (anywhere, or along
+    axes other than softmax's) is the server's fact, read from ListFunctions once
+    per client; `build` prepares the call after that.
+    """
+
+    build: Callable[[], AnyRpc[ResultT]]
+
+
+@dataclass(frozen=True)
+class NeedsServerInfo(Generic[ResultT]):
+    """A call that would put its tensors in shared memory, prepared once the server
+    says whether it takes them, and up to how many elements (GetServerInfo, asked
+    once per client); `build` then lends a segment, or goes in messages.
+    """
+
+    build: Callable[[], AnyRpc[ResultT]]
+
+
+AnyRpc = Rpc[ResultT] | StreamRpc[ResultT] | NeedsCatalog[ResultT] | NeedsServerInfo[ResultT]
+
+
+@dataclass(frozen=True)
+class Loan:
+    """A segment lent for one call, the inputs copied into its first `regions`."""
+
+    segment: _shm.Segment
+    regions: list[tensor_pb2.SharedMemoryRegion]
+    release: Callable[[], None]
+
+    def put(self, k: int, array: npt.NDArray[Any], *, out: tensor_pb2.Tensor) -> None:
+        """Describes `array`, held in region k, as the request tensor `out`."""
+        out.dtype = wire.dtype_info(array.dtype).wire  # type: ignore[assignment]
+        out.shape[:] = array.shape
+        out.region.CopyFrom(self.regions[k])
+
+    def result(
+        self, tensor: tensor_pb2.Tensor, k: int, like: npt.NDArray[Any], *, field: str
+    ) -> npt.NDArray[Any]:
+        """A copy of the result the server wrote into region k (the segment is reused)."""
+        if tensor.WhichOneof("payload") != "region" or tensor.region != self.regions[k]:
+            raise InternalError(
+                f"malformed response from the server: {field} is not in the region sent"
+            )
+        if tensor.dtype != wire.dtype_info(like.dtype).wire or tuple(tensor.shape) != like.shape:
+            raise InternalError(
+                f"malformed response from the server: {field} is not {like.dtype}{list(like.shape)}"
+            )
+        offset = self.regions[k].offset
+        return self.segment.array(offset, like.dtype, like.shape).copy()
+
+
+class RequestBuilder:
+    """Request building and the state it needs: chunking options, the server's
+    catalog once read, and the shared-memory segments and what the server said
+    of them. A base of both clients; nothing here touches the network.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        max_message_bytes: int,
+        stream_threshold_bytes: int,
+        chunk_bytes: int,
+        shared_memory: bool,
+        shared_memory_min_bytes: int,
+    ) -> None:
+        self._target = target
+        for name, value in (
+            ("stream_threshold_bytes", stream_threshold_bytes),
+            ("chunk_bytes", chunk_bytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        # A chunk (or an unstreamed input) and its request's other fields must fit
+        # one message; half the limit leaves room for grad_output or a slope.
+        self._stream_threshold = min(stream_threshold_bytes, max_message_bytes // 2)
+        self._chunk_bytes = min(chunk_bytes, max(1, max_message_bytes // 4))
+        # The server's functions by name and alias, read once when a call first streams.
+        self._catalog: dict[str, FunctionInfo] | None = None
+        if not isinstance(shared_memory, bool):
+            raise TypeError(f"shared_memory must be a bool, got {type(shared_memory).__name__}")
+        if (
+            isinstance(shared_memory_min_bytes, bool)
+            or not isinstance(shared_memory_min_bytes, int)
+            or shared_memory_min_bytes < 0
+        ):
+            raise ValueError(
+                f"shared_memory_min_bytes must be an int >= 0, got {shared_memory_min_bytes!r}"
+            )
+        self._shared_min_bytes = shared_memory_min_bytes
+        self._shared_lock = threading.Lock()
+        self._shared_pool: _shm.SegmentPool | None = None
+        # The server's element limit, learnt with whether it takes shared memory
+        # before the first shared call: larger inputs go in messages, where they
+        # are streamed in chunks under the limit.
+        self._shared_max_elements: int | None = None
+        if shared_memory:
+            if not _shm.is_local_target(target):
+                _LOGGER.info(
+                    "shared memory not used: %s is not on this host; tensors go in messages",
+                    target,
+                )
+            elif not os.path.isdir(_shm.DIRECTORY):
+                _LOGGER.info(
+                    "shared memory not used: %s does not exist here; tensors go in messages",
+                    _shm.DIRECTORY,
+                )
+            else:
+                self._shared_pool = _shm.SegmentPool()
+
+    # -- shared memory -------------------------------------------------------------
+
+    def _stop_sharing(self, reason: str) -> None:
+        """Turns shared memory off for good (logged once) and unlinks the segments."""
+        with self._shared_lock:
+            pool, self._shared_pool = self._shared_pool, None
+        if pool is not None:
+            pool.close()
+            if reason:
+                _LOGGER.warning(
+                    "shared memory off for %s: %s; tensors go in messages from now on",
+                    self._target,
+                    reason,
+                )
+
+    def _learn_sharing(self, response: activation_pb2.GetServerInfoResponse) -> None:
+        """Records what GetServerInfo says of shared memory; off for good when it is off."""
+        if not response.shared_memory:
+            # Servers from before shared-memory payloads lack the field (false) too.
+            self._stop_sharing("the server does not allow it (no --allow-shared-memory)")
+            return
+        limit = response.limits.max_elements
+        self._shared_max_elements = limit if limit > 0 else _INT64_MAX
+
+    def _shares(self, array: npt.NDArray[Any]) -> bool:
+        """True when `array` should travel in shared memory, as far as is known yet."""
+        nbytes = array.nbytes
+        if self._shared_pool is None or nbytes == 0 or nbytes < self._shared_min_bytes:
+            return False
+        limit = self._shared_max_elements
+        return limit is None or array.size <= limit
+
+    def _lend(self, arrays: Sequence[npt.NDArray[Any]], regions: int) -> Loan | None:
+        """A segment holding `arrays` (all of one size) in the first of `regions`
+        equal regions, or None when the call should go in messages."""
+        pool = self._shared_pool
+        if pool is None:
+            return None
+        nbytes = arrays[0].nbytes
+        offsets, total = _shm.layout([nbytes] * regions)
+        try:
+            segment = pool.acquire(total)
+        except OSError as exc:
+            self._stop_sharing(f"cannot make a segment in {_shm.DIRECTORY} ({exc.strerror})")
+            return None
+        except RuntimeError:  # the pool was closed meanwhile
+            return None
+
+        def release() -> None:
+            pool.release(segment)
+
+        try:
+            for array, offset in zip(arrays, offsets, strict=False):
+                segment.array(offset, array.dtype, array.shape)[...] = array
+        except BaseException:
+            release()
+            raise
+        described = [
+            tensor_pb2.SharedMemoryRegion(segment=segment.name, offset=offset, size=nbytes)
+            for offset in offsets
+        ]
+        return Loan(segment, described, release)
+
+    def _prerequisite(
+        self, rpc: NeedsCatalog[ResultT] | NeedsServerInfo[ResultT]
+    ) -> Rpc[None] | None:
+        """The call that learns what `rpc` needs to know of the server, None if known.
+
+        Its `parse` records the answer on this client (once per client).
+        """
+        if isinstance(rpc, NeedsCatalog):
+            if self._catalog is not None:
+                return None
+            return Rpc(
+                "ListFunctions",
+                activation_pb2.ListFunctionsRequest(),
+                lambda response: self._learn_catalog(
+                    [function_info(f) for f in response.functions]
+                ),
+            )
+        if self._shared_pool is None or self._shared_max_elements is not None:
+            return None
+        return Rpc("GetServerInfo", activation_pb2.GetServerInfoRequest(), self._learn_sharing)
+
+    # -- request building --------------------------------------------------------
+
+    def _learn_catalog(self, functions: list[FunctionInfo]) -> None:
+        self._catalog = {
+            _catalog_key(name): info for info in functions for name in (info.name, *info.aliases)
+        }
+
+    def _streams(self, array: npt.NDArray[Any], extra_bytes: int = 0) -> bool:
+        """True when the input is too big for one message."""
+        return array.nbytes + extra_bytes > self._stream_threshold
+
+    def _plan(
+        self,
+        array: npt.NDArray[Any],
+        function: str,
+        params: Mapping[str, Any],
+        extra_bytes: int = 0,
+    ) -> ChunkPlan | None:
+        """A chunk plan when the input is too big for one message, else None.
+
+        Call only once the catalog is known (see `NeedsCatalog`). A function the
+        server does not know, or one that cannot be split, goes whole: the server
+        then names what is wrong.
+        """
+        if not self._streams(array, extra_bytes) or self._catalog is None:
+            return None
+        info = self._catalog.get(_catalog_key(function))
+        if info is None:
+            return None
+        mixing_axis = None
+        if info.axis_param is not None:
+            mixing_axis = _normalized_axis(params.get(info.axis_param, -1), array.ndim)
+            if mixing_axis is None:
+                return None  # let the server name the bad parameter
+        elif not info.elementwise:
+            return None
+        return self._plan_along(array, params, mixing_axis)
+
+    def _plan_along(
+        self, array: npt.NDArray[Any], params: Mapping[str, Any], mixing_axis: int | None
+    ) -> ChunkPlan | None:
+        tensors = {
+            name: np.shape(value)
+            for name, value in params.items()
+            if isinstance(value, np.ndarray | list | tuple)
+        }
+        return plan_chunks(
+            array.shape,
+            array.itemsize,
+            chunk_bytes=self._chunk_bytes,
+            elementwise=mixing_axis is None,
+            mixing_axis=mixing_axis,
+            tensor_params=tensors,
+        )
+
+    def _activate_stream(
+        self,
+        array: npt.NDArray[Any],
+        function: str,
+        params: Mapping[str, Any],
+        plan: ChunkPlan,
+    ) -> StreamRpc[npt.NDArray[Any]]:
+        tensors = {
+            n: _as_dtype(v, array.dtype, name=f"parameter {n!r}")
+            for n, v in params.items()
+            if isinstance(v, np.ndarray | list | tuple)
+        }
+        scalars = {n: v for n, v in params.items() if n not in tensors}
+
+        def requests() -> Iterator[Message]:
+            for k in range(len(plan)):
+                request = activation_pb2.ActivateRequest(function=function)
+                wire.encode(plan.chunk(array, k), out=request.input)
+                _fill_params(request.params, scalars, array.dtype)
+                _fill_params(
+                    request.params,
+                    {n: plan.param_chunk(n, t, k) for n, t in tensors.items()},
+                    array.dtype,
+                )
+                yield request
+
+        out = np.empty(array.shape, dtype=array.dtype)
+
+        def accept(k: int, response: activation_pb2.ActivateResponse) -> None:
+            place_chunk(plan, out, k, response.output, field="output")
+
+        return StreamRpc("ActivateStream", requests(), accept, stream_finisher(plan, lambda: out))
+
+    def _activate_rpc(
+        self, x: Any, function: str, params: Mapping[str, Any], *, lend: bool = False
+    ) -> AnyRpc[npt.NDArray[Any]]:
+        array = wire.to_float_array(x, name="x")
+        function = _check_function(function)
+        if self._shares(array):
+            if not lend:
+                return NeedsServerInfo(
+                    lambda: self._activate_rpc(array, function, params, lend=True)
+                )
+            request = activation_pb2.ActivateRequest(function=function)
+            _fill_params(request.params, params, array.dtype)
+            loan = self._lend([array], 1)
+            if loan is not None:
+                loan.put(0, array, out=request.input)
+                # The output overwrites the input: the server reads it all first.
+                request.output_region.CopyFrom(loan.regions[0])
+                return Rpc(
+                    "Activate",
+                    request,
+                    lambda response: loan.result(response.output, 0, array, field="output"),
+                    release=loan.release,
+                    fallback=lambda: self._activate_rpc(array, function, params),
+                )
+        if self._streams(array) and self._catalog is None:
+            return NeedsCatalog(lambda: self._activate_rpc(array, function, params))
+        plan = self._plan(array, function, params)
+        if plan is not None:
+            return self._activate_stream(array, function, params, plan)
+        request = activation_pb2.ActivateRequest(function=function)
+        wire.encode(array, out=request.input)
+        _fill_params(request.params, params, array.dtype)
+        return Rpc(
+            "Activate",
+            request,
+            lambda response: decode_like(response.output, array, field="output"),
+        )
+
+    def _gradient_rpc(
+        self,
+        x: Any,
+        function: str,
+        params: Mapping[str, Any],
+        *,
+        grad_output: Any,
+        return_output: bool,
+        lend: bool = False,
+    ) -> AnyRpc[VjpResult]:
+        array = wire.to_float_array(x, name="x")
+        function = _check_function(function)
+        g = None if grad_output is None else _as_dtype(grad_output, array.dtype, name="grad_output")
+        # A grad_output of another shape goes in the message, for the server to refuse.
+        if self._shares(array) and (g is None or g.shape == array.shape):
+            if not lend:
+                return NeedsServerInfo(
+                    lambda: self._gradient_rpc(
+                        array,
+                        function,
+                        params,
+                        grad_output=g,
+                        return_output=return_output,
+                        lend=True,
+                    )
+                )
+            rpc = self._gradient_shared(array, g, function, params, bool(return_output))
+            if rpc is not None:
+                return rpc
+        # Chunks pair x and grad_output element for element; a grad_output of
+        # another shape goes whole, for the server to refuse.
+        plan = None
+        if g is None or g.shape == array.shape:
+            extra = 0 if g is None else g.nbytes
+            if self._streams(array, extra) and self._catalog is None:
+                return NeedsCatalog(
+                    lambda: self._gradient_rpc(
+                        array,
+                        function,
+                        params,
+                        grad_output=g,
+                        return_output=return_output,
+                    )
+                )
+            plan = self._plan(array, function, params, extra)
+        if plan is not None:
+            return self._gradient_stream(array, g, function, params, plan, bool(return_output))
+        request = activation_pb2.GradientRequest(
+            function=function, return_output=bool(return_output)
+        )
+        wire.encode(array, out=request.input)
+        if g is not None:
+            # Same dtype as x; the shape is left for the server to check.
+            wire.encode(g, out=request.grad_output)
+        _fill_params(request.params, params, array.dtype)
+
+        return Rpc("Gradient", request, lambda response: gradient_result(response, array))
+
+    def _gradient_shared(
+        self,
+        array: npt.NDArray[Any],
+        g: npt.NDArray[Any] | None,
+        function: str,
+        params: Mapping[str, Any],
+        return_output: bool,
+    ) -> Rpc[VjpResult] | None:
+        request = activation_pb2.GradientRequest(function=function, return_output=return_output)
+        _fill_params(request.params, params, array.dtype)
+        inputs = [array] if g is None else [array, g]
+        loan = self._lend(inputs, max(len(inputs), 2 if return_output else 1))
+        if loan is None:
+            return None
+        loan.put(0, array, out=request.input)
+        if g is not None:
+            loan.put(1, g, out=request.grad_output)
+        # Results overwrite the inputs (the server reads them all first):
+        # grad_input over x, the forward value over grad_output (or after x).
+        request.grad_input_region.CopyFrom(loan.regions[0])
+        if return_output:
+            request.output_region.CopyFrom(loan.regions[1])
+
+        def parse(response: activation_pb2.GradientResponse) -> VjpResult:
+            output = None
+            if return_output:
+                output = loan.result(response.output, 1, array, field="output")
+            return VjpResult(
+                grad_input=loan.result(response.grad_input, 0, array, field="grad_input"),
+                grad_params=grad_params(response),
+                output=output,
+            )
+
+        return Rpc(
+            "Gradient",
+            request,
+            parse,
+            release=loan.release,
+            fallback=lambda: self._gradient_rpc(
+                array, function, params, grad_output=g, return_output=return_output
+            ),
+        )
+
+    def _gradient_stream(
+        self,
+        array: npt.NDArray[Any],
+        g: npt.NDArray[Any] | None,
+        function: str,
+        params: Mapping[str, Any],
+        plan: ChunkPlan,
+        return_output: bool,
+    ) -> StreamRpc[VjpResult]:
+        tensors = {
+            n: _as_dtype(v, array.dtype, name=f"parameter {n!r}")
+            for n, v in params.items()
+            if isinstance(v, np.ndarray | list | tuple)
+        }
+        scalars = {n: v for n, v in params.items() if n not in tensors}
+
+        def requests() -> Iterator[Message]:
+            for k in range(len(plan)):
+                request = activation_pb2.GradientRequest(
+                    function=function, return_output=return_output
+                )
+                wire.encode(plan.chunk(array, k), out=request.input)
+                if g is not None:
+                    wire.encode(plan.chunk(g, k), out=request.grad_output)
+                _fill_params(request.params, scalars, array.dtype)
+                _fill_params(
+                    request.params,
+                    {n: plan.param_chunk(n, t, k) for n, t in tensors.items()},
+                    array.dtype,
+                )
+                yield request
+
+        grad_input = np.empty(array.shape, dtype=array.dtype)
+        output = np.empty(array.shape, dtype=array.dtype) if return_output else None
+        # Parameter gradients of chunks are summed in float64, then rounded once.
+        totals = {n: np.zeros(t.shape, dtype=np.float64) for n, t in tensors.items()}
+
+        def accept(k: int, response: activation_pb2.GradientResponse) -> None:
+            place_chunk(plan, grad_input, k, response.grad_input, field="grad_input")
+            if output is not None:
+                place_chunk(plan, output, k, response.output, field="output")
+            for name in totals:
+                if name not in response.grad_params:
+                    raise InternalError(
+                        f"malformed response from the server: chunk {k} has no "
+                        f"grad_params[{name!r}]"
+                    )
+                piece = decode_result(response.grad_params[name], field=f"grad_params[{name!r}]")
+                try:
+                    plan.place_param(totals[name], name, k, piece)
+                except ValueError as exc:
+                    raise InternalError(f"malformed response from the server: {exc}") from exc
+
+        def result() -> VjpResult:
+            return VjpResult(
+                grad_input=grad_input,
+                grad_params={n: totals[n].astype(array.dtype) for n in sorted(totals)},
+                output=output,
+            )
+
+        return StreamRpc("GradientStream", requests(), accept, stream_finisher(plan, result))
+
+    def _softmax_rpc(
+        self, x: Any, *, axis: int, temperature: float, log: bool, lend: bool = False
+    ) -> AnyRpc[npt.NDArray[Any]]:
+        array = wire.to_float_array(x, name="x")
+        if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+            raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+        if isinstance(temperature, bool) or not isinstance(
+            temperature, int | float | np.integer | np.floating
+        ):
+            raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+        # Values are always sent: the server's defaults are not ours to guess.
+        fields: dict[str, Any] = {
+            "axis": int(axis),
+            "temperature": float(temperature),
+            "log": bool(log),
+        }
+        if self._shares(array):
+            if not lend:
+                return NeedsServerInfo(
+                    lambda: self._softmax_rpc(
+                        array, axis=axis, temperature=temperature, log=log, lend=True
+                    )
+                )
+            loan = self._lend([array], 1)
+            if loan is not None:
+                request = activation_pb2.SoftmaxRequest(**fields)
+                loan.put(0, array, out=request.input)
+                request.output_region.CopyFrom(loan.regions[0])
+                return Rpc(
+                    "Softmax",
+                    request,
+                    lambda response: loan.result(response.output, 0, array, field="output"),
+                    release=loan.release,
+                    fallback=lambda: self._softmax_rpc(
+                        array, axis=axis, temperature=temperature, log=log
+                    ),
+                )
+        # The Softmax RPC names its axis: chunks split along the others.
+        plan = None
+        if self._streams(array):
+            mixing_axis = _normalized_axis(int(axis), array.ndim)
+            if mixing_axis is not None:
+                plan = self._plan_along(array, {}, mixing_axis)
+        if plan is not None:
+            return self._softmax_stream(array, fields, plan)
+        request = activation_pb2.SoftmaxRequest(**fields)
+        wire.encode(array, out=request.input)
+        return Rpc(
+            "Softmax",
+            request,
+            lambda response: decode_like(response.output, array, field="output"),
+        )
+
+    def _softmax_stream(
+        self, array: npt.NDArray[Any], fields: Mapping[str, Any], plan: ChunkPlan
+    ) -> StreamRpc[npt.NDArray[Any]]:
+        def requests() -> Iterator[Message]:
+            for k in range(len(plan)):
+                request = activation_pb2.SoftmaxRequest(**fields)
+                wire.encode(plan.chunk(array, k), out=request.input)
+                yield request
+
+        out = np.empty(array.shape, dtype=array.dtype)
+
+        def accept(k: int, response: activation_pb2.SoftmaxResponse) -> None:
+            place_chunk(plan, out, k, response.output, field="output")
+
+        return StreamRpc("SoftmaxStream", requests(), accept, stream_finisher(plan, lambda: out))
+
+    def _functions_rpc(self) -> Rpc[list[FunctionInfo]]:
+        return Rpc(
+            "ListFunctions",
+            activation_pb2.ListFunctionsRequest(),
+            lambda response: [function_info(f) for f in response.functions],
+        )
+
+    def _server_info_rpc(self) -> Rpc[ServerInfo]:
+        return Rpc("GetServerInfo", activation_pb2.GetServerInfoRequest(), server_info)
+
+    def _health_rpc(self, service: str) -> Rpc[str]:
+        if not isinstance(service, str):
+            raise TypeError(f"service must be a str, got {type(service).__name__}")
+        return Rpc(
+            "Check",
+            health_pb2.HealthCheckRequest(service=service),
+            health_status,
+            service="health",
+        )
+
+
+# -- helpers (no state) ----------------------------------------------------------
+
+
+def _catalog_key(name: str) -> str:
+    # Names are matched as the server does: case-insensitive, '-' as '_'.
+    return name.strip().lower().replace("-", "_")
+
+
+def _normalized_axis(axis: Any, ndim: int) -> int | None:
+    """`axis` in [0, rank) (a 0-d input counts as rank 1), None when it is not valid."""
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        return None
+    rank = max(ndim, 1)
+    if not -rank <= int(axis) < rank:
+        return None
+    return int(axis) % rank
+
+
+def _check_function(function: Any) -> str:
+    if not isinstance(function, str):
+        raise TypeError(f"function must be a str name, got {type(function).__name__}")
+    return function
+
+
+def _as_dtype(value: Any, dtype: np.dtype[Any], *, name: str) -> npt.NDArray[Any]:
+    """Converts a companion tensor (grad_output, a tensor parameter) to x's dtype.
+
+    Integers are accepted here because the target dtype is fixed by x; booleans,
+    complex numbers and objects are not numbers the server can take.
+    """
+    array = np.asarray(value)
+    is_bfloat16 = array.dtype == wire.dtype_info("bfloat16").numpy
+    if array.dtype.kind not in "fiu" and not is_bfloat16:
+        raise TypeError(f"{name}: {array.dtype} values cannot be converted to {dtype}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _fill_params(target: Any, params: Mapping[str, Any], dtype: np.dtype[Any]) -> None:
+    """Writes keyword parameters into a request's ``map<string, ParamValue>``."""
+    for name, value in params.items():
+        slot: activation_pb2.ParamValue = target[name]
+        # bool before int: True is an int in Python.
+        if isinstance(value, bool | np.bool_):
+            slot.flag = bool(value)
+        elif isinstance(value, int | np.integer):
+            if not _INT64_MIN <= int(value) <= _INT64_MAX:
+                raise ValueError(f"parameter {name!r}: {value} does not fit in int64")
+            slot.integer = int(value)
+        elif isinstance(value, float | np.floating):
+            slot.number = float(value)
+        elif isinstance(value, str):
+            slot.text = value
+        elif isinstance(value, np.ndarray | list | tuple):
+            wire.encode(_as_dtype(value, dtype, name=f"parameter {name!r}"), out=slot.tensor)
+        else:
+            raise TypeError(
+                f"parameter {name!r}: {type(value).__name__} is not supported; "
+                "pass a bool, int, float, str, numpy array or list"
+            )
