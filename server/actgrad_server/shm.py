@@ -15,15 +15,18 @@ the trust model, enforced here on every call:
 - every region lies within the file's size as fstat reports it, and has exactly
   the byte length its dtype and shape need; the usual element and rank limits
   apply before anything is mapped;
-- inputs are mapped read-only, covering only their region; outputs are written
-  with pwrite into their region and nowhere else; outputs must not overlap;
-- the server never creates, resizes or unlinks a segment.
+- inputs are read with pread into the server's own memory, from their region
+  only; outputs are written with pwrite into their region and nowhere else;
+  outputs must not overlap;
+- the server never creates, resizes or unlinks a segment, and never maps one: a
+  segment shrunk during a call (by a client going wrong, or on purpose) gives a
+  short read, which is INVALID_ARGUMENT for that call. A shared mapping would
+  fault the whole process with SIGBUS instead, taking every call of the worker
+  down with it. The copy costs about 0.2 ms per MiB here (docs/shared-memory.md).
 
 Same user means the client could harm the server anyway (it may signal or trace
 it), so what this guards against is confusion, not a hostile peer: a segment of
-another program, another user's file, a typo in a name. One hazard stays with
-the client: shrinking a segment while the server reads it makes the server fault
-(SIGBUS), as with any shared mapping; the SDK never resizes a segment in use.
+another program, another user's file, a typo in a name.
 
 A segment missing or inaccessible here means the client is not on this host (or
 not in this container, or another user): FAILED_PRECONDITION, so that it falls
@@ -32,9 +35,7 @@ back to sending the bytes. Nothing here imports grpc.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import mmap
 import os
 import re
 import stat
@@ -65,10 +66,8 @@ SEGMENT_PREFIX = "actgrad-"
 # NAME_MAX is 255; the prefix plus 200 characters stays well under it.
 _NAME = re.compile(re.escape(SEGMENT_PREFIX) + r"[A-Za-z0-9_.-]{1,200}")
 _OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
-# Pre-faults the page tables of a mapping in one go (Linux, Python >= 3.10).
-_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
-# pwrite writes at most about 2 GiB per call on Linux.
-_WRITE_STEP = 1 << 30
+# pread and pwrite move at most about 2 GiB per call on Linux.
+_IO_STEP = 1 << 30
 
 
 class FailedPrecondition(ActgradServerError):
@@ -168,7 +167,6 @@ class Transfer:
     def __init__(self, shared: SharedMemory) -> None:
         self._shared = shared
         self._segments: dict[str, _Segment] = {}
-        self._maps: list[mmap.mmap] = []
         self._outputs: list[tuple[tuple[int, int], Region, str]] = []
 
     def read(
@@ -190,20 +188,21 @@ class Transfer:
             array: npt.NDArray[Any] = np.empty(shape, dtype=dtype)
             array.flags.writeable = False
             return array
-        # mmap offsets must be multiples of the allocation granularity.
-        start = region.offset - region.offset % mmap.ALLOCATIONGRANULARITY
-        mapping = mmap.mmap(
-            segment.fd,
-            region.end - start,
-            flags=mmap.MAP_SHARED | _MAP_POPULATE,
-            prot=mmap.PROT_READ,
-            offset=start,
-        )
-        self._maps.append(mapping)
-        count = nbytes // dtype.itemsize
-        return np.frombuffer(
-            mapping, dtype=dtype, count=count, offset=region.offset - start
-        ).reshape(shape)
+        # Into memory of our own: a segment that shrinks meanwhile is a short read here,
+        # never a fault of the process (see the module's docstring).
+        buffer = np.empty(nbytes, dtype=np.uint8)
+        view = memoryview(buffer.data)
+        done = 0
+        while done < nbytes:
+            got = os.preadv(segment.fd, [view[done : done + _IO_STEP]], region.offset + done)
+            if got <= 0:
+                raise InvalidArgument(
+                    f"{region_field}: segment {region.segment!r} shrank during the call"
+                )
+            done += got
+        array = buffer.view(dtype).reshape(shape)
+        array.flags.writeable = False
+        return array
 
     def reserve(self, region: Region, nbytes: int, *, field: str) -> None:
         """Checks an output region before computing: its size, bounds and overlaps."""
@@ -230,17 +229,12 @@ class Transfer:
         view = data.reshape(-1).view(np.uint8).data
         done = 0
         while done < region.size:
-            written = os.pwrite(fd, view[done : done + _WRITE_STEP], region.offset + done)
+            written = os.pwrite(fd, view[done : done + _IO_STEP], region.offset + done)
             if written <= 0:
                 raise OSError(errno.EIO, f"{field}: short write to the shared-memory segment")
             done += written
 
     def close(self) -> None:
-        for mapping in self._maps:
-            # A view still referenced keeps its mapping; it goes with the view.
-            with contextlib.suppress(BufferError):
-                mapping.close()
-        self._maps.clear()
         for segment in self._segments.values():
             os.close(segment.fd)
         self._segments.clear()
@@ -302,6 +296,13 @@ def _check_file(info: os.stat_result, *, name: str, field: str, uid: int) -> Non
         )
     if info.st_nlink != 1:
         raise InvalidArgument(f"{field}.segment: {name!r} has {info.st_nlink} links, not 1")
+    if info.st_mode & 0o600 != 0o600:
+        # As root the server could open a segment its owner cannot read or write
+        # (mode 0000, 0200, 0400): not one the SDK made (0600).
+        raise InvalidArgument(
+            f"{field}.segment: {name!r} is not readable and writable by its owner "
+            f"({stat.filemode(info.st_mode)}); segments are created 0600"
+        )
     if info.st_mode & 0o077:
         raise InvalidArgument(
             f"{field}.segment: {name!r} has group or other permissions "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from _common import TEST_SETTINGS
 
 import actgrad
 from actgrad.v1 import activation_pb2 as pb
@@ -162,3 +164,63 @@ def test_unknown_rpc_is_unimplemented(server: ActgradServer) -> None:
         with pytest.raises(grpc.RpcError) as info:
             call(b"", timeout=10)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# Bytes that are no protobuf message: 0xff starts a field with an invalid wire type.
+GARBAGE = [b"\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x12\x05abc"]
+UNARY_METHODS = [
+    "/actgrad.v1.ActivationService/Activate",
+    "/actgrad.v1.ActivationService/Gradient",
+    "/actgrad.v1.ActivationService/Softmax",
+    "/inference.GRPCInferenceService/ModelInfer",
+    "/grpc.health.v1.Health/Check",
+]
+STREAM_METHODS = [
+    "/actgrad.v1.ActivationService/ActivateStream",
+    "/actgrad.v1.ActivationService/GradientStream",
+    "/actgrad.v1.ActivationService/SoftmaxStream",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+]
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+@pytest.mark.parametrize("method", UNARY_METHODS + STREAM_METHODS)
+def test_bytes_that_are_no_message_are_invalid_argument(
+    server: ActgradServer, client: Any, method: str
+) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        for garbage in GARBAGE:
+            if method in UNARY_METHODS:
+                call = channel.unary_unary(method, _identity, _identity)
+                with pytest.raises(grpc.RpcError) as info:
+                    call(garbage, timeout=10)
+            else:
+                stream = channel.stream_stream(method, _identity, _identity)
+                with pytest.raises(grpc.RpcError) as info:
+                    list(stream(iter([garbage, garbage]), timeout=10))
+            assert info.value.code() == INVALID, (method, garbage, info.value)
+            assert "not a valid" in (info.value.details() or "")
+    still_serving(client)
+
+
+def test_malformed_stream_messages_do_not_hold_the_drain() -> None:
+    # grpcio answered a failed deserialization on a stream twice; the second status
+    # was refused and the call never released, so the drain never ended.
+    server = ActgradServer(dataclasses.replace(TEST_SETTINGS, port=0, grace=2.0, access_log=False))
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stream = channel.stream_stream(
+                "/actgrad.v1.ActivationService/ActivateStream", _identity, _identity
+            )
+            for _ in range(20):
+                with pytest.raises(grpc.RpcError) as info:
+                    list(stream(iter([b"\xff"]), timeout=10))
+                assert info.value.code() == INVALID
+        assert server.stop().wait(10), "the drain did not end"
+    finally:
+        server.stop(0)
+        server.wait()

@@ -236,3 +236,25 @@ def test_a_segment_that_shrank_is_not_grown_back(tmp_path: Path, transfer: Trans
     with pytest.raises(InvalidArgument, match="shrank"):
         transfer.write(region, np.ones(4, np.float32), field="output")
     assert path.stat().st_size == 40
+
+
+@pytest.mark.parametrize("mode", [0o000, 0o200, 0o400])
+def test_segments_their_owner_cannot_read_and_write_are_refused(
+    tmp_path: Path, transfer: Transfer, mode: int
+) -> None:
+    # As root the server could open them anyway; the SDK makes 0600 segments only.
+    _segment(tmp_path, f"actgrad-mode{mode:o}", bytes(16), mode=mode)
+    with pytest.raises(InvalidArgument, match="readable and writable by its owner"):
+        _read(transfer, Region(f"actgrad-mode{mode:o}", 0, 16))
+
+
+def test_a_segment_shrunk_during_a_call_is_a_short_read_not_a_fault(
+    tmp_path: Path, transfer: Transfer
+) -> None:
+    path = _segment(tmp_path, "actgrad-cut", bytes(4000))
+    # The segment is opened and sized (as by an earlier region of the same call)...
+    transfer.reserve(Region("actgrad-cut", 0, 16), 16, field="output")
+    # ...then the client cuts it: a mapping would now fault the process (SIGBUS).
+    os.truncate(path, 100)
+    with pytest.raises(InvalidArgument, match="shrank during the call"):
+        _read(transfer, Region("actgrad-cut", 0, 4000), shape=[1000])

@@ -17,12 +17,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
 from actgrad import wire
 from actgrad_server import catalog
+from actgrad_server.errors import InvalidArgument
 from actgrad_server.logs import request_id_scope
 from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip import model_table
@@ -267,6 +269,23 @@ class ObserveInterceptor(_ServerInterceptor):
         return _wrap(handler, begin, sizes)
 
 
+class MalformedRequest(InvalidArgument):
+    """A request message whose bytes are not a message of its type."""
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    """What the deserializer returns for bytes it cannot parse (see _Sizes)."""
+
+    message: str
+
+
+def _message_name(deserialize: Callable[[bytes], Any] | None) -> str:
+    owner = getattr(deserialize, "__self__", None)  # Message.FromString is a classmethod
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "message"))
+
+
 class _Sizes:
     """Message sizes of one call, counted where gRPC hands over the bytes.
 
@@ -288,12 +307,23 @@ class _Sizes:
         self._pending_in = 0
 
     def deserializer(self, deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+        kind = _message_name(deserialize)
+
         def counted(data: bytes) -> Any:
             if self._call is None:
                 self._pending_in += len(data)
             else:
                 self._call.bytes_in += len(data)
-            return data if deserialize is None else deserialize(data)
+            if deserialize is None:
+                return data
+            try:
+                return deserialize(data)
+            except Exception as exc:
+                # Never raised into gRPC: its server answers a failed deserialization
+                # of a stream message with a status and then a second one, and that
+                # call then held the drain forever (grpcio 1.85), and it logged a
+                # traceback per bad message. The handler refuses it instead (below).
+                return _Malformed(f"request: not a valid {kind} ({type(exc).__name__})")
 
         return counted
 
@@ -334,6 +364,13 @@ def _wrap(
     )
 
 
+def _refuse_malformed(request: Any, call: _Observed, context: grpc.ServicerContext) -> None:
+    """INVALID_ARGUMENT for a request that could not be parsed (unary requests)."""
+    if isinstance(request, _Malformed):
+        call.finish(grpc.StatusCode.INVALID_ARGUMENT)
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+
+
 def _abort_gone(context: grpc.ServicerContext, code: grpc.StatusCode) -> None:
     # The code the call was finished with (and logged as), so the caller sees it too.
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -348,6 +385,7 @@ def _observe_unary_unary(
         call = begin(context)
         call.received(request)
         with request_id_scope(call.request_id):
+            _refuse_malformed(request, call, context)
             code = call.gone()
             if code is not None:
                 # Nobody waits for the answer: do not compute it.
@@ -373,6 +411,9 @@ def _observed_responses(
                     response = next(responses)
                 except StopIteration:
                     break
+                except MalformedRequest as exc:
+                    call.finish(grpc.StatusCode.INVALID_ARGUMENT)
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
             yield response
     except BaseException as exc:
         call.finish_on_error(exc)
@@ -390,6 +431,7 @@ def _observe_unary_stream(
         call = begin(context)
         call.received(request)
         with request_id_scope(call.request_id):
+            _refuse_malformed(request, call, context)
             code = call.gone()
             if code is not None:
                 _abort_gone(context, code)
@@ -438,6 +480,10 @@ def _observe_non_blocking(
 
 def _observed_requests(requests: Iterator[Any], call: _Observed) -> Iterator[Any]:
     for request in requests:
+        if isinstance(request, _Malformed):
+            # Our servicers turn this into INVALID_ARGUMENT like any bad request;
+            # for other handlers, _observed_responses and stream_unary do.
+            raise MalformedRequest(request.message)
         call.received(request)
         yield request
 
@@ -450,6 +496,9 @@ def _observe_stream_unary(
         with request_id_scope(call.request_id):
             try:
                 response = behavior(_observed_requests(requests, call), context)
+            except MalformedRequest as exc:
+                call.finish(grpc.StatusCode.INVALID_ARGUMENT)
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
             except BaseException as exc:
                 call.finish_on_error(exc)
                 raise
