@@ -38,6 +38,7 @@ from actgrad_server.api._interceptors import (
     AuthInterceptor,
     DrainInterceptor,
     ObserveInterceptor,
+    StreamInterceptor,
 )
 from actgrad_server.api.activation import ActivationServicer
 from actgrad_server.config import Settings
@@ -143,10 +144,18 @@ class ActgradServer:
             ObserveInterceptor(self.metrics, access_log=settings.access_log),
             DrainInterceptor(self.refusing, open_services=[health.SERVICE_NAME]),
         ]
+
         if settings.auth_token_file:
             tokens = security.load_tokens(settings.auth_token_file)
             # Health stays open: orchestrators probe it without credentials.
             interceptors.append(AuthInterceptor(tokens, open_services=[health.SERVICE_NAME]))
+        # Innermost: only calls that passed the token check take a stream slot.
+        self._streams = StreamInterceptor(
+            settings.stream_slots,
+            settings.stream_idle_timeout,
+            open_services=[health.SERVICE_NAME],
+        )
+        interceptors.append(self._streams)
         self._executor = futures.ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix=_RPC_THREAD_PREFIX
         )
@@ -367,6 +376,7 @@ class ActgradServer:
         """Blocks until the server stopped, then releases its threads and /metrics."""
         self._server.wait_for_termination()
         self._executor.shutdown(wait=True)
+        self._streams.close()
         self.metrics.stop_http()
         self._finished.set()
 

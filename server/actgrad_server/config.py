@@ -67,6 +67,20 @@ class Settings:
         metadata=_opt("calls in flight beyond this get RESOURCE_EXHAUSTED at once"),
     )
     threads: int = field(default=16, metadata=_opt("server threads running calls"))
+    max_streams: int = field(
+        default=0,
+        metadata=_opt(
+            "streaming calls in flight at once, beyond which they get RESOURCE_EXHAUSTED, "
+            "so that streams never hold every thread; 0 = half of --threads"
+        ),
+    )
+    stream_idle_timeout: float = field(
+        default=30.0,
+        metadata=_opt(
+            "seconds a streaming call may go without a message either way (a client that "
+            "stopped reading or sending) before it is cancelled; 0 = never"
+        ),
+    )
     workers: int = field(
         default=0,
         metadata=_opt(
@@ -148,6 +162,12 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_streams < 0:
+            raise ConfigError(f"max_streams must be >= 0 (0 = threads / 2), got {self.max_streams}")
+        if self.stream_idle_timeout < 0:
+            raise ConfigError(
+                f"stream_idle_timeout must be >= 0 (0 = never), got {self.stream_idle_timeout}"
+            )
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
         if self.chunk_elements < 1:
@@ -170,6 +190,11 @@ class Settings:
             raise ConfigError("tls_cert and tls_key must be given together")
         if self.tls_client_ca and not self.tls_cert:
             raise ConfigError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+
+    @property
+    def stream_slots(self) -> int:
+        """Streaming calls allowed in flight at once (max_streams, or half the threads)."""
+        return self.max_streams or max(1, self.threads // 2)
 
     @property
     def limits(self) -> Limits:

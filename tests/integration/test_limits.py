@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent import futures
 from typing import Any
 
@@ -11,6 +12,8 @@ import pytest
 from _running import SlowEngine, make_client, running, sample, scrape, settings
 
 import actgrad
+import actgrad.v1.activation_pb2
+import actgrad.wire
 from actgrad import Client
 
 KINDS = ["sync", "async"]
@@ -170,3 +173,40 @@ def test_a_call_cancelled_while_computing_leaks_nothing(kind: str) -> None:
 def client_health(target: str) -> Any:
     with Client(target, timeout=10.0) as client:
         return client.health()
+
+
+def _big_chunks(chunks: int, elements: int) -> Any:
+    x = np.linspace(-3.0, 3.0, elements, dtype=np.float32)
+    for _ in range(chunks):
+        request = actgrad.v1.activation_pb2.ActivateRequest(function="sigmoid")
+        actgrad.wire.encode(x, out=request.input)
+        yield request.SerializeToString()
+
+
+def test_clients_that_never_read_do_not_starve_other_callers() -> None:
+    # Each stream sends 30 chunks of 4 MiB and reads nothing: once its flow-control
+    # window is full the server blocks sending, holding a thread. Such streams may
+    # hold at most --max-streams threads (the rest are refused at once), other callers
+    # are served meanwhile, and the idle timeout cancels the stalled ones.
+    config = settings(threads=8, max_streams=4, stream_idle_timeout=2.0, max_concurrent_rpcs=64)
+    big = [("grpc.max_receive_message_length", 1 << 26), ("grpc.max_send_message_length", 1 << 26)]
+    with (
+        running(config) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}", options=big) as hog,
+    ):
+        stream = hog.stream_stream(
+            "/actgrad.v1.ActivationService/ActivateStream", lambda b: b, lambda b: b
+        )
+        stuck = [stream(_big_chunks(30, 1 << 20), timeout=60) for _ in range(12)]
+        with Client(f"127.0.0.1:{server.port}", timeout=5.0, max_attempts=1) as other:
+            for _ in range(3):
+                assert other.activate(np.float32([0.0]), "sigmoid").tolist() == [0.5]
+            time.sleep(config.stream_idle_timeout + 2.0)  # still reading nothing
+            codes: list[grpc.StatusCode] = []
+            for call in stuck:
+                with pytest.raises(grpc.RpcError) as info:
+                    list(call)  # reads now, after the server gave up on it
+                codes.append(info.value.code())
+            assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 12 - 4, codes
+            assert codes.count(grpc.StatusCode.CANCELLED) == 4, codes
+            assert other.activate(np.float32([0.0]), "sigmoid").tolist() == [0.5]

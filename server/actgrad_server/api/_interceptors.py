@@ -30,9 +30,16 @@ from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip import model_table
 from actgrad_server.security import TokenSet
 
-__all__ = ["REQUEST_ID_KEY", "AuthInterceptor", "DrainInterceptor", "ObserveInterceptor"]
+__all__ = [
+    "REQUEST_ID_KEY",
+    "AuthInterceptor",
+    "DrainInterceptor",
+    "ObserveInterceptor",
+    "StreamInterceptor",
+]
 
 _ACCESS = logging.getLogger("actgrad_server.access")
+_LOGGER = logging.getLogger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
 _MAX_REQUEST_ID = 128
@@ -575,6 +582,115 @@ class DrainInterceptor(_ServerInterceptor):
         return _refuse(
             handler, grpc.StatusCode.UNAVAILABLE, "the server is shutting down; try again"
         )
+
+
+class StreamInterceptor(_ServerInterceptor):
+    """Bounds what streaming calls may hold: threads and idle time.
+
+    At most `slots` request-streaming calls run at once (more are refused with
+    RESOURCE_EXHAUSTED, transient), so that unary calls always find a thread; and
+    a stream with no message either way for `idle_timeout` seconds is cancelled. A
+    client that stops reading leaves the server blocked sending an answer (its
+    flow-control window is full); one that stops sending leaves it waiting for the
+    next chunk: either way a thread and the messages in flight are held until the
+    call ends, which cancelling brings about. The open services (health, whose
+    Watch streams are long by design) are exempt.
+    """
+
+    def __init__(
+        self, slots: int, idle_timeout: float, *, open_services: Collection[str] = ()
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._idle_timeout = idle_timeout
+        self._open = frozenset(open_services)
+        self._lock = threading.Lock()
+        self._streams: dict[int, tuple[list[float], grpc.ServicerContext]] = {}
+        self._stop = threading.Event()
+        if idle_timeout > 0:
+            threading.Thread(target=self._watch, name="actgrad-stream-idle", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        period = min(1.0, self._idle_timeout / 4)
+        while not self._stop.wait(period):
+            now = time.monotonic()
+            with self._lock:
+                idle = [
+                    c for last, c in self._streams.values() if now - last[0] > self._idle_timeout
+                ]
+            for context in idle:
+                _LOGGER.warning("cancelling a stream idle for more than %.1fs", self._idle_timeout)
+                context.cancel()  # type: ignore[no-untyped-call]
+
+    def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = continuation(handler_call_details)
+        if (
+            handler is None
+            or not handler.request_streaming
+            or _service(handler_call_details.method) in self._open
+        ):
+            return handler
+        if handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                self._guard_stream_stream(_behavior(handler.stream_stream)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_unary_rpc_method_handler(
+            self._guard_stream_unary(_behavior(handler.stream_unary)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _enter(self, context: grpc.ServicerContext) -> list[float]:
+        """Takes a slot (or refuses the call) and registers the stream's last progress."""
+        if not self._slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too many streams in flight on this server; try again shortly",
+            )
+        last = [time.monotonic()]
+        key = id(context)
+        with self._lock:
+            self._streams[key] = (last, context)
+        done = threading.Event()
+
+        def leave() -> None:
+            if not done.is_set():
+                done.set()
+                with self._lock:
+                    self._streams.pop(key, None)
+                self._slots.release()
+
+        if not context.add_callback(leave):
+            leave()
+        return last
+
+    @staticmethod
+    def _touching(items: Iterator[Any], last: list[float]) -> Iterator[Any]:
+        for item in items:
+            last[0] = time.monotonic()
+            yield item
+            last[0] = time.monotonic()
+
+    def _guard_stream_stream(self, behavior: Behavior) -> Behavior:
+        def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            last = self._enter(context)
+            responses = behavior(self._touching(requests, last), context)
+            return self._touching(iter(responses), last)
+
+        return stream_stream
+
+    def _guard_stream_unary(self, behavior: Behavior) -> Behavior:
+        def stream_unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            last = self._enter(context)
+            return behavior(self._touching(requests, last), context)
+
+        return stream_unary
 
 
 def _refuse(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
