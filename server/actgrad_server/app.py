@@ -149,7 +149,7 @@ class ActgradServer:
             tokens = security.load_tokens(settings.auth_token_file)
             # Health stays open: orchestrators probe it without credentials.
             interceptors.append(AuthInterceptor(tokens, open_services=[health.SERVICE_NAME]))
-        # Innermost: only calls that passed the token check take a stream slot.
+        # Innermost: streaming calls run on their own pool, within an idle timeout.
         self._streams = StreamInterceptor(
             settings.stream_slots,
             settings.stream_idle_timeout,
@@ -376,7 +376,7 @@ class ActgradServer:
         """Blocks until the server stopped, then releases its threads and /metrics."""
         self._server.wait_for_termination()
         self._executor.shutdown(wait=True)
-        self._streams.close()
+        self._streams.close()  # the streaming calls' threads
         self.metrics.stop_http()
         self._finished.set()
 

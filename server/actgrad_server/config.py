@@ -70,8 +70,8 @@ class Settings:
     max_streams: int = field(
         default=0,
         metadata=_opt(
-            "streaming calls in flight at once, beyond which they get RESOURCE_EXHAUSTED, "
-            "so that streams never hold every thread; 0 = half of --threads"
+            "threads of the streaming calls' own pool (more wait their turn), so that "
+            "streams never hold the threads of unary calls; 0 = half of --threads"
         ),
     )
     stream_idle_timeout: float = field(
@@ -193,7 +193,7 @@ class Settings:
 
     @property
     def stream_slots(self) -> int:
-        """Streaming calls allowed in flight at once (max_streams, or half the threads)."""
+        """Threads of the streaming calls' pool (max_streams, or half the threads)."""
         return self.max_streams or max(1, self.threads // 2)
 
     @property

@@ -185,9 +185,9 @@ def _big_chunks(chunks: int, elements: int) -> Any:
 
 def test_clients_that_never_read_do_not_starve_other_callers() -> None:
     # Each stream sends 30 chunks of 4 MiB and reads nothing: once its flow-control
-    # window is full the server blocks sending, holding a thread. Such streams may
-    # hold at most --max-streams threads (the rest are refused at once), other callers
-    # are served meanwhile, and the idle timeout cancels the stalled ones.
+    # window is full the server blocks sending, holding a thread. Streams run on their
+    # own --max-streams threads, so other callers are served meanwhile, and the idle
+    # timeout cancels the stalled ones, letting the queued streams have their turn.
     config = settings(threads=8, max_streams=4, stream_idle_timeout=2.0, max_concurrent_rpcs=64)
     big = [("grpc.max_receive_message_length", 1 << 26), ("grpc.max_send_message_length", 1 << 26)]
     with (
@@ -202,11 +202,15 @@ def test_clients_that_never_read_do_not_starve_other_callers() -> None:
             for _ in range(3):
                 assert other.activate(np.float32([0.0]), "sigmoid").tolist() == [0.5]
             time.sleep(config.stream_idle_timeout + 2.0)  # still reading nothing
-            codes: list[grpc.StatusCode] = []
-            for call in stuck:
+            # The first four stalled past the idle timeout and were cancelled.
+            for call in stuck[:4]:
                 with pytest.raises(grpc.RpcError) as info:
-                    list(call)  # reads now, after the server gave up on it
-                codes.append(info.value.code())
-            assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 12 - 4, codes
-            assert codes.count(grpc.StatusCode.CANCELLED) == 4, codes
+                    list(call)
+                assert info.value.code() == grpc.StatusCode.CANCELLED
+            # The rest had or have their turn: each ends, answered in full or cancelled.
+            for call in stuck[4:]:
+                try:
+                    assert len(list(call)) == 30
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.CANCELLED
             assert other.activate(np.float32([0.0]), "sigmoid").tolist() == [0.5]

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -355,12 +356,14 @@ def _wrap(
         "response_serializer": sizes.serializer(handler.response_serializer),
     }
     if handler.request_streaming and handler.response_streaming:
+        inner = _behavior(handler.stream_stream)
         return grpc.stream_stream_rpc_method_handler(
-            _observe_stream_stream(_behavior(handler.stream_stream), begin), **serializers
+            _same_pool(_observe_stream_stream(inner, begin), inner), **serializers
         )
     if handler.request_streaming:
+        inner = _behavior(handler.stream_unary)
         return grpc.stream_unary_rpc_method_handler(
-            _observe_stream_unary(_behavior(handler.stream_unary), begin), **serializers
+            _same_pool(_observe_stream_unary(inner, begin), inner), **serializers
         )
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
@@ -369,6 +372,14 @@ def _wrap(
     return grpc.unary_unary_rpc_method_handler(
         _observe_unary_unary(_behavior(handler.unary_unary), begin), **serializers
     )
+
+
+def _same_pool(outer: Behavior, inner: Behavior) -> Behavior:
+    """`outer` runs on the thread pool `inner` asked for (StreamInterceptor's)."""
+    pool = getattr(inner, "experimental_thread_pool", None)
+    if pool is not None:
+        outer.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    return outer
 
 
 def _refuse_malformed(request: Any, call: _Observed, context: grpc.ServicerContext) -> None:
@@ -587,20 +598,22 @@ class DrainInterceptor(_ServerInterceptor):
 class StreamInterceptor(_ServerInterceptor):
     """Bounds what streaming calls may hold: threads and idle time.
 
-    At most `slots` request-streaming calls run at once (more are refused with
-    RESOURCE_EXHAUSTED, transient), so that unary calls always find a thread; and
-    a stream with no message either way for `idle_timeout` seconds is cancelled. A
-    client that stops reading leaves the server blocked sending an answer (its
-    flow-control window is full); one that stops sending leaves it waiting for the
-    next chunk: either way a thread and the messages in flight are held until the
-    call ends, which cancelling brings about. The open services (health, whose
-    Watch streams are long by design) are exempt.
+    Request-streaming calls run on a thread pool of their own (`slots` threads; more
+    wait their turn there), so unary calls always find a thread of the server's
+    pool; and a stream with no message either way for `idle_timeout` seconds is
+    cancelled. A client that stops reading leaves the server blocked sending an
+    answer (its flow-control window is full); one that stops sending leaves it
+    waiting for the next chunk: either way a thread and the messages in flight are
+    held until the call ends, which cancelling brings about. The open services
+    (health, whose Watch streams are long by design) are exempt.
     """
 
     def __init__(
         self, slots: int, idle_timeout: float, *, open_services: Collection[str] = ()
     ) -> None:
-        self._slots = threading.BoundedSemaphore(slots)
+        self.pool = futures.ThreadPoolExecutor(
+            max_workers=slots, thread_name_prefix="actgrad-rpc-stream"
+        )
         self._idle_timeout = idle_timeout
         self._open = frozenset(open_services)
         self._lock = threading.Lock()
@@ -611,6 +624,7 @@ class StreamInterceptor(_ServerInterceptor):
 
     def close(self) -> None:
         self._stop.set()
+        self.pool.shutdown(wait=True)
 
     def _watch(self) -> None:
         period = min(1.0, self._idle_timeout / 4)
@@ -635,36 +649,30 @@ class StreamInterceptor(_ServerInterceptor):
         ):
             return handler
         if handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                self._guard_stream_stream(_behavior(handler.stream_stream)),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_unary_rpc_method_handler(
-            self._guard_stream_unary(_behavior(handler.stream_unary)),
+            behavior = self._guard_stream_stream(_behavior(handler.stream_stream))
+            make: Callable[..., Handler] = grpc.stream_stream_rpc_method_handler
+        else:
+            behavior = self._guard_stream_unary(_behavior(handler.stream_unary))
+            make = grpc.stream_unary_rpc_method_handler
+        # grpc runs a behavior with this attribute on that pool (see _wrap, which
+        # passes it on through the outer interceptors).
+        behavior.experimental_thread_pool = self.pool  # type: ignore[attr-defined]
+        return make(
+            behavior,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
     def _enter(self, context: grpc.ServicerContext) -> list[float]:
-        """Takes a slot (or refuses the call) and registers the stream's last progress."""
-        if not self._slots.acquire(blocking=False):
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "too many streams in flight on this server; try again shortly",
-            )
+        """Registers the stream's last progress, until the call ends."""
         last = [time.monotonic()]
         key = id(context)
         with self._lock:
             self._streams[key] = (last, context)
-        done = threading.Event()
 
         def leave() -> None:
-            if not done.is_set():
-                done.set()
-                with self._lock:
-                    self._streams.pop(key, None)
-                self._slots.release()
+            with self._lock:
+                self._streams.pop(key, None)
 
         if not context.add_callback(leave):
             leave()
