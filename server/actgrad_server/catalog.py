@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +26,18 @@ import numpy.typing as npt
 
 from actgrad_server.errors import InvalidArgument, NotFound
 from actgrad_server.graphs import Activation
+from actgrad_server.graphs.elu import CELU, ELU
 from actgrad_server.graphs.gelu import GELU
+from actgrad_server.graphs.hard import HARDSIGMOID, HARDSWISH, HARDTANH, RELU6
+from actgrad_server.graphs.mish import MISH
 from actgrad_server.graphs.prelu import PRELU
 from actgrad_server.graphs.relu import LEAKY_RELU, RELU
 from actgrad_server.graphs.selu import SELU
+from actgrad_server.graphs.shrink import HARDSHRINK, SOFTSHRINK, TANHSHRINK, THRESHOLDED_RELU
 from actgrad_server.graphs.sigmoid import SIGMOID
 from actgrad_server.graphs.softmax import SOFTMAX as SOFTMAX_GRAPH
+from actgrad_server.graphs.softplus import LOGSIGMOID, SOFTPLUS
+from actgrad_server.graphs.softsign import SOFTSIGN
 from actgrad_server.graphs.swish import SWISH
 from actgrad_server.graphs.tanh import TANH, XTANH
 from actgrad_server.graphs.xsin import XSIN
@@ -108,6 +114,9 @@ class Function:
     params: tuple[Param, ...] = ()
     elementwise: bool = True
     axis_param: str | None = None
+    # A check across parameters, run by bind on the bound values (by name) with the field
+    # prefix; raises InvalidArgument naming the field (hardtanh's min_val < max_val).
+    check: Callable[[Mapping[str, Any], str], None] | None = None
 
     @property
     def params_by_name(self) -> dict[str, Param]:
@@ -159,6 +168,15 @@ class Call:
 
 
 _FINITE = "any finite number"
+
+
+def _check_hardtanh(values: Mapping[str, Any], field_prefix: str) -> None:
+    if not values["min_val"] < values["max_val"]:
+        raise InvalidArgument(
+            f"{field_prefix}['min_val']: must be < max_val ({values['max_val']!r}), "
+            f"got {values['min_val']!r}"
+        )
+
 
 CATALOG: tuple[Function, ...] = (
     Function(
@@ -341,6 +359,236 @@ CATALOG: tuple[Function, ...] = (
         formula_latex=r"x \sin(x)",
         gradient_note="xsin'(x) = sin(x) + x * cos(x).",
         aliases=("sinusoidal",),
+    ),
+    Function(
+        name="softplus",
+        graph=SOFTPLUS,
+        summary="Softplus, a smooth ReLU (without PyTorch's threshold switch).",
+        formula="softplus(x) = log(1 + exp(beta * x)) / beta",
+        formula_latex=r"\frac{1}{\beta} \log\left(1 + e^{\beta x}\right)",
+        gradient_note=(
+            "softplus'(x) = sigmoid(beta * x), relatively accurate in both tails "
+            "(PyTorch's autograd gives 1 above its threshold beta * x > 20)."
+        ),
+        params=(
+            Param(
+                "beta",
+                ParamKind.NUMBER,
+                "Sharpness; finite and > 0.",
+                default=1.0,
+                minimum=0.0,
+                minimum_exclusive=True,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="elu",
+        graph=ELU,
+        summary="Exponential linear unit.",
+        formula="elu(x) = x if x > 0 else alpha * (exp(x) - 1)",
+        formula_latex=r"\begin{cases} x & x > 0 \\ \alpha (e^x - 1) & x \le 0 \end{cases}",
+        gradient_note=(
+            "elu'(x) = 1 for x > 0, else alpha * exp(x); elu'(0) = alpha as in PyTorch autograd."
+        ),
+        params=(
+            Param(
+                "alpha",
+                ParamKind.NUMBER,
+                "Scale of the negative side; " + _FINITE + ".",
+                default=1.0,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="softsign",
+        graph=SOFTSIGN,
+        summary="Softsign.",
+        formula="softsign(x) = x / (1 + |x|)",
+        formula_latex=r"\frac{x}{1 + |x|}",
+        gradient_note="softsign'(x) = 1 / (1 + |x|)^2.",
+    ),
+    Function(
+        name="mish",
+        graph=MISH,
+        summary="Mish: x times tanh(softplus(x)).",
+        formula="mish(x) = x * tanh(log(1 + exp(x)))",
+        formula_latex=r"x \tanh\left(\log\left(1 + e^x\right)\right)",
+        gradient_note=(
+            "mish'(x) = tanh(softplus(x)) + x * (1 - tanh(softplus(x))^2) * sigmoid(x)."
+        ),
+    ),
+    Function(
+        name="logsigmoid",
+        graph=LOGSIGMOID,
+        summary="Logarithm of the logistic sigmoid.",
+        formula="logsigmoid(x) = log(sigmoid(x)) = -softplus(-x)",
+        formula_latex=r"\log \sigma(x) = -\log\left(1 + e^{-x}\right)",
+        gradient_note="logsigmoid'(x) = sigmoid(-x) = 1 - sigmoid(x).",
+    ),
+    Function(
+        name="hardsigmoid",
+        graph=HARDSIGMOID,
+        summary="Hard sigmoid, ONNX HardSigmoid's defaults (PyTorch's is alpha = 1/6).",
+        formula="hardsigmoid(x) = max(0, min(1, alpha * x + beta))",
+        formula_latex=r"\max(0, \min(1, \alpha x + \beta))",
+        gradient_note=(
+            "hardsigmoid'(x) = alpha where 0 < alpha * x + beta < 1, else 0: 0 at both "
+            "kinks as in PyTorch autograd (decided on the exact alpha * x)."
+        ),
+        params=(
+            Param(
+                "alpha",
+                ParamKind.NUMBER,
+                "Slope; " + _FINITE + ".",
+                default=0.2,
+                runtime=True,
+            ),
+            Param(
+                "beta",
+                ParamKind.NUMBER,
+                "Offset; " + _FINITE + ".",
+                default=0.5,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="hardswish",
+        graph=HARDSWISH,
+        summary="Hard swish: x times hardsigmoid(x) with alpha = 1/6, beta = 1/2.",
+        formula="hardswish(x) = x * max(0, min(1, x / 6 + 1/2))",
+        formula_latex=r"x \max\left(0, \min\left(1, \tfrac{x}{6} + \tfrac{1}{2}\right)\right)",
+        gradient_note=(
+            "hardswish'(x) = 0 for x < -3, x / 3 + 1/2 for -3 <= x <= 3, 1 above: "
+            "-1/2 at -3 and 3/2 at 3, as in PyTorch autograd."
+        ),
+    ),
+    Function(
+        name="relu6",
+        graph=RELU6,
+        summary="ReLU capped at 6.",
+        formula="relu6(x) = min(max(x, 0), 6)",
+        formula_latex=r"\min(\max(x, 0), 6)",
+        gradient_note=(
+            "relu6'(x) = 1 for 0 < x < 6, else 0; 0 at both kinks as in PyTorch autograd."
+        ),
+    ),
+    Function(
+        name="hardtanh",
+        graph=HARDTANH,
+        summary="Hard tanh: x clipped to [min_val, max_val].",
+        formula="hardtanh(x) = min(max(x, min_val), max_val)",
+        formula_latex=r"\min(\max(x, a), b)",
+        gradient_note=(
+            "hardtanh'(x) = 1 for min_val < x < max_val, else 0; 0 at both kinks as in "
+            "PyTorch autograd."
+        ),
+        params=(
+            Param(
+                "min_val",
+                ParamKind.NUMBER,
+                "Lower end; " + _FINITE + ", < max_val.",
+                default=-1.0,
+                runtime=True,
+            ),
+            Param(
+                "max_val",
+                ParamKind.NUMBER,
+                "Upper end; " + _FINITE + ", > min_val.",
+                default=1.0,
+                runtime=True,
+            ),
+        ),
+        check=_check_hardtanh,
+    ),
+    Function(
+        name="celu",
+        graph=CELU,
+        summary="Continuously differentiable exponential linear unit.",
+        formula="celu(x) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))",
+        formula_latex=r"\max(0, x) + \min\left(0, \alpha \left(e^{x/\alpha} - 1\right)\right)",
+        gradient_note="celu'(x) = 1 for x >= 0, else exp(x / alpha); celu'(0) = 1.",
+        params=(
+            Param(
+                "alpha",
+                ParamKind.NUMBER,
+                "Scale; finite and > 0.",
+                default=1.0,
+                minimum=0.0,
+                minimum_exclusive=True,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="thresholded_relu",
+        graph=THRESHOLDED_RELU,
+        summary="Thresholded ReLU: x above alpha, 0 elsewhere (ONNX ThresholdedRelu).",
+        formula="thresholded_relu(x) = x if x > alpha else 0",
+        formula_latex=r"\begin{cases} x & x > \alpha \\ 0 & x \le \alpha \end{cases}",
+        gradient_note=(
+            "thresholded_relu'(x) = 1 for x > alpha, else 0; 0 at x = alpha as in "
+            "PyTorch autograd (torch.nn.Threshold)."
+        ),
+        params=(
+            Param(
+                "alpha",
+                ParamKind.NUMBER,
+                "Threshold; " + _FINITE + ".",
+                default=1.0,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="softshrink",
+        graph=SOFTSHRINK,
+        summary="Soft shrinkage.",
+        formula="softshrink(x) = x - lambd if x > lambd, x + lambd if x < -lambd, else 0",
+        formula_latex=r"\operatorname{sign}(x) \max(|x| - \lambda, 0)",
+        gradient_note=(
+            "softshrink'(x) = 1 for |x| > lambd, else 0; 0 at x = +-lambd as in PyTorch autograd."
+        ),
+        params=(
+            Param(
+                "lambd",
+                ParamKind.NUMBER,
+                "Half-width of the zero band; finite and >= 0.",
+                default=0.5,
+                minimum=0.0,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="hardshrink",
+        graph=HARDSHRINK,
+        summary="Hard shrinkage.",
+        formula="hardshrink(x) = x if |x| > lambd else 0",
+        formula_latex=r"\begin{cases} x & |x| > \lambda \\ 0 & |x| \le \lambda \end{cases}",
+        gradient_note=(
+            "hardshrink'(x) = 1 for |x| > lambd, else 0; 0 at x = +-lambd as in PyTorch autograd."
+        ),
+        params=(
+            Param(
+                "lambd",
+                ParamKind.NUMBER,
+                "Half-width of the zero band; finite and >= 0.",
+                default=0.5,
+                minimum=0.0,
+                runtime=True,
+            ),
+        ),
+    ),
+    Function(
+        name="tanhshrink",
+        graph=TANHSHRINK,
+        summary="x minus tanh(x).",
+        formula="tanhshrink(x) = x - tanh(x)",
+        formula_latex=r"x - \tanh(x)",
+        gradient_note=("tanhshrink'(x) = tanh(x)^2 (= 1 - (1 - tanh(x)^2), PyTorch's formula)."),
     ),
 )
 
@@ -543,6 +791,8 @@ def bind(
             static.append((param.name, _normalize_axis(value, len(x_shape), where)))
         else:
             static.append((param.name, value))
+    if function.check is not None:
+        function.check({**scalars, **dict(static)}, field_prefix)
     return Call(
         function=function,
         scalars=scalars,

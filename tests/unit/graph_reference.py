@@ -85,6 +85,90 @@ def _xsin(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
     return x * mpmath.sin(x), mpmath.sin(x) + x * mpmath.cos(x)
 
 
+def _softplus(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    beta = mpmath.mpf(p["beta"])
+    v = beta * x
+    return mpmath.log1p(mpmath.exp(v)) / beta, 1 / (1 + mpmath.exp(-v))
+
+
+def _elu(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    alpha = mpmath.mpf(p["alpha"])
+    if x > 0:
+        return x, mpmath.mpf(1)
+    return alpha * mpmath.expm1(x), alpha * mpmath.exp(x)  # elu'(0) = alpha (PyTorch)
+
+
+def _celu(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    alpha = mpmath.mpf(p["alpha"])
+    if x > 0:
+        return x, mpmath.mpf(1)
+    return alpha * mpmath.expm1(x / alpha), mpmath.exp(x / alpha)
+
+
+def _softsign(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    return x / (1 + abs(x)), 1 / (1 + abs(x)) ** 2
+
+
+def _mish(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    t = mpmath.tanh(mpmath.log1p(mpmath.exp(x)))
+    return x * t, t + x * (1 - t * t) / (1 + mpmath.exp(-x))
+
+
+def _logsigmoid(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    return -mpmath.log1p(mpmath.exp(-x)), 1 / (1 + mpmath.exp(x))
+
+
+def _hardsigmoid(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    alpha, beta = mpmath.mpf(p["alpha"]), mpmath.mpf(p["beta"])
+    v = alpha * x + beta
+    inside = 0 < v < 1  # slope 0 at both kinks (PyTorch)
+    return min(max(v, mpmath.mpf(0)), mpmath.mpf(1)), alpha if inside else mpmath.mpf(0)
+
+
+def _hardswish(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    y = x * min(max(x + 3, mpmath.mpf(0)), mpmath.mpf(6)) / 6
+    if x < -3:  # PyTorch: x / 3 + 1/2 on the closed [-3, 3]
+        return y, mpmath.mpf(0)
+    return y, (x / 3 + mpmath.mpf(1) / 2 if x <= 3 else mpmath.mpf(1))
+
+
+def _clipped(x: Mpf, low: Mpf, high: Mpf) -> tuple[Mpf, Mpf]:
+    return min(max(x, low), high), mpmath.mpf(1 if low < x < high else 0)
+
+
+def _hardtanh(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    return _clipped(x, mpmath.mpf(p["min_val"]), mpmath.mpf(p["max_val"]))
+
+
+def _relu6(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    return _clipped(x, mpmath.mpf(0), mpmath.mpf(6))
+
+
+def _thresholded_relu(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    above = x > mpmath.mpf(p["alpha"])
+    return (x, mpmath.mpf(1)) if above else (mpmath.mpf(0), mpmath.mpf(0))
+
+
+def _softshrink(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    lambd = mpmath.mpf(p["lambd"])
+    if x > lambd:
+        return x - lambd, mpmath.mpf(1)
+    if x < -lambd:
+        return x + lambd, mpmath.mpf(1)
+    return mpmath.mpf(0), mpmath.mpf(0)
+
+
+def _hardshrink(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    lambd = mpmath.mpf(p["lambd"])
+    outside = x > lambd or x < -lambd
+    return (x, mpmath.mpf(1)) if outside else (mpmath.mpf(0), mpmath.mpf(0))
+
+
+def _tanhshrink(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
+    t = mpmath.tanh(x)
+    return x - t, t * t
+
+
 REFERENCES: dict[str, Reference] = {
     "sigmoid": _sigmoid,
     "tanh": _tanh,
@@ -95,6 +179,20 @@ REFERENCES: dict[str, Reference] = {
     "selu": _selu,
     "xtanh": _xtanh,
     "xsin": _xsin,
+    "softplus": _softplus,
+    "elu": _elu,
+    "celu": _celu,
+    "softsign": _softsign,
+    "mish": _mish,
+    "logsigmoid": _logsigmoid,
+    "hardsigmoid": _hardsigmoid,
+    "hardswish": _hardswish,
+    "hardtanh": _hardtanh,
+    "relu6": _relu6,
+    "thresholded_relu": _thresholded_relu,
+    "softshrink": _softshrink,
+    "hardshrink": _hardshrink,
+    "tanhshrink": _tanhshrink,
 }
 
 

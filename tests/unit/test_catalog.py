@@ -148,3 +148,13 @@ def test_names_at_the_limit_are_looked_up() -> None:
         catalog.lookup("x" * catalog.MAX_NAME_LENGTH)
     assert catalog.find(" GELU ") is catalog.lookup("gelu")
     assert catalog.shown("relu") == "'relu'"
+
+
+def test_hardtanh_needs_min_below_max() -> None:
+    hardtanh = catalog.lookup("hardtanh")
+    catalog.bind(hardtanh, {"min_val": -2.0, "max_val": 0.5}, x_shape=(3,), x_dtype=F32)
+    for low, high in ((1.0, 1.0), (2.0, -2.0)):
+        with pytest.raises(InvalidArgument, match=r"^params\['min_val'\]"):
+            catalog.bind(hardtanh, {"min_val": low, "max_val": high}, x_shape=(3,), x_dtype=F32)
+    with pytest.raises(InvalidArgument, match=r"^params\['min_val'\]"):
+        catalog.bind(hardtanh, {"min_val": 3.0}, x_shape=(3,), x_dtype=F32)  # max_val 1

@@ -267,6 +267,8 @@ def test_tails_are_relatively_accurate(case: Case, dtype: str) -> None:
         x, got, expected = evaluate(case, dtype, gradient)
         tail = (np.abs(x) >= 4) & (np.abs(expected) > np.finfo(NP[dtype]).tiny)
         tail &= np.abs(expected) <= np.finfo(NP[dtype]).max
+        if not tail.any():  # a slope that is 0 in both tails (hardtanh, hardsigmoid)
+            continue
         rel = np.abs(got[tail].astype(np.float64) - expected[tail]) / np.abs(expected[tail])
         assert rel.max() <= bound, (gradient, x[tail][np.argmax(rel)], rel.max())
 
@@ -283,6 +285,20 @@ INFINITE_LIMITS: dict[str, tuple[float, float, float, float]] = {
     "selu": (math.inf, -SELU_GAMMA * SELU_ALPHA, SELU_GAMMA, 0.0),
     "xtanh": (math.inf, math.inf, 1.0, -1.0),
     "xsin": (math.nan, math.nan, math.nan, math.nan),
+    "softplus": (math.inf, 0.0, 1.0, 0.0),
+    "elu": (math.inf, -1.0, 1.0, 0.0),
+    "celu": (math.inf, -1.0, 1.0, 0.0),
+    "softsign": (1.0, -1.0, 0.0, 0.0),
+    "mish": (math.inf, 0.0, 1.0, 0.0),
+    "logsigmoid": (0.0, -math.inf, 0.0, 1.0),
+    "hardsigmoid": (1.0, 0.0, 0.0, 0.0),
+    "hardswish": (math.inf, 0.0, 1.0, 0.0),
+    "relu6": (6.0, 0.0, 0.0, 0.0),
+    "hardtanh": (1.0, -1.0, 0.0, 0.0),
+    "thresholded_relu": (math.inf, 0.0, 1.0, 0.0),
+    "softshrink": (math.inf, -math.inf, 1.0, 1.0),
+    "hardshrink": (math.inf, -math.inf, 1.0, 1.0),
+    "tanhshrink": (math.inf, -math.inf, 1.0, 1.0),
 }
 
 
@@ -358,6 +374,46 @@ def test_kinks_follow_pytorch() -> None:
         np.testing.assert_array_equal(out["grad_slope"], 0.0)
 
 
+# (function, parameters, x, PyTorch autograd's slope there)
+EDGES = [
+    ("elu", {"alpha": 0.5}, 0.0, 0.5),
+    ("celu", {"alpha": 0.5}, 0.0, 1.0),
+    ("hardsigmoid", {"alpha": 0.2, "beta": 0.5}, -2.5, 0.0),
+    ("hardsigmoid", {"alpha": 0.2, "beta": 0.5}, 2.5, 0.0),
+    ("hardsigmoid", {"alpha": 0.25, "beta": 0.5}, -2.0, 0.0),
+    ("hardsigmoid", {"alpha": 0.25, "beta": 0.5}, 2.0, 0.0),
+    ("hardswish", {}, -3.0, -0.5),
+    ("hardswish", {}, 3.0, 1.5),
+    ("relu6", {}, 0.0, 0.0),
+    ("relu6", {}, 6.0, 0.0),
+    ("hardtanh", {"min_val": -1.0, "max_val": 1.0}, -1.0, 0.0),
+    ("hardtanh", {"min_val": -1.0, "max_val": 1.0}, 1.0, 0.0),
+    ("thresholded_relu", {"alpha": 1.0}, 1.0, 0.0),
+    ("softshrink", {"lambd": 0.5}, 0.5, 0.0),
+    ("softshrink", {"lambd": 0.5}, -0.5, 0.0),
+    ("hardshrink", {"lambd": 0.5}, 0.5, 0.0),
+    ("hardshrink", {"lambd": 0.5}, -0.5, 0.0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("function", "params", "x", "slope"), EDGES, ids=str)
+def test_edges_follow_pytorch(
+    function: str, params: dict[str, float], x: float, slope: float, dtype: str
+) -> None:
+    """The slopes at the kinks and edges of the piecewise functions are autograd's, and
+    the value there is the reference's."""
+    feeds = {name: scalar(value) for name, value in params.items()}
+    xs = np.full(2, x, dtype=NP[dtype])
+    g = np.array([1.0, -2.0], dtype=NP[dtype])
+    out = run(
+        build_gradient(function, dtype, with_output=True, x_rank=1), x=xs, grad_output=g, **feeds
+    )
+    np.testing.assert_array_equal(out["grad_input"], g * NP[dtype](slope))
+    expected = ref.reference(function, xs, params)[0]
+    assert (error_ratio(dtype, out["y"], expected, xs) <= 1.0).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("alpha", [0.01, 1.0, 0.0, 1.5, -0.3, 1e-30])
 def test_leaky_relu_takes_any_slope(alpha: float, dtype: str) -> None:
@@ -389,10 +445,25 @@ FD_CASES = [c for c in CASES if c.function not in ("relu", "leaky_relu")] + [
 ]
 
 
+def kinks(case: Case) -> tuple[float, ...]:
+    """Where a function's slope jumps besides 0 (at the case's parameters)."""
+    p = case.params
+    if case.function == "hardsigmoid":
+        return (-p["beta"] / p["alpha"], (1 - p["beta"]) / p["alpha"])
+    if case.function == "hardtanh":
+        return (p["min_val"], p["max_val"])
+    if case.function in ("softshrink", "hardshrink"):
+        return (-p["lambd"], p["lambd"])
+    fixed = {"hardswish": (-3.0, 3.0), "relu6": (6.0,)}
+    return (p["alpha"],) if case.function == "thresholded_relu" else fixed.get(case.function, ())
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_gradient_matches_central_differences(case: Case) -> None:
     x = np.concatenate([np.linspace(-20, 20, 401), _RNG.uniform(-3, 3, 100)])
     x = x[np.abs(x) > 1e-3]  # away from the kinks at 0
+    for kink in kinks(case):
+        x = x[np.abs(x - kink) > 1e-3 * max(1.0, abs(kink))]
     h = 1e-6 * np.maximum(1.0, np.abs(x))
     forward = session(build_forward(case.function, "float64", x_rank=1, **case.static))
     f_plus, f_minus = (forward.run(None, {"x": x + s * h, **case.feeds()})[0] for s in (1, -1))

@@ -304,3 +304,43 @@ def finite(b: GraphBuilder, x: str) -> str:
     """x with +-inf replaced by +-max, so that x * 0 is 0 where the factor underflows."""
     big = b.max_finite
     return b.op("Clip", x, b.const(-big), b.const(big))
+
+
+def log1p(b: GraphBuilder, u: str) -> str:
+    """log(1 + u) for u > -1, relatively accurate for small u (ONNX has no Log1p).
+
+    The classic trick: with w = 1 + u rounded, log(w) * u / (w - 1) cancels the rounding
+    of w (w - 1 is exact), a few ulps from log1p with onnxruntime's Log (<= 1.7 ulp
+    float32, <= 1 ulp float64 near 1). Where w rounds to 1 the ratio log(w) / (w - 1) is 1,
+    written (log(w) + m) / ((w - 1) + m) with m = [w == 1]: no 0/0, no Where.
+    """
+    w = b.op("Add", u, b.const(1.0))
+    at_one = b.op("Cast", b.op("Equal", w, b.const(1.0)), to=ELEM_TYPES[b.compute_dtype])
+    ratio = b.op(
+        "Div",
+        b.op("Add", b.op("Log", w), at_one),
+        b.op("Add", b.op("Sub", w, b.const(1.0)), at_one),
+    )
+    return b.op("Mul", u, ratio)
+
+
+def softplus(b: GraphBuilder, v: str) -> str:
+    """log(1 + exp(v)) = max(v, 0) + log1p(exp(-|v|)): exp never overflows, and both tails
+    are relatively accurate (v itself above, exp(v) below) without a threshold switch."""
+    tail = log1p(b, b.op("Exp", b.op("Neg", b.op("Abs", v))))
+    return b.op("Add", b.op("Relu", v), tail)
+
+
+def expm1_nonpositive(b: GraphBuilder, z: str) -> str:
+    """exp(z) - 1 for z <= 0 (-1 at -inf), without the cancellation of Exp(z) - 1 near 0:
+    2t / (1 - t) with t = tanh(z / 2), 1 - t in [1, 2] (a few ulps with onnxruntime's
+    Tanh; the same form as selu's)."""
+    t = b.op("Tanh", b.op("Mul", z, b.const(0.5)))
+    return b.op("Div", b.op("Add", t, t), b.op("Sub", b.const(1.0), t))
+
+
+def nan_or_zero(b: GraphBuilder, x: str) -> str:
+    """NaN where x is NaN, else 0 (+-inf included): added to a 0/1 factor built from a
+    comparison (which is False for NaN), it carries x's NaN into the result."""
+    zero = b.const(0.0)
+    return b.op("Clip", x, zero, zero)
