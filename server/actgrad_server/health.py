@@ -1,5 +1,9 @@
 """grpc.health.v1 for the server: NOT_SERVING until warm, SERVING, NOT_SERVING on drain.
 
+One more name, LIVENESS ("liveness"), answers a Check with SERVING whenever the
+server answers at all, warm-up and drain included: what a liveness probe needs
+(a probe of "" would have an orchestrator kill a pod that is draining as asked).
+
 Built on grpcio-health-checking's `HealthServicer` (Check and a non-blocking
 Watch). On top of it, `drain()` ends the open Watch streams after telling them
 NOT_SERVING: a Watch is an RPC in flight, and the server's graceful stop would
@@ -15,10 +19,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-__all__ = ["OVERALL", "SERVICE_NAME", "HealthState"]
+__all__ = ["LIVENESS", "OVERALL", "SERVICE_NAME", "HealthState"]
 
 OVERALL = health.OVERALL_HEALTH
 SERVICE_NAME: str = health.SERVICE_NAME
+#: The health name of a liveness probe: SERVING while this process answers gRPC.
+LIVENESS = "liveness"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -49,6 +55,15 @@ class _Servicer(health.HealthServicer):
 
         context.add_callback(forget)
         return super().Watch(request, context, send_response_callback)
+
+    def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        if request.service == LIVENESS:
+            # Answering is the whole test: a process that cannot run this handler
+            # (every thread stuck, the loop dead) fails the probe by its deadline.
+            return health_pb2.HealthCheckResponse(status=_SERVING)
+        return super().Check(request, context)
 
     def end_watches(self) -> None:
         with self._watchers_lock:

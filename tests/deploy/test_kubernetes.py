@@ -51,6 +51,7 @@ from actgrad import Client
 from actgrad.v1 import activation_pb2, activation_pb2_grpc
 from actgrad.wire import encode
 from actgrad_server import config
+from actgrad_server.health import LIVENESS
 
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("cpu", "gpu")
@@ -187,7 +188,7 @@ def test_strict_validation_rejects_an_unknown_field(
 ) -> None:
     broken = copy.deepcopy(deployment(rendered["cpu"]))
     probe = broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
-    probe["tcpsocket"] = probe.pop("tcpSocket")  # a typo the API server would refuse
+    probe["gRPC"] = probe.pop("grpc")  # a typo the API server would refuse
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSIONS[-1], strict=True)
 
@@ -335,9 +336,10 @@ def test_probes(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None
     for name in ("startupProbe", "readinessProbe"):
         # The kubelet's own gRPC health check of the whole server (service "").
         assert spec[name]["grpc"] == {"port": port}, name
-    # Not the whole server's health, which is NOT_SERVING during a drain.
-    assert spec["livenessProbe"]["tcpSocket"] == {"port": port}
-    assert set(spec["livenessProbe"]) & {"grpc", "exec", "httpGet"} == set()
+    # Not the whole server's health, which is NOT_SERVING during a drain, but the
+    # name that stays SERVING while the process answers.
+    assert spec["livenessProbe"]["grpc"] == {"port": port, "service": LIVENESS}
+    assert set(spec["livenessProbe"]) & {"tcpSocket", "exec", "httpGet"} == set()
     startup = spec["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 
@@ -416,28 +418,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def grpc_probe(port: int, timeout: float) -> str:
-    """The kubelet's gRPC probe: Check(service="") within timeoutSeconds.
+def grpc_probe(port: int, timeout: float, service: str = "") -> str:
+    """The kubelet's gRPC probe: Check(service) within timeoutSeconds.
 
     Returns the status name (the probe passes on SERVING only) or the error code.
     """
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.RpcError as error:
             return str(error.code().name)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
-
-
-def tcp_probe(port: int, timeout: float) -> bool:
-    """The kubelet's tcpSocket probe: passes when a connection opens."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 @dataclasses.dataclass
@@ -520,7 +513,7 @@ def test_probes_through_warm_up_serving_and_drain(
         before.append(status)
         if status == "NOT_SERVING":
             # Listening while warming up: the liveness probe already passes.
-            assert tcp_probe(pod.port, liveness["timeoutSeconds"])
+            assert grpc_probe(pod.port, liveness["timeoutSeconds"], LIVENESS) == "SERVING"
         assert pod.proc.poll() is None, pod.log
         assert time.monotonic() < deadline, f"never SERVING: {before[-5:]}\n{pod.log}"
         time.sleep(0.05)
@@ -529,7 +522,7 @@ def test_probes_through_warm_up_serving_and_drain(
 
     # Serving: every probe passes, calls work, /metrics is where the annotations say.
     assert grpc_probe(pod.port, readiness["timeoutSeconds"]) == "SERVING"
-    assert tcp_probe(pod.port, liveness["timeoutSeconds"])
+    assert grpc_probe(pod.port, liveness["timeoutSeconds"], LIVENESS) == "SERVING"
     target = f"127.0.0.1:{pod.port}"
     with Client(target, timeout=30.0) as client:
         np.testing.assert_allclose(client.activate([0.0], "sigmoid"), [0.5])
@@ -569,7 +562,9 @@ def test_probes_through_warm_up_serving_and_drain(
         end = time.monotonic() + 5.0
         while time.monotonic() < end:
             readiness_seen.append(grpc_probe(pod.port, readiness["timeoutSeconds"]))
-            liveness_seen.append(tcp_probe(pod.port, liveness["timeoutSeconds"]))
+            liveness_seen.append(
+                grpc_probe(pod.port, liveness["timeoutSeconds"], LIVENESS) == "SERVING"
+            )
             assert pod.proc.poll() is None, pod.log
             time.sleep(0.1)
         # A worker without calls closes its listener within a second or two of the

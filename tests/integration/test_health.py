@@ -21,6 +21,7 @@ import actgrad
 from actgrad import cli
 from actgrad_server.app import ActgradServer
 from actgrad_server.engine import Engine
+from actgrad_server.health import LIVENESS
 
 SERVICE = "actgrad.v1.ActivationService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -65,6 +66,9 @@ def test_not_serving_until_warm_then_serving_then_not_serving_on_drain() -> None
         for name in ("", SERVICE):
             answer = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
             assert answer.status == NOT_SERVING
+        # Alive all along: the liveness name answers SERVING through warm-up and drain.
+        liveness = health_pb2.HealthCheckRequest(service=LIVENESS)
+        assert stub.Check(liveness, timeout=10).status == SERVING
         # A CLI health check fails while warming up.
         assert cli.main(["health", "--target", f"127.0.0.1:{server.port}"]) == 1
         watch = stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE), timeout=60)
@@ -76,6 +80,8 @@ def test_not_serving_until_warm_then_serving_then_not_serving_on_drain() -> None
 
         done = server.stop()  # the settings' grace: 60 s
         assert next(watch).status == NOT_SERVING
+        assert stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status == NOT_SERVING
+        assert stub.Check(liveness, timeout=10).status == SERVING
         # The drain ends the Watch stream (OK) instead of waiting the grace for it.
         assert list(watch) == []
         assert watch.code() == grpc.StatusCode.OK
