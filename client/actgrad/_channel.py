@@ -7,6 +7,7 @@ request or response is built here.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Sequence
@@ -44,18 +45,35 @@ _MAX_ATTEMPTS_LIMIT = 5
 ChannelOptions = Sequence[tuple[str, Any]]
 
 
-def channel_options(
-    max_message_bytes: int, max_attempts: Any, options: ChannelOptions | None
-) -> list[tuple[str, Any]]:
-    """The channel's arguments: message limits and retry policy, then the caller's.
+#: Load-balancing policies a client may ask for (gRPC's names).
+LOAD_BALANCING = ("pick_first", "round_robin")
 
-    Our options first; a caller's option with the same key wins.
+
+def channel_options(
+    max_message_bytes: int,
+    max_attempts: Any,
+    options: ChannelOptions | None,
+    load_balancing: str | None = None,
+) -> list[tuple[str, Any]]:
+    """The channel's arguments: message limits, retries and load balancing, then the
+    caller's.
+
+    Our options first; a caller's option with the same key wins. `load_balancing`
+    ("round_robin") spreads calls over every address the target resolves to, e.g.
+    the pods behind a headless Kubernetes Service (``dns:///actgrad-headless:50051``)
+    or a static list (``ipv4:10.0.0.1:50051,10.0.0.2:50051``).
     """
     merged: dict[str, Any] = {
         "grpc.max_send_message_length": max_message_bytes,
         "grpc.max_receive_message_length": max_message_bytes,
         **retry_options(max_attempts, max_message_bytes),
     }
+    if load_balancing is not None:
+        if load_balancing not in LOAD_BALANCING:
+            raise ValueError(
+                f"load_balancing must be one of {', '.join(LOAD_BALANCING)}, got {load_balancing!r}"
+            )
+        merged["grpc.service_config"] = json.dumps({"loadBalancingConfig": [{load_balancing: {}}]})
     merged.update(dict(options or ()))
     return list(merged.items())
 

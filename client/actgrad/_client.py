@@ -67,6 +67,7 @@ class _BaseClient(RequestBuilder):
         private_key: bytes | None = None,
         token: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        load_balancing: str | None = None,
         stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         shared_memory: bool = False,
@@ -86,7 +87,9 @@ class _BaseClient(RequestBuilder):
         self._metadata: tuple[tuple[str, str], ...] = (
             () if token is None else (("authorization", f"Bearer {check_token(token)}"),)
         )
-        self._channel_options = channel_options(max_message_bytes, max_attempts, options)
+        self._channel_options = channel_options(
+            max_message_bytes, max_attempts, options, load_balancing
+        )
         self._max_attempts = max_attempts
         self._closed = False
         super().__init__(
@@ -209,6 +212,11 @@ class Client(_BaseClient):
         with Client("actgrad.internal:443", root_certificates=ca, token=token) as client:
             ...
 
+    ``load_balancing="round_robin"`` spreads calls over every address the target
+    resolves to (the pods of a headless Kubernetes Service,
+    ``dns:///actgrad-headless.ns.svc:50051``, or ``ipv4:10.0.0.1:50051,10.0.0.2:50051``);
+    the default, gRPC's pick_first, sends every call over one connection.
+
     Calls wait for a server that is not reachable yet (starting or restarting)
     for as long as their deadline allows. Calls that end in UNAVAILABLE (a server
     draining, a connection lost mid-answer) or in a CANCELLED this client did not
@@ -254,6 +262,7 @@ class Client(_BaseClient):
         private_key: bytes | None = None,
         token: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        load_balancing: str | None = None,
         stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         shared_memory: bool = False,
@@ -270,6 +279,7 @@ class Client(_BaseClient):
             private_key=private_key,
             token=token,
             max_attempts=max_attempts,
+            load_balancing=load_balancing,
             stream_threshold_bytes=stream_threshold_bytes,
             chunk_bytes=chunk_bytes,
             shared_memory=shared_memory,
@@ -476,6 +486,7 @@ class AsyncClient(_BaseClient):
         private_key: bytes | None = None,
         token: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        load_balancing: str | None = None,
         stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         shared_memory: bool = False,
@@ -492,6 +503,7 @@ class AsyncClient(_BaseClient):
             private_key=private_key,
             token=token,
             max_attempts=max_attempts,
+            load_balancing=load_balancing,
             stream_threshold_bytes=stream_threshold_bytes,
             chunk_bytes=chunk_bytes,
             shared_memory=shared_memory,

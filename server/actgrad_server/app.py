@@ -166,6 +166,7 @@ class ActgradServer:
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 # Off for a lone server: a second one on its port fails to bind.
                 ("grpc.so_reuseport", 0 if worker is None else 1),
+                *_connection_age_options(settings),
             ],
             interceptors=interceptors,
             # Checked before a call is queued for a thread: over the limit a call
@@ -390,6 +391,16 @@ class ActgradServer:
         connections after the GOAWAY of the drain, so a short wait is enough.
         """
         time.sleep(min(seconds, max(self.settings.grace, 0.0)))
+
+
+def _connection_age_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC's connection-age arguments; none when max_connection_age is 0 (never)."""
+    if settings.max_connection_age <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace * 1000)),
+    ]
 
 
 def _busy_handlers() -> list[str]:

@@ -74,6 +74,18 @@ class Settings:
             "streams never hold the threads of unary calls; 0 = half of --threads"
         ),
     )
+    max_connection_age: float = field(
+        default=0.0,
+        metadata=_opt(
+            "seconds after which a connection is asked to close (GOAWAY) and clients "
+            "reconnect, so that calls spread again over new replicas behind a "
+            "connection balancer (a Kubernetes Service); 0 = never"
+        ),
+    )
+    max_connection_age_grace: float = field(
+        default=30.0,
+        metadata=_opt("seconds the calls of a connection past its age get to finish"),
+    )
     stream_idle_timeout: float = field(
         default=30.0,
         metadata=_opt(
@@ -164,6 +176,8 @@ class Settings:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_streams < 0:
             raise ConfigError(f"max_streams must be >= 0 (0 = threads / 2), got {self.max_streams}")
+        if self.max_connection_age < 0 or self.max_connection_age_grace < 0:
+            raise ConfigError("max_connection_age and its grace must be >= 0 (0 = never)")
         if self.stream_idle_timeout < 0:
             raise ConfigError(
                 f"stream_idle_timeout must be >= 0 (0 = never), got {self.stream_idle_timeout}"
