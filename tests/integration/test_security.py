@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,3 +325,37 @@ def test_tls_tokens_and_mtls_together(pki: _Pki, tmp_path: Path) -> None:
         }
         assert _call("sync", server, token="t0ken", **secure).tolist() == [0.0, 2.0]
         _assert_fails("sync", server, grpc.StatusCode.UNAUTHENTICATED, **secure)
+
+
+def test_a_rotated_certificate_is_used_by_new_connections_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    first_ca, second_ca = _ca("first CA"), _ca("second CA")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+
+    def install(issuer: tuple[_Pem, x509.Certificate, ec.EllipticCurvePrivateKey]) -> None:
+        # As a Secret update lands: new files renamed into place.
+        leaf = _leaf("localhost", issuer, server=True)
+        for path, data in ((cert, leaf.cert), (key, leaf.key)):
+            fresh = path.with_suffix(".new")
+            fresh.write_bytes(data)
+            os.replace(fresh, path)
+
+    install(first_ca)
+    with running(settings(tls_cert=str(cert), tls_key=str(key))) as server:
+        target = f"127.0.0.1:{server.port}"
+        with actgrad.Client(target, root_certificates=first_ca[0].cert, timeout=10.0) as old:
+            assert old.activate([1.0], "relu").tolist() == [1.0]
+            install(second_ca)
+            # A new connection gets the new certificate: trusted by the second CA only.
+            with actgrad.Client(target, root_certificates=second_ca[0].cert, timeout=10.0) as new:
+                assert new.activate([2.0], "relu").tolist() == [2.0]
+            with (
+                actgrad.Client(
+                    target, root_certificates=first_ca[0].cert, timeout=5.0, max_attempts=1
+                ) as stale,
+                pytest.raises(actgrad.UnavailableError),
+            ):
+                stale.activate([3.0], "relu")
+            # The connection made before the rotation goes on with the old one.
+            assert old.activate([4.0], "relu").tolist() == [4.0]
