@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "retry_options",
     "retry_pause",
     "stub_for",
+    "trace_context",
 ]
 
 DEFAULT_TARGET = "localhost:50051"
@@ -76,6 +78,21 @@ def channel_options(
         merged["grpc.service_config"] = json.dumps({"loadBalancingConfig": [{load_balancing: {}}]})
     merged.update(dict(options or ()))
     return list(merged.items())
+
+
+def trace_context() -> tuple[tuple[str, str], ...]:
+    """W3C trace context of the current OpenTelemetry span, as call metadata.
+
+    Only when the program already uses OpenTelemetry (its trace API is imported):
+    the SDK never imports it itself, so this costs a dict lookup otherwise.
+    """
+    if "opentelemetry.trace" not in sys.modules:
+        return ()
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return tuple(carrier.items())
 
 
 def stub_for(stubs: dict[str, Any], channel: grpc.Channel | grpc.aio.Channel, service: str) -> Any:

@@ -32,6 +32,7 @@ from actgrad._channel import (
     check_token,
     retry_pause,
     stub_for,
+    trace_context,
 )
 from actgrad._requests import (
     DEFAULT_CHUNK_BYTES,
@@ -136,8 +137,9 @@ class _BaseClient(RequestBuilder):
     def _call_options(self, end: float, *, wait_for_ready: bool = False) -> dict[str, Any]:
         """Per-call options for a call whose deadline is the monotonic time `end`."""
         options: dict[str, Any] = {"timeout": max(end - time.monotonic(), 0.001)}
-        if self._metadata:
-            options["metadata"] = self._metadata
+        metadata = self._metadata + trace_context()
+        if metadata:
+            options["metadata"] = metadata
         if wait_for_ready:
             options["wait_for_ready"] = True
         return options

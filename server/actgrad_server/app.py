@@ -45,6 +45,7 @@ from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
 from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip import servicer as oip
+from actgrad_server.tracing import Tracing
 
 __all__ = ["ActgradServer", "WorkerRole", "install_drain_signals"]
 
@@ -141,7 +142,11 @@ class ActgradServer:
         #: Set when the drain starts: new calls but health get UNAVAILABLE.
         self.refusing = threading.Event()
         interceptors: list[Any] = [
-            ObserveInterceptor(self.metrics, access_log=settings.access_log),
+            ObserveInterceptor(
+                self.metrics,
+                access_log=settings.access_log,
+                tracing=Tracing() if settings.tracing else None,
+            ),
             DrainInterceptor(self.refusing, open_services=[health.SERVICE_NAME]),
         ]
 

@@ -128,6 +128,14 @@ class Settings:
     access_log: bool = field(
         default=False, metadata=_opt("log one line per call (rpc, status, duration, request id)")
     )
+    tracing: bool = field(
+        default=False,
+        metadata=_opt(
+            "an OpenTelemetry span per call and trace_id on JSON log lines (needs "
+            "actgrad[otel]; the provider and exporter are the deployment's, e.g. "
+            "opentelemetry-instrument)"
+        ),
+    )
     reflection: bool = field(
         default=True, metadata=_opt("serve grpc.reflection.v1alpha (--no-reflection to turn off)")
     )

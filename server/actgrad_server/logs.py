@@ -29,6 +29,9 @@ _NO_REQUEST = "-"
 _REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
     "actgrad_request_id", default=_NO_REQUEST
 )
+_TRACE_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "actgrad_trace_id", default=_NO_REQUEST
+)
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 # Attributes every LogRecord has; anything else was passed through `extra=`.
@@ -36,6 +39,7 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", 
     "message",
     "asctime",
     "request_id",
+    "trace_id",
     "taskName",
 }
 
@@ -46,12 +50,15 @@ def current_request_id() -> str:
 
 
 @contextmanager
-def request_id_scope(request_id: str) -> Iterator[None]:
-    """Makes `request_id` the current one until the block ends."""
+def request_id_scope(request_id: str, trace_id: str = _NO_REQUEST) -> Iterator[None]:
+    """Makes `request_id` (and the call's trace id, with tracing on) the current ones
+    until the block ends."""
     token = _REQUEST_ID.set(request_id)
+    trace_token = _TRACE_ID.set(trace_id)
     try:
         yield
     finally:
+        _TRACE_ID.reset(trace_token)
         _REQUEST_ID.reset(token)
 
 
@@ -61,6 +68,8 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = _REQUEST_ID.get()
+        if not hasattr(record, "trace_id"):
+            record.trace_id = _TRACE_ID.get()
         return True
 
 
@@ -80,6 +89,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", _NO_REQUEST),
         }
+        trace_id = getattr(record, "trace_id", _NO_REQUEST)
+        if trace_id != _NO_REQUEST:  # with --tracing: the call's OpenTelemetry trace
+            entry["trace_id"] = trace_id
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and key not in entry:
                 entry[key] = value

@@ -13,6 +13,7 @@ so a new servicer is covered by registering it on the server and nothing else.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ from actgrad_server.logs import request_id_scope
 from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip import model_table
 from actgrad_server.security import TokenSet
+from actgrad_server.tracing import CallSpan, Tracing
 
 __all__ = [
     "REQUEST_ID_KEY",
@@ -147,6 +149,18 @@ def _dtype_label(request: Any) -> str:
     return ""
 
 
+def _elements(request: Any) -> int | None:
+    """The element count of a request's (first) input tensor, None if it has none."""
+    if request is None or not hasattr(request, "DESCRIPTOR"):
+        return None
+    fields = request.DESCRIPTOR.fields_by_name
+    if "input" in fields and fields["input"].message_type is not None:
+        return int(math.prod(request.input.shape)) if request.HasField("input") else None
+    if "inputs" in fields and len(request.inputs) > 0:
+        return int(math.prod(request.inputs[0].shape))
+    return None
+
+
 def _labels(request: Any) -> tuple[str, str]:
     """(function, dtype) of a request, bounded to known values; ("", "") if none apply."""
     if request is None or not hasattr(request, "DESCRIPTOR"):
@@ -166,8 +180,11 @@ class _Observed:
         rpc: str,
         request_id: str,
         context: grpc.ServicerContext,
+        span: CallSpan | None = None,
     ) -> None:
         self._owner = interceptor
+        self._span = span
+        self.trace_id = "-" if span is None else span.trace_id
         self.rpc = rpc
         self.request_id = request_id
         self._context = context
@@ -187,6 +204,8 @@ class _Observed:
     def received(self, request: Any) -> None:
         if self._labels is None:
             self._labels = _labels(request)
+            if self._span is not None:
+                self._span.label(*self._labels, _elements(request))
 
     def gone(self) -> grpc.StatusCode | None:
         """DEADLINE_EXCEEDED or CANCELLED when nobody waits for the answer; the call is
@@ -205,6 +224,9 @@ class _Observed:
             # A handler that returned for a caller who is gone did not deliver.
             code = _code(self._context) or _gone(self._context) or grpc.StatusCode.OK
         code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        if self._span is not None:
+            number = code.value[0] if isinstance(code, grpc.StatusCode) else 2  # UNKNOWN
+            self._span.end(number, code_name)
         elapsed = time.perf_counter() - self._start
         function, dtype = self._labels or ("", "")
         metrics = self._owner.metrics
@@ -223,6 +245,7 @@ class _Observed:
                 self.bytes_out,
                 extra={
                     "request_id": self.request_id,
+                    "trace_id": self.trace_id,
                     "rpc": self.rpc,
                     "code": code_name,
                     "duration_ms": round(elapsed * 1e3, 3),
@@ -251,9 +274,12 @@ class _Observed:
 class ObserveInterceptor(_ServerInterceptor):
     """Request id, metrics, access log and the skip of abandoned calls, for every RPC."""
 
-    def __init__(self, metrics: ServerMetrics, *, access_log: bool = True) -> None:
+    def __init__(
+        self, metrics: ServerMetrics, *, access_log: bool = True, tracing: Tracing | None = None
+    ) -> None:
         self.metrics = metrics
         self.access_log = access_log
+        self.tracing = tracing
 
     def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -270,7 +296,10 @@ class ObserveInterceptor(_ServerInterceptor):
         sizes = _Sizes()
 
         def begin(context: grpc.ServicerContext) -> _Observed:
-            call = _Observed(self, rpc, request_id, context)
+            span = None
+            if self.tracing is not None:
+                span = self.tracing.start(rpc, handler_call_details.invocation_metadata)
+            call = _Observed(self, rpc, request_id, context, span)
             sizes.attach(call, finish_when_sent=not handler.response_streaming)
             return call
 
@@ -402,7 +431,7 @@ def _observe_unary_unary(
     def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
         call = begin(context)
         call.received(request)
-        with request_id_scope(call.request_id):
+        with request_id_scope(call.request_id, call.trace_id):
             _refuse_malformed(request, call, context)
             code = call.gone()
             if code is not None:
@@ -424,7 +453,7 @@ def _observed_responses(
 ) -> Iterator[Any]:
     try:
         while True:
-            with request_id_scope(call.request_id):
+            with request_id_scope(call.request_id, call.trace_id):
                 try:
                     response = next(responses)
                 except StopIteration:
@@ -448,7 +477,7 @@ def _observe_unary_stream(
     def unary_stream(request: Any, context: grpc.ServicerContext) -> Any:
         call = begin(context)
         call.received(request)
-        with request_id_scope(call.request_id):
+        with request_id_scope(call.request_id, call.trace_id):
             _refuse_malformed(request, call, context)
             code = call.gone()
             if code is not None:
@@ -481,7 +510,7 @@ def _observe_non_blocking(
         def send(response: Any) -> None:
             send_response_callback(response)
 
-        with request_id_scope(call.request_id):
+        with request_id_scope(call.request_id, call.trace_id):
             try:
                 return behavior(request, context, send)
             except BaseException as exc:
@@ -511,7 +540,7 @@ def _observe_stream_unary(
 ) -> Callable[..., Any]:
     def stream_unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         call = begin(context)
-        with request_id_scope(call.request_id):
+        with request_id_scope(call.request_id, call.trace_id):
             try:
                 response = behavior(_observed_requests(requests, call), context)
             except MalformedRequest as exc:
@@ -530,7 +559,7 @@ def _observe_stream_stream(
 ) -> Callable[..., Any]:
     def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         call = begin(context)
-        with request_id_scope(call.request_id):
+        with request_id_scope(call.request_id, call.trace_id):
             try:
                 responses = behavior(_observed_requests(requests, call), context)
             except BaseException as exc:
