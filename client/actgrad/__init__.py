@@ -23,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from actgrad._client import AsyncClient, Client
-    from actgrad._types import FunctionInfo, Limits, ParamInfo, ServerInfo, VjpResult
+    from actgrad._types import (
+        DenseVjpResult,
+        FunctionInfo,
+        FunctionProperties,
+        GradientFlowResult,
+        Limits,
+        ParamInfo,
+        ServerInfo,
+        VjpResult,
+    )
     from actgrad.errors import (
         ActgradError,
         CallCancelledError,
@@ -47,7 +56,10 @@ __all__ = [
     "CallCancelledError",
     "Client",
     "DeadlineExceededError",
+    "DenseVjpResult",
     "FunctionInfo",
+    "FunctionProperties",
+    "GradientFlowResult",
     "InternalError",
     "InvalidArgumentError",
     "Limits",
@@ -69,7 +81,10 @@ __all__ = [
 _LAZY = {
     "AsyncClient": "actgrad._client",
     "Client": "actgrad._client",
+    "DenseVjpResult": "actgrad._types",
     "FunctionInfo": "actgrad._types",
+    "FunctionProperties": "actgrad._types",
+    "GradientFlowResult": "actgrad._types",
     "Limits": "actgrad._types",
     "ParamInfo": "actgrad._types",
     "ServerInfo": "actgrad._types",

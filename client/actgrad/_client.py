@@ -46,7 +46,13 @@ from actgrad._requests import (
     Rpc,
     StreamRpc,
 )
-from actgrad._types import FunctionInfo, ServerInfo, VjpResult
+from actgrad._types import (
+    DenseVjpResult,
+    FunctionInfo,
+    GradientFlowResult,
+    ServerInfo,
+    VjpResult,
+)
 from actgrad.errors import from_grpc_error
 
 __all__ = ["AsyncClient", "Client"]
@@ -438,6 +444,106 @@ class Client(_BaseClient):
             self._softmax_rpc(x, axis=axis, temperature=temperature, log=log), timeout
         )
 
+    def dense(
+        self,
+        x: Any,
+        weight: Any,
+        bias: Any = None,
+        /,
+        *,
+        activation: str | None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> npt.NDArray[Any]:
+        """A dense layer: ``activation(x . weight^T + bias)``, shape ``[..., out]``.
+
+        `x` is ``[..., in]``, `weight` ``[out, in]``, `bias` ``[out]`` (None: no bias);
+        `activation` is any served function (softmax along the last axis) with its
+        parameters as keywords, or None for the bare net output. float16 and bfloat16
+        are accumulated in float32. Example::
+
+            y = client.dense(x, w, b, activation="leaky_relu", alpha=0.1)
+        """
+        return self._invoke(self._dense_rpc(x, weight, bias, activation, params), timeout)
+
+    def dense_vjp(
+        self,
+        x: Any,
+        weight: Any,
+        bias: Any = None,
+        /,
+        *,
+        activation: str | None,
+        grad_output: Any = None,
+        return_output: bool = False,
+        return_net_output: bool = False,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> DenseVjpResult:
+        """Gradients of a dense layer with respect to x, weight, bias and tensor parameters.
+
+        `grad_output` (``[..., out]``, default ones) is the upstream gradient; the
+        output f(z) and the net output z come back when asked. Example::
+
+            r = client.dense_vjp(x, w, b, activation="sigmoid", return_net_output=True)
+            r.grad_input, r.grad_weight, r.grad_bias, r.net_output
+        """
+        rpc = self._dense_vjp_rpc(
+            x,
+            weight,
+            bias,
+            activation,
+            params,
+            grad_output=grad_output,
+            return_output=return_output,
+            return_net_output=return_net_output,
+        )
+        return self._invoke(rpc, timeout)
+
+    def gradient_flow(
+        self,
+        function: str,
+        /,
+        *,
+        depth: int = 30,
+        width: int = 256,
+        batch: int = 128,
+        init: str = "xavier_normal",
+        init_std: float | None = None,
+        seed: int = 0,
+        residual: bool = False,
+        normalize: bool = False,
+        dtype: str = "float64",
+        timeout: float | None = None,
+        **params: Any,
+    ) -> GradientFlowResult:
+        """How gradients survive a deep square network of `function` (see GradientFlowResult).
+
+        The server draws W_1..W_depth (width x width, scheme `init`: xavier_normal,
+        xavier_uniform, he_normal, he_uniform, lecun_normal, or normal with
+        `init_std`), then x and the upstream gradient g (batch x width), all from
+        ``numpy.random.default_rng(seed)``, and runs h_l = f(h_{l-1} . W_l^T) (with
+        `normalize`, standardised over the batch first; with `residual`, plus h_{l-1})
+        forward and backward. Example::
+
+            r = client.gradient_flow("sigmoid", depth=30, init="xavier_normal")
+            r.ratio  # about 1e-19: the gradient vanishes
+        """
+        rpc = self._gradient_flow_rpc(
+            function,
+            params,
+            depth=depth,
+            width=width,
+            batch=batch,
+            init=init,
+            init_std=init_std,
+            seed=seed,
+            residual=residual,
+            normalize=normalize,
+            dtype=dtype,
+        )
+        return self._invoke(rpc, timeout)
+
     def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
         """The server's function catalog.
 
@@ -658,6 +764,80 @@ class AsyncClient(_BaseClient):
         return await self._invoke(
             self._softmax_rpc(x, axis=axis, temperature=temperature, log=log), timeout
         )
+
+    async def dense(
+        self,
+        x: Any,
+        weight: Any,
+        bias: Any = None,
+        /,
+        *,
+        activation: str | None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> npt.NDArray[Any]:
+        """Awaitable `Client.dense`: ``y = await client.dense(x, w, b, activation="tanh")``."""
+        return await self._invoke(self._dense_rpc(x, weight, bias, activation, params), timeout)
+
+    async def dense_vjp(
+        self,
+        x: Any,
+        weight: Any,
+        bias: Any = None,
+        /,
+        *,
+        activation: str | None,
+        grad_output: Any = None,
+        return_output: bool = False,
+        return_net_output: bool = False,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> DenseVjpResult:
+        """Awaitable `Client.dense_vjp`: ``r = await client.dense_vjp(x, w, activation=None)``."""
+        rpc = self._dense_vjp_rpc(
+            x,
+            weight,
+            bias,
+            activation,
+            params,
+            grad_output=grad_output,
+            return_output=return_output,
+            return_net_output=return_net_output,
+        )
+        return await self._invoke(rpc, timeout)
+
+    async def gradient_flow(
+        self,
+        function: str,
+        /,
+        *,
+        depth: int = 30,
+        width: int = 256,
+        batch: int = 128,
+        init: str = "xavier_normal",
+        init_std: float | None = None,
+        seed: int = 0,
+        residual: bool = False,
+        normalize: bool = False,
+        dtype: str = "float64",
+        timeout: float | None = None,
+        **params: Any,
+    ) -> GradientFlowResult:
+        """Awaitable `Client.gradient_flow`: ``r = await client.gradient_flow("tanh")``."""
+        rpc = self._gradient_flow_rpc(
+            function,
+            params,
+            depth=depth,
+            width=width,
+            batch=batch,
+            init=init,
+            init_std=init_std,
+            seed=seed,
+            residual=residual,
+            normalize=normalize,
+            dtype=dtype,
+        )
+        return await self._invoke(rpc, timeout)
 
     async def functions(self, *, timeout: float | None = None) -> list[FunctionInfo]:
         """Awaitable `Client.functions`: ``fs = await client.functions()``."""

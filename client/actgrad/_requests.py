@@ -30,15 +30,24 @@ from actgrad import _shm, wire
 from actgrad._responses import (
     decode_like,
     decode_result,
+    decode_shaped,
+    dense_vjp_result,
     function_info,
     grad_params,
+    gradient_flow_result,
     gradient_result,
     health_status,
     place_chunk,
     server_info,
     stream_finisher,
 )
-from actgrad._types import FunctionInfo, ServerInfo, VjpResult
+from actgrad._types import (
+    DenseVjpResult,
+    FunctionInfo,
+    GradientFlowResult,
+    ServerInfo,
+    VjpResult,
+)
 from actgrad.errors import InternalError
 from actgrad.v1 import activation_pb2, tensor_pb2
 from actgrad.wire import ChunkPlan, plan_chunks
@@ -160,6 +169,46 @@ class Loan:
             )
         offset = self.regions[k].offset
         return self.segment.array(offset, like.dtype, like.shape).copy()
+
+
+@dataclass(frozen=True)
+class _DenseLayer:
+    """A dense call's tensors, already in x's dtype, and its flags."""
+
+    x: npt.NDArray[Any]
+    weight: npt.NDArray[Any]
+    bias: npt.NDArray[Any] | None
+    grad_output: npt.NDArray[Any] | None
+    activation: str
+    params: Mapping[str, Any]
+    gradient: bool
+    return_output: bool
+    return_net_output: bool
+
+    @property
+    def z_shape(self) -> tuple[int, ...]:
+        return (*self.x.shape[:-1], *self.weight.shape[:1])
+
+    def request(self, rows: slice | None = None) -> activation_pb2.DenseRequest:
+        """The request for the whole call, or for these rows of x's first axis."""
+        request = activation_pb2.DenseRequest(
+            activation=self.activation,
+            gradient=self.gradient,
+            return_output=self.return_output,
+            return_net_output=self.return_net_output,
+        )
+        x, g = self.x, self.grad_output
+        if rows is not None:
+            x = x[rows]
+            g = None if g is None else g[rows]
+        wire.encode(x, out=request.input)
+        wire.encode(self.weight, out=request.weight)
+        if self.bias is not None:
+            wire.encode(self.bias, out=request.bias)
+        if g is not None:
+            wire.encode(g, out=request.grad_output)
+        _fill_params(request.params, self.params, self.x.dtype)
+        return request
 
 
 class RequestBuilder:
@@ -664,6 +713,215 @@ class RequestBuilder:
 
         return StreamRpc("SoftmaxStream", requests(), accept, stream_finisher(plan, lambda: out))
 
+    def _dense_layer(
+        self,
+        x: Any,
+        weight: Any,
+        bias: Any,
+        activation: str | None,
+        params: Mapping[str, Any],
+        *,
+        gradient: bool,
+        grad_output: Any = None,
+        return_output: bool = False,
+        return_net_output: bool = False,
+    ) -> _DenseLayer:
+        """A dense call's tensors in x's dtype; shapes are the server's to check."""
+        array = wire.to_float_array(x, name="x")
+        if activation is not None:
+            activation = _check_function(activation)
+        return _DenseLayer(
+            x=array,
+            weight=_as_dtype(weight, array.dtype, name="weight"),
+            bias=None if bias is None else _as_dtype(bias, array.dtype, name="bias"),
+            grad_output=(
+                None
+                if grad_output is None
+                else _as_dtype(grad_output, array.dtype, name="grad_output")
+            ),
+            activation=activation or "",
+            params=params,
+            gradient=gradient,
+            return_output=bool(return_output),
+            return_net_output=bool(return_net_output),
+        )
+
+    def _dense_rows(self, layer: _DenseLayer) -> int | None:
+        """Rows of x's first axis per chunk when the call is too big for one message, or
+        None: it goes whole (also when it cannot be split: then the server, or the
+        message size limit, says what is wrong)."""
+        x, w, g = layer.x, layer.weight, layer.grad_output
+        extra = w.nbytes + (0 if g is None else g.nbytes)
+        if x.ndim < 2 or x.shape[0] < 2 or not self._streams(x, extra):
+            return None
+        if w.ndim != 2 or x.shape[-1] != w.shape[1] or w.nbytes > self._chunk_bytes:
+            return None
+        if g is not None and g.shape != (*x.shape[:-1], w.shape[0]):
+            return None
+        for value in layer.params.values():
+            # A tensor parameter that spans x's first axis would have to be split too.
+            shape = np.shape(value) if isinstance(value, np.ndarray | list | tuple) else ()
+            if len(shape) >= x.ndim and shape[len(shape) - x.ndim] != 1:
+                return None
+        # Per row: x's and the results' bytes (output, net output, grad_input, grad_output).
+        row_bytes = x[0].nbytes * 2 + (x[0].nbytes // max(1, w.shape[1])) * w.shape[0] * 3
+        return max(1, int(self._chunk_bytes - w.nbytes) // max(1, int(row_bytes)))
+
+    def _dense_rpc(
+        self, x: Any, weight: Any, bias: Any, activation: str | None, params: Mapping[str, Any]
+    ) -> Rpc[npt.NDArray[Any]] | StreamRpc[npt.NDArray[Any]]:
+        layer = self._dense_layer(x, weight, bias, activation, params, gradient=False)
+        rows = self._dense_rows(layer)
+        if rows is not None:
+            return self._dense_stream(layer, rows, lambda parts: parts["output"])
+        return Rpc(
+            "Dense",
+            layer.request(),
+            lambda response: decode_shaped(response.output, layer.x, layer.z_shape, field="output"),
+        )
+
+    def _dense_vjp_rpc(
+        self,
+        x: Any,
+        weight: Any,
+        bias: Any,
+        activation: str | None,
+        params: Mapping[str, Any],
+        *,
+        grad_output: Any,
+        return_output: bool,
+        return_net_output: bool,
+    ) -> Rpc[DenseVjpResult] | StreamRpc[DenseVjpResult]:
+        layer = self._dense_layer(
+            x,
+            weight,
+            bias,
+            activation,
+            params,
+            gradient=True,
+            grad_output=grad_output,
+            return_output=return_output,
+            return_net_output=return_net_output,
+        )
+        rows = self._dense_rows(layer)
+        if rows is not None:
+            return self._dense_stream(layer, rows, _dense_vjp_from_parts)
+        return Rpc(
+            "Dense",
+            layer.request(),
+            lambda response: dense_vjp_result(response, layer.x, layer.weight),
+        )
+
+    def _dense_stream(
+        self,
+        layer: _DenseLayer,
+        rows: int,
+        pick: Callable[[dict[str, npt.NDArray[Any]]], ResultT],
+    ) -> StreamRpc[ResultT]:
+        """DenseStream: x (and grad_output) in chunks of `rows` along the first axis, the
+        weights in every chunk; rows are placed back, the weight, bias and parameter
+        gradients of the chunks summed in float64 and rounded once."""
+        x, dtype = layer.x, layer.x.dtype
+        starts = list(range(0, x.shape[0], rows))
+        z_shape = layer.z_shape
+        wanted = {
+            "output": not layer.gradient or layer.return_output,
+            "net_output": layer.return_net_output,
+            "grad_input": layer.gradient,
+        }
+        placed = {
+            name: np.empty(x.shape if name == "grad_input" else z_shape, dtype=dtype)
+            for name, want in wanted.items()
+            if want
+        }
+        totals: dict[str, npt.NDArray[Any]] = {}
+
+        def requests() -> Iterator[Message]:
+            for start in starts:
+                yield layer.request(slice(start, start + rows))
+
+        def accept(k: int, response: activation_pb2.DenseResponse) -> None:
+            if k >= len(starts):
+                raise InternalError(
+                    f"malformed response from the server: more than {len(starts)} chunks"
+                )
+            part = slice(starts[k], starts[k] + rows)
+            for name, out in placed.items():
+                out[part] = decode_shaped(getattr(response, name), x, out[part].shape, field=name)
+            if layer.gradient:
+                sums = {
+                    "grad_weight": decode_shaped(
+                        response.grad_weight, x, layer.weight.shape, field="grad_weight"
+                    ),
+                    "grad_bias": decode_shaped(
+                        response.grad_bias, x, layer.weight.shape[:1], field="grad_bias"
+                    ),
+                    **grad_params(response),
+                }
+                for name, value in sums.items():
+                    total = totals.setdefault(name, np.zeros(value.shape, dtype=np.float64))
+                    if total.shape != value.shape:
+                        raise InternalError(
+                            f"malformed response from the server: chunk {k} {name} is "
+                            f"{list(value.shape)}, expected {list(total.shape)}"
+                        )
+                    total += value
+
+        def finish(received: int) -> ResultT:
+            if received != len(starts):
+                raise InternalError(
+                    f"the stream ended after {received} of {len(starts)} chunks; no result"
+                )
+            return pick({**placed, **{n: t.astype(dtype) for n, t in totals.items()}})
+
+        return StreamRpc("DenseStream", requests(), accept, finish)
+
+    def _gradient_flow_rpc(
+        self,
+        function: str,
+        params: Mapping[str, Any],
+        *,
+        depth: int,
+        width: int,
+        batch: int,
+        init: str,
+        init_std: float | None,
+        seed: int,
+        residual: bool,
+        normalize: bool,
+        dtype: str,
+    ) -> Rpc[GradientFlowResult]:
+        function = _check_function(function)
+        sizes = {"depth": depth, "width": width, "batch": batch, "seed": seed}
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if not 0 <= int(seed) < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        if not isinstance(init, str):
+            raise TypeError(f"init must be a str, got {type(init).__name__}")
+        try:
+            wire_dtype = wire.dtype_info(dtype).wire
+        except (KeyError, TypeError):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+        request = activation_pb2.GradientFlowRequest(
+            function=function,
+            depth=int(depth),
+            width=int(width),
+            batch=int(batch),
+            init=init,
+            seed=int(seed),
+            residual=bool(residual),
+            normalize=bool(normalize),
+            dtype=wire_dtype,  # type: ignore[arg-type]
+        )
+        if init_std is not None:
+            request.init_std = float(init_std)
+        _fill_params(request.params, params, np.dtype(np.float64))
+        return Rpc(
+            "GradientFlow", request, lambda response: gradient_flow_result(response, int(depth))
+        )
+
     def _functions_rpc(self) -> Rpc[list[FunctionInfo]]:
         return Rpc(
             "ListFunctions",
@@ -686,6 +944,19 @@ class RequestBuilder:
 
 
 # -- helpers (no state) ----------------------------------------------------------
+
+
+def _dense_vjp_from_parts(parts: dict[str, npt.NDArray[Any]]) -> DenseVjpResult:
+    """A DenseVjpResult from a stream's reassembled results, by field name."""
+    fixed = ("grad_input", "grad_weight", "grad_bias", "output", "net_output")
+    return DenseVjpResult(
+        grad_input=parts["grad_input"],
+        grad_weight=parts["grad_weight"],
+        grad_bias=parts["grad_bias"],
+        grad_params={n: v for n, v in sorted(parts.items()) if n not in fixed},
+        output=parts.get("output"),
+        net_output=parts.get("net_output"),
+    )
 
 
 def _catalog_key(name: str) -> str:

@@ -10,11 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2
 
 from actgrad import wire
-from actgrad._types import FunctionInfo, Limits, ParamDefault, ParamInfo, ServerInfo, VjpResult
+from actgrad._types import (
+    DenseVjpResult,
+    FunctionInfo,
+    FunctionProperties,
+    GradientFlowResult,
+    Limits,
+    ParamDefault,
+    ParamInfo,
+    ServerInfo,
+    VjpResult,
+)
 from actgrad.errors import InternalError
 from actgrad.v1 import activation_pb2, tensor_pb2
 from actgrad.wire import ChunkPlan
@@ -22,8 +33,11 @@ from actgrad.wire import ChunkPlan
 __all__ = [
     "decode_like",
     "decode_result",
+    "decode_shaped",
+    "dense_vjp_result",
     "function_info",
     "grad_params",
+    "gradient_flow_result",
     "gradient_result",
     "health_status",
     "place_chunk",
@@ -58,7 +72,59 @@ def decode_like(
     return array
 
 
-def grad_params(response: activation_pb2.GradientResponse) -> dict[str, npt.NDArray[Any]]:
+def decode_shaped(
+    tensor: tensor_pb2.Tensor, like: npt.NDArray[Any], shape: tuple[int, ...], *, field: str
+) -> npt.NDArray[Any]:
+    """Decodes a result that the contract says has `like`'s dtype and this shape."""
+    array = decode_result(tensor, field=field)
+    if array.dtype != like.dtype or array.shape != shape:
+        raise InternalError(
+            f"malformed response from the server: {field} is {array.dtype}{list(array.shape)}, "
+            f"expected {like.dtype}{list(shape)}"
+        )
+    return array
+
+
+def dense_vjp_result(
+    response: activation_pb2.DenseResponse, x: npt.NDArray[Any], weight: npt.NDArray[Any]
+) -> DenseVjpResult:
+    """A DenseResponse with gradients, for the input `x` and the weight `weight`."""
+    z_shape = (*x.shape[:-1], weight.shape[0])
+    optional = {
+        name: decode_shaped(getattr(response, name), x, z_shape, field=name)
+        for name in ("output", "net_output")
+        if response.HasField(name)
+    }
+    return DenseVjpResult(
+        grad_input=decode_shaped(response.grad_input, x, x.shape, field="grad_input"),
+        grad_weight=decode_shaped(response.grad_weight, x, weight.shape, field="grad_weight"),
+        grad_bias=decode_shaped(response.grad_bias, x, weight.shape[:1], field="grad_bias"),
+        grad_params=grad_params(response),
+        output=optional.get("output"),
+        net_output=optional.get("net_output"),
+    )
+
+
+def gradient_flow_result(
+    response: activation_pb2.GradientFlowResponse, depth: int
+) -> GradientFlowResult:
+    """A GradientFlowResponse for a network of `depth` layers."""
+    lengths = {"act_rms": depth + 1, "grad_rms": depth + 1}
+    arrays = {}
+    for name in ("act_rms", "grad_rms", "weight_grad_rms", "saturated", "dead"):
+        values = np.asarray(getattr(response, name), dtype=np.float64)
+        if values.shape != (lengths.get(name, depth),):
+            raise InternalError(
+                f"malformed response from the server: {name} has {values.size} values "
+                f"for {depth} layers"
+            )
+        arrays[name] = values
+    return GradientFlowResult(**arrays, ratio=response.ratio)
+
+
+def grad_params(
+    response: activation_pb2.GradientResponse | activation_pb2.DenseResponse,
+) -> dict[str, npt.NDArray[Any]]:
     """The parameter gradients of a GradientResponse (always in the message), by name."""
     return {
         name: decode_result(tensor, field=f"grad_params[{name!r}]")
@@ -173,6 +239,22 @@ def function_info(info: activation_pb2.FunctionInfo) -> FunctionInfo:
         elementwise=info.elementwise,
         dtypes=[_dtype_name(d) for d in info.dtypes],
         axis_param=info.axis_param or None,
+        properties=_properties(info.properties) if info.HasField("properties") else None,
+    )
+
+
+def _properties(props: activation_pb2.FunctionProperties) -> FunctionProperties:
+    return FunctionProperties(
+        output_min=props.output_min,
+        output_max=props.output_max,
+        monotonic=props.monotonic,
+        smooth=props.smooth,
+        zero_centred=props.zero_centred,
+        bounded_below=props.bounded_below,
+        bounded_above=props.bounded_above,
+        saturating_left=props.saturating_left,
+        saturating_right=props.saturating_right,
+        condition=props.condition,
     )
 
 

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FunctionInfo", "Limits", "ParamInfo", "ServerInfo", "VjpResult"]
+__all__ = [
+    "DenseVjpResult",
+    "FunctionInfo",
+    "FunctionProperties",
+    "GradientFlowResult",
+    "Limits",
+    "ParamInfo",
+    "ServerInfo",
+    "VjpResult",
+]
 
 #: A parameter value as the SDK accepts and reports it.
 ParamDefault = bool | int | float | str | list[Any] | None
@@ -28,6 +39,48 @@ class VjpResult:
     grad_input: npt.NDArray[Any]
     grad_params: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
     output: npt.NDArray[Any] | None = None
+
+
+@dataclass(frozen=True)
+class DenseVjpResult:
+    """What `Client.dense_vjp` returns: the gradients of a dense layer f(x . W^T + b).
+
+    `grad_input` has x's shape [..., in], `grad_weight` the weight's [out, in],
+    `grad_bias` [out] (summed over x's leading dimensions; returned also when no bias
+    was passed, as the gradient of a zero bias); `grad_params` maps each tensor
+    parameter of the activation (``"slope"`` for prelu) to its gradient; `output`
+    f(z) and `net_output` z are `None` unless asked for::
+
+        r = client.dense_vjp(x, w, b, activation="tanh", return_output=True)
+        r.grad_weight.shape == w.shape; r.output.shape == (*x.shape[:-1], w.shape[0])
+    """
+
+    grad_input: npt.NDArray[Any]
+    grad_weight: npt.NDArray[Any]
+    grad_bias: npt.NDArray[Any]
+    grad_params: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    output: npt.NDArray[Any] | None = None
+    net_output: npt.NDArray[Any] | None = None
+
+
+@dataclass(frozen=True)
+class GradientFlowResult:
+    """What `Client.gradient_flow` returns: per-layer statistics of a deep network.
+
+    `act_rms` and `grad_rms` have depth + 1 values (layer 0 is the input), the
+    others depth values (layers 1..depth); `ratio` is ``grad_rms[0] / grad_rms[-1]``
+    (far below 1: the gradient vanishes on its way to the input)::
+
+        r = client.gradient_flow("tanh", depth=30, init="normal", init_std=0.01)
+        r.ratio, r.grad_rms[::10], r.saturated.max()
+    """
+
+    act_rms: npt.NDArray[np.float64]
+    grad_rms: npt.NDArray[np.float64]
+    weight_grad_rms: npt.NDArray[np.float64]
+    saturated: npt.NDArray[np.float64]
+    dead: npt.NDArray[np.float64]
+    ratio: float
 
 
 @dataclass(frozen=True)
@@ -55,6 +108,31 @@ class ParamInfo:
 
 
 @dataclass(frozen=True)
+class FunctionProperties:
+    """What the graph of a served function looks like, as the server's catalog declares it.
+
+    `output_min` <= f(x) <= `output_max` (``-inf``/``inf`` when unbounded);
+    `monotonic` means non-decreasing, `smooth` continuously differentiable (C1),
+    `zero_centred` f(0) = 0, `saturating_left`/`saturating_right` that f'(x) tends
+    to 0 as x -> -inf/+inf; `condition` names the parameter values they hold for::
+
+        props = next(f for f in client.functions() if f.name == "tanh").properties
+        props.output_min, props.output_max, props.monotonic   # (-1.0, 1.0, True)
+    """
+
+    output_min: float = -math.inf
+    output_max: float = math.inf
+    monotonic: bool = False
+    smooth: bool = False
+    zero_centred: bool = False
+    bounded_below: bool = False
+    bounded_above: bool = False
+    saturating_left: bool = False
+    saturating_right: bool = False
+    condition: str = ""
+
+
+@dataclass(frozen=True)
 class FunctionInfo:
     """One served function: names, documentation, parameters and dtypes.
 
@@ -76,6 +154,8 @@ class FunctionInfo:
     #: For a function that mixes values along one axis only (softmax): the name of
     #: the parameter giving that axis; None for elementwise functions.
     axis_param: str | None = None
+    #: The function's properties; None from a server older than them.
+    properties: FunctionProperties | None = None
 
 
 @dataclass(frozen=True)

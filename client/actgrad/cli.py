@@ -8,8 +8,11 @@ Examples::
     actgrad call prelu -1 -2 2 --param slope=0.1,0.2,0.3
     actgrad grad gelu -1 0 1 --grad-output 1 1 0.5 --param approximate=tanh
     actgrad softmax 1 2 3 4 --shape 2 2 --axis 0 --temperature 0.5
+    actgrad dense 1 2 --weight 0.5 -0.25 --bias 0.1 --activation sigmoid [--grad]
+    actgrad flow sigmoid tanh --depth 30 --init xavier_normal he_normal --plot flow.png
     actgrad info
     actgrad health --timeout 3              # exit 0 only when the server says SERVING
+    actgrad plot gelu swish --grad -o act.png   # f (and f') through the server: actgrad[plot]
     actgrad serve --help                    # needs the server: pip install 'actgrad[server]'
     actgrad export-triton repo/ --functions gelu   # a Triton model repository (server package)
 
@@ -28,6 +31,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +52,7 @@ __all__ = ["build_parser", "main", "parse_param"]
 TARGET_ENV = "ACTGRAD_TARGET"
 _DTYPE_NAMES = [info.name for info in wire.DTYPES]
 _SERVER_HINT = "install the server with: pip install 'actgrad[server]'"
+_PLOT_HINT = "install it with: pip install 'actgrad[plot]'"
 
 # A handler prints its result; it may return an exit status (None = 0).
 Handler = Callable[[Client, argparse.Namespace, TextIO], int | None]
@@ -170,6 +175,23 @@ def build_parser(*, default_target: str = DEFAULT_TARGET) -> argparse.ArgumentPa
     softmax.add_argument("--log", action="store_true", help="log-softmax")
     softmax.set_defaults(command="softmax", handler=_cmd_softmax)
 
+    dense = commands.add_parser(
+        "dense",
+        parents=[connection],
+        help="a dense layer f(x . W^T + b) (and its gradients with --grad)",
+    )
+    _add_tensor_arguments(dense)
+    _add_dense_arguments(dense)
+    dense.set_defaults(command="dense", handler=_cmd_dense)
+
+    flow = commands.add_parser(
+        "flow",
+        parents=[connection],
+        help="how gradients survive a deep network, per function and init (GradientFlow)",
+    )
+    _add_flow_arguments(flow)
+    flow.set_defaults(command="flow", handler=_cmd_flow)
+
     info = commands.add_parser("info", parents=[connection], help="server version and limits")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(command="info", handler=_cmd_info)
@@ -183,6 +205,28 @@ def build_parser(*, default_target: str = DEFAULT_TARGET) -> argparse.ArgumentPa
         "--service", default="", help="service to check (default: '', the whole server)"
     )
     health.set_defaults(command="health", handler=_cmd_health)
+
+    plot = commands.add_parser(
+        "plot",
+        parents=[connection],
+        help="draw functions (and their derivatives) into a PNG (needs actgrad[plot])",
+    )
+    plot.add_argument("functions", nargs="+", metavar="FUNCTION", help="function names or aliases")
+    plot.add_argument("--grad", action="store_true", help="also draw f' (dashed)")
+    plot.add_argument(
+        "--range",
+        nargs=2,
+        type=float,
+        default=[-6.0, 6.0],
+        metavar=("LOW", "HIGH"),
+        help="x range (default: -6 6)",
+    )
+    plot.add_argument(
+        "--points", type=int, default=1001, help="samples over the range (default: 1001)"
+    )
+    _add_param_argument(plot)
+    plot.add_argument("-o", "--output", required=True, metavar="FILE.png", help="image to write")
+    plot.set_defaults(command="plot", handler=_cmd_plot)
 
     return parser
 
@@ -207,6 +251,67 @@ def _add_param_argument(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="function parameter: true/false, an int, a float, a list (0.1,0.2 or "
         "[0.1, 0.2]; converted to --dtype) or a string; repeatable",
+    )
+
+
+def _add_dense_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weight",
+        nargs="+",
+        type=float,
+        required=True,
+        metavar="VALUE",
+        help="weight values, row by row: [out, in] with in = the input's last dimension",
+    )
+    parser.add_argument("--bias", nargs="+", type=float, metavar="VALUE", help="bias, [out]")
+    parser.add_argument(
+        "--activation",
+        metavar="FUNCTION",
+        help="function name or alias applied to the net output (default: none, z itself)",
+    )
+    _add_param_argument(parser)
+    parser.add_argument(
+        "--grad",
+        action="store_true",
+        help="print grad_input, grad_weight, grad_bias (and parameter gradients) instead",
+    )
+    parser.add_argument(
+        "--grad-output",
+        nargs="+",
+        type=float,
+        metavar="VALUE",
+        help="upstream gradient with --grad, [..., out] (default: ones)",
+    )
+
+
+def _add_flow_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("functions", nargs="+", metavar="FUNCTION", help="function names")
+    parser.add_argument("--depth", type=int, default=30, help="layers (default: 30)")
+    parser.add_argument("--width", type=int, default=256, help="units per layer (default: 256)")
+    parser.add_argument("--batch", type=int, default=128, help="samples (default: 128)")
+    parser.add_argument(
+        "--init",
+        nargs="+",
+        default=["xavier_normal"],
+        metavar="INIT",
+        help="weight initialisations, one run each: xavier_normal (default), xavier_uniform, "
+        "he_normal, he_uniform, lecun_normal, normal (with --init-std)",
+    )
+    parser.add_argument("--init-std", type=float, help="std of --init normal")
+    parser.add_argument("--seed", type=int, default=0, help="numpy seed (default: 0)")
+    parser.add_argument("--residual", action="store_true", help="h_l = f(z_l) + h_{l-1}")
+    parser.add_argument(
+        "--normalize", action="store_true", help="standardise z_l over the batch first"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=_DTYPE_NAMES,
+        default="float64",
+        help="float32 or float64 (default: float64)",
+    )
+    _add_param_argument(parser)
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="also draw grad_rms per layer (needs matplotlib)"
     )
 
 
@@ -272,6 +377,113 @@ def _cmd_softmax(client: Client, args: argparse.Namespace, out: TextIO) -> None:
     out.write(format_values(y) + "\n")
 
 
+def _cmd_dense(client: Client, args: argparse.Namespace, out: TextIO) -> None:
+    x = _input_array(args.values, args)
+    in_features = x.shape[-1]
+    weight = np.asarray(args.weight, dtype=x.dtype)
+    if weight.size % in_features:
+        raise ValueError(
+            f"{weight.size} --weight values do not fit [out, {in_features}] (the input's last "
+            "dimension)"
+        )
+    weight = weight.reshape(-1, in_features)
+    bias = None if args.bias is None else np.asarray(args.bias, dtype=x.dtype)
+    params = dict(args.params)
+    if not args.grad:
+        if args.grad_output is not None:
+            raise ValueError("--grad-output needs --grad")
+        y = client.dense(x, weight, bias, activation=args.activation, **params)
+        out.write(format_values(y) + "\n")
+        return
+    grad_output = None
+    if args.grad_output is not None:
+        grad_output = np.asarray(args.grad_output, dtype=x.dtype)
+        z_shape = (*x.shape[:-1], weight.shape[0])
+        if grad_output.size != math.prod(z_shape):
+            raise ValueError(
+                f"{grad_output.size} --grad-output values do not fit the output's shape "
+                f"{list(z_shape)}"
+            )
+        grad_output = grad_output.reshape(z_shape)
+    result = client.dense_vjp(
+        x, weight, bias, activation=args.activation, grad_output=grad_output, **params
+    )
+    out.write(f"grad_input: {format_values(result.grad_input)}\n")
+    out.write(f"grad_weight: {format_values(result.grad_weight)}\n")
+    out.write(f"grad_bias: {format_values(result.grad_bias)}\n")
+    for name, value in result.grad_params.items():
+        out.write(f"{name}: {format_values(value)}\n")
+
+
+def _cmd_flow(client: Client, args: argparse.Namespace, out: TextIO) -> None:
+    pyplot = _pyplot() if args.plot else None  # refused before any call when missing
+    runs = []
+    for function in args.functions:
+        for init in args.init:
+            result = client.gradient_flow(
+                function,
+                depth=args.depth,
+                width=args.width,
+                batch=args.batch,
+                init=init,
+                init_std=args.init_std if init == "normal" else None,
+                seed=args.seed,
+                residual=args.residual,
+                normalize=args.normalize,
+                dtype=args.dtype,
+                **dict(args.params),
+            )
+            label = f"{function} ({init})"
+            runs.append((label, result))
+            _write_flow_table(out, label, args, result)
+    if pyplot is not None:
+        figure, axes = pyplot.subplots(figsize=(7, 4.5))
+        for label, result in runs:
+            axes.semilogy(range(len(result.grad_rms)), result.grad_rms, label=label)
+        options = [o for o in ("residual", "normalize") if getattr(args, o)]
+        axes.set_title(
+            f"grad_rms per layer: depth {args.depth}, width {args.width}, batch {args.batch}"
+            + (f", {' + '.join(options)}" if options else "")
+        )
+        axes.set_xlabel("layer l (0 = input)")
+        axes.set_ylabel("RMS of dLoss/dh_l")
+        axes.grid(True, which="major", alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(args.plot, dpi=100)
+        pyplot.close(figure)
+        out.write(f"plot: {args.plot}\n")
+
+
+def _write_flow_table(out: TextIO, label: str, args: argparse.Namespace, result: Any) -> None:
+    options = "".join(f", {o}" for o in ("residual", "normalize") if getattr(args, o))
+    out.write(f"{label}, depth {args.depth}, width {args.width}, batch {args.batch}{options}\n")
+    out.write(f"{'layer':>5}  {'act_rms':>10}  {'grad_rms':>10}  {'saturated':>9}  {'dead':>6}\n")
+    for layer in range(len(result.grad_rms)):
+        saturated = dead = "-"
+        if layer > 0:
+            saturated = f"{result.saturated[layer - 1]:.4f}"
+            dead = f"{result.dead[layer - 1]:.4f}"
+        out.write(
+            f"{layer:>5}  {result.act_rms[layer]:>10.3e}  {result.grad_rms[layer]:>10.3e}  "
+            f"{saturated:>9}  {dead:>6}\n"
+        )
+    out.write(f"ratio grad_rms[0] / grad_rms[{args.depth}]: {result.ratio:.3e}\n\n")
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or ValueError saying how to get it."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError:
+        raise ValueError(
+            "--plot needs matplotlib, which is not installed; install it with: "
+            "pip install 'actgrad[plot]'"
+        ) from None
+    matplotlib.use("Agg")
+    return importlib.import_module("matplotlib.pyplot")
+
+
 def _cmd_info(client: Client, args: argparse.Namespace, out: TextIO) -> None:
     info: ServerInfo = client.server_info()
     if args.json:
@@ -292,6 +504,84 @@ def _cmd_health(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     status = client.health(args.service)
     out.write(status + "\n")
     return 0 if status == "SERVING" else 1
+
+
+def _cmd_plot(client: Client, args: argparse.Namespace, out: TextIO) -> int | None:
+    pyplot = _import_pyplot()
+    if pyplot is None:
+        return 2
+    low, high = args.range
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"--range: need finite LOW < HIGH, got {low:g} {high:g}")
+    if args.points < 2:
+        raise ValueError(f"--points: need at least 2, got {args.points}")
+    known = {name: f for f in client.functions() for name in (f.name, *f.aliases)}
+    infos = [known.get(name.strip().lower().replace("-", "_")) for name in args.functions]
+    params = dict(args.params)
+    found = [info for info in infos if info is not None]
+    unused = set(params) - {p.name for info in found for p in info.params}
+    if unused and len(found) == len(infos):  # else the server names the unknown function
+        raise ValueError(f"--param {sorted(unused)[0]}: none of {' '.join(args.functions)} has it")
+    x = np.linspace(low, high, args.points)
+    fig, ax = pyplot.subplots(figsize=(7, 4.2))
+    try:
+        ax.axhline(0, color="0.7", linewidth=0.8)
+        for name, info in zip(args.functions, infos, strict=True):
+            # Each function gets the parameters it declares (--param alpha=0.1 for several).
+            own = (
+                params
+                if info is None
+                else {p.name: params[p.name] for p in info.params if p.name in params}
+            )
+            y, dy = _sample(client, name, info, x, own)
+            (line,) = ax.plot(x, y, label=f"{name}(x)")
+            if args.grad:
+                ax.plot(x, dy, "--", color=line.get_color(), label=f"{name}'(x)")
+        ax.set_xlabel("x")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best")
+        fig.tight_layout()
+        fig.savefig(args.output)
+    finally:
+        pyplot.close(fig)
+    out.write(f"wrote {args.output}\n")
+    return None
+
+
+def _sample(
+    client: Client,
+    name: str,
+    info: FunctionInfo | None,
+    x: npt.NDArray[np.float64],
+    params: dict[str, Any],
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """f(x) and f'(x) through the server. A function that mixes values along an axis
+    (softmax) is drawn as one output against its own logit, the other of a pair at 0."""
+    if info is None or info.elementwise:
+        inputs, grad_output = x, np.ones_like(x)
+    else:
+        inputs = np.stack([x, np.zeros_like(x)], axis=-1)
+        grad_output = np.zeros_like(inputs)
+        grad_output[..., 0] = 1
+    y = client.activate(inputs, name, **params)
+    dy = client.vjp(inputs, name, grad_output=grad_output, **params).grad_input
+    if info is not None and not info.elementwise:
+        y, dy = y[..., 0], dy[..., 0]
+    return y, dy
+
+
+def _import_pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or None (after saying so) without it."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError as exc:
+        print(
+            f"error: 'actgrad plot' needs matplotlib ({exc}); {_PLOT_HINT}",
+            file=sys.stderr,
+        )
+        return None
+    matplotlib.use("Agg")  # files only, no display; before pyplot is imported
+    return importlib.import_module("matplotlib.pyplot")
 
 
 def _security_options(args: argparse.Namespace) -> dict[str, Any]:

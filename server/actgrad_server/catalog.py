@@ -50,6 +50,7 @@ __all__ = [
     "Function",
     "Param",
     "ParamKind",
+    "Properties",
     "bind",
     "check_name_length",
     "find",
@@ -93,6 +94,38 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Properties:
+    """What a function's graph looks like, declared once and checked by sampling.
+
+    `output_range` is the closure of the set of values (±inf when unbounded; an
+    open end such as sigmoid's 0 is approached, a closed one such as relu's 0 is
+    reached). `monotonic`: non-decreasing. `smooth`: continuously differentiable
+    (C¹). `zero_centred`: f(0) = 0. `saturating_left` / `saturating_right`: the
+    derivative tends to 0 as x -> -inf / +inf. `condition`: for parameterised
+    functions, the parameter values the declaration holds for (it is checked at the
+    defaults, prelu at its sample slope); for softmax, which output is meant.
+    tests/unit/test_properties.py samples every function and checks every field,
+    true or false.
+    """
+
+    output_range: tuple[float, float]
+    monotonic: bool
+    smooth: bool
+    zero_centred: bool
+    saturating_left: bool
+    saturating_right: bool
+    condition: str = ""
+
+    @property
+    def bounded_below(self) -> bool:
+        return math.isfinite(self.output_range[0])
+
+    @property
+    def bounded_above(self) -> bool:
+        return math.isfinite(self.output_range[1])
+
+
+@dataclass(frozen=True)
 class Function:
     """One served function.
 
@@ -110,6 +143,7 @@ class Function:
     formula_latex: str
     gradient_note: str
     graph: Activation
+    properties: Properties
     aliases: tuple[str, ...] = ()
     params: tuple[Param, ...] = ()
     elementwise: bool = True
@@ -168,6 +202,7 @@ class Call:
 
 
 _FINITE = "any finite number"
+_INF = math.inf
 
 
 def _check_hardtanh(values: Mapping[str, Any], field_prefix: str) -> None:
@@ -182,6 +217,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="sigmoid",
         graph=SIGMOID,
+        properties=Properties(
+            output_range=(0.0, 1.0),
+            monotonic=True,
+            smooth=True,
+            zero_centred=False,
+            saturating_left=True,
+            saturating_right=True,
+        ),
         summary="Logistic sigmoid.",
         formula="sigmoid(x) = 1 / (1 + exp(-x))",
         formula_latex=r"\sigma(x) = \frac{1}{1 + e^{-x}}",
@@ -190,6 +233,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="tanh",
         graph=TANH,
+        properties=Properties(
+            output_range=(-1.0, 1.0),
+            monotonic=True,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=True,
+        ),
         summary="Hyperbolic tangent.",
         formula="tanh(x)",
         formula_latex=r"\tanh(x)",
@@ -198,6 +249,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="relu",
         graph=RELU,
+        properties=Properties(
+            output_range=(0.0, _INF),
+            monotonic=True,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=False,
+        ),
         summary="Rectified linear unit.",
         formula="relu(x) = max(x, 0)",
         formula_latex=r"\max(x, 0)",
@@ -206,6 +265,17 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="leaky_relu",
         graph=LEAKY_RELU,
+        properties=Properties(
+            output_range=(-_INF, _INF),
+            monotonic=True,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=False,
+            saturating_right=False,
+            condition=(
+                "for 0 < alpha < 1 (default 0.01); alpha >= 0 keeps it monotonic, alpha = 0 is relu"
+            ),
+        ),
         summary="Leaky ReLU with a slope for negative inputs.",
         formula="leaky_relu(x) = x if x >= 0 else alpha * x",
         formula_latex=r"\begin{cases} x & x \ge 0 \\ \alpha x & x < 0 \end{cases}",
@@ -226,6 +296,17 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="prelu",
         graph=PRELU,
+        properties=Properties(
+            output_range=(-_INF, _INF),
+            monotonic=True,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=False,
+            saturating_right=False,
+            condition=(
+                "for a slope with 0 < slope < 1 (checked at 0.25); slope >= 0 keeps it monotonic"
+            ),
+        ),
         summary="Parametric ReLU with a learned slope tensor.",
         formula="prelu(x) = x if x >= 0 else slope * x",
         formula_latex=r"\begin{cases} x & x \ge 0 \\ s x & x < 0 \end{cases}",
@@ -248,6 +329,19 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="softmax",
         graph=SOFTMAX_GRAPH,
+        properties=Properties(
+            output_range=(0.0, 1.0),
+            monotonic=True,
+            smooth=True,
+            zero_centred=False,
+            saturating_left=True,
+            saturating_right=True,
+            condition=(
+                "for each output as a function of its own logit, the others fixed, with "
+                "log = false and any temperature > 0; log-softmax's range is (-inf, 0), and it "
+                "does not saturate on the left"
+            ),
+        ),
         summary="Softmax (or log-softmax) along one axis, with a temperature.",
         formula="softmax(x)_i = exp(x_i / T) / sum_j exp(x_j / T) along axis",
         formula_latex=r"\mathrm{softmax}(x)_i = \frac{e^{x_i/T}}{\sum_j e^{x_j/T}}",
@@ -278,6 +372,17 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="swish",
         graph=SWISH,
+        properties=Properties(
+            output_range=(-0.2784645427610738, _INF),
+            monotonic=False,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=False,
+            condition=(
+                "for beta = 1 (default); for any beta > 0 the minimum is -0.2784645427610738 / beta"
+            ),
+        ),
         summary="Swish / SiLU: x times the sigmoid of beta x.",
         formula="swish(x) = x * sigmoid(beta * x)",
         formula_latex=r"x \, \sigma(\beta x)",
@@ -296,6 +401,18 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="gelu",
         graph=GELU,
+        properties=Properties(
+            output_range=(-0.16997120747990366, _INF),
+            monotonic=False,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=False,
+            condition=(
+                "for approximate = 'none' (default); 'tanh' has the same properties with the "
+                "minimum -0.17004075057125405"
+            ),
+        ),
         summary="Gaussian error linear unit, exact or with the tanh approximation.",
         formula=(
             "gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))); approximate='tanh': "
@@ -318,6 +435,18 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="selu",
         graph=SELU,
+        properties=Properties(
+            output_range=(-1.7580993408473766, _INF),
+            monotonic=True,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=False,
+            condition=(
+                "for the defaults (minimum -gamma * alpha); any alpha > 0, gamma > 0 with alpha "
+                "!= 1 keeps these properties"
+            ),
+        ),
         summary="Scaled exponential linear unit.",
         formula="selu(x) = gamma * (x if x > 0 else alpha * (exp(x) - 1))",
         formula_latex=r"\gamma \begin{cases} x & x > 0 \\ \alpha (e^x - 1) & x \le 0 \end{cases}",
@@ -345,6 +474,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="xtanh",
         graph=XTANH,
+        properties=Properties(
+            output_range=(0.0, _INF),
+            monotonic=False,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=False,
+            saturating_right=False,
+        ),
         summary="x times tanh(x).",
         formula="xtanh(x) = x * tanh(x)",
         formula_latex=r"x \tanh(x)",
@@ -354,6 +491,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="xsin",
         graph=XSIN,
+        properties=Properties(
+            output_range=(-_INF, _INF),
+            monotonic=False,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=False,
+            saturating_right=False,
+        ),
         summary="x times sin(x).",
         formula="xsin(x) = x * sin(x)",
         formula_latex=r"x \sin(x)",
@@ -363,6 +508,15 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="softplus",
         graph=SOFTPLUS,
+        properties=Properties(
+            output_range=(0.0, _INF),
+            monotonic=True,
+            smooth=True,
+            zero_centred=False,
+            saturating_left=True,
+            saturating_right=False,
+            condition="for any beta > 0 (default 1)",
+        ),
         summary="Softplus, a smooth ReLU (without PyTorch's threshold switch).",
         formula="softplus(x) = log(1 + exp(beta * x)) / beta",
         formula_latex=r"\frac{1}{\beta} \log\left(1 + e^{\beta x}\right)",
@@ -385,6 +539,18 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="elu",
         graph=ELU,
+        properties=Properties(
+            output_range=(-1.0, _INF),
+            monotonic=True,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=False,
+            condition=(
+                "for alpha = 1 (default); any alpha > 0 gives the range (-alpha, inf), but C1 "
+                "only for alpha = 1"
+            ),
+        ),
         summary="Exponential linear unit.",
         formula="elu(x) = x if x > 0 else alpha * (exp(x) - 1)",
         formula_latex=r"\begin{cases} x & x > 0 \\ \alpha (e^x - 1) & x \le 0 \end{cases}",
@@ -404,6 +570,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="softsign",
         graph=SOFTSIGN,
+        properties=Properties(
+            output_range=(-1.0, 1.0),
+            monotonic=True,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=True,
+        ),
         summary="Softsign.",
         formula="softsign(x) = x / (1 + |x|)",
         formula_latex=r"\frac{x}{1 + |x|}",
@@ -412,6 +586,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="mish",
         graph=MISH,
+        properties=Properties(
+            output_range=(-0.30884341301725041, _INF),
+            monotonic=False,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=False,
+        ),
         summary="Mish: x times tanh(softplus(x)).",
         formula="mish(x) = x * tanh(log(1 + exp(x)))",
         formula_latex=r"x \tanh\left(\log\left(1 + e^x\right)\right)",
@@ -422,6 +604,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="logsigmoid",
         graph=LOGSIGMOID,
+        properties=Properties(
+            output_range=(-_INF, 0.0),
+            monotonic=True,
+            smooth=True,
+            zero_centred=False,
+            saturating_left=False,
+            saturating_right=True,
+        ),
         summary="Logarithm of the logistic sigmoid.",
         formula="logsigmoid(x) = log(sigmoid(x)) = -softplus(-x)",
         formula_latex=r"\log \sigma(x) = -\log\left(1 + e^{-x}\right)",
@@ -430,6 +620,18 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="hardsigmoid",
         graph=HARDSIGMOID,
+        properties=Properties(
+            output_range=(0.0, 1.0),
+            monotonic=True,
+            smooth=False,
+            zero_centred=False,
+            saturating_left=True,
+            saturating_right=True,
+            condition=(
+                "for any alpha > 0 (defaults alpha = 0.2, beta = 0.5); zero-centred only for "
+                "beta <= 0"
+            ),
+        ),
         summary="Hard sigmoid, ONNX HardSigmoid's defaults (PyTorch's is alpha = 1/6).",
         formula="hardsigmoid(x) = max(0, min(1, alpha * x + beta))",
         formula_latex=r"\max(0, \min(1, \alpha x + \beta))",
@@ -457,6 +659,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="hardswish",
         graph=HARDSWISH,
+        properties=Properties(
+            output_range=(-0.375, _INF),
+            monotonic=False,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=False,
+        ),
         summary="Hard swish: x times hardsigmoid(x) with alpha = 1/6, beta = 1/2.",
         formula="hardswish(x) = x * max(0, min(1, x / 6 + 1/2))",
         formula_latex=r"x \max\left(0, \min\left(1, \tfrac{x}{6} + \tfrac{1}{2}\right)\right)",
@@ -468,6 +678,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="relu6",
         graph=RELU6,
+        properties=Properties(
+            output_range=(0.0, 6.0),
+            monotonic=True,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=True,
+        ),
         summary="ReLU capped at 6.",
         formula="relu6(x) = min(max(x, 0), 6)",
         formula_latex=r"\min(\max(x, 0), 6)",
@@ -478,6 +696,18 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="hardtanh",
         graph=HARDTANH,
+        properties=Properties(
+            output_range=(-1.0, 1.0),
+            monotonic=True,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=True,
+            condition=(
+                "for min_val <= 0 <= max_val (defaults -1, 1; the range is [min_val, max_val]); "
+                "zero-centred only then"
+            ),
+        ),
         summary="Hard tanh: x clipped to [min_val, max_val].",
         formula="hardtanh(x) = min(max(x, min_val), max_val)",
         formula_latex=r"\min(\max(x, a), b)",
@@ -506,6 +736,18 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="celu",
         graph=CELU,
+        properties=Properties(
+            output_range=(-1.0, _INF),
+            monotonic=True,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=False,
+            condition=(
+                "for alpha = 1 (default); any alpha > 0 gives the range (-alpha, inf) and the "
+                "same properties"
+            ),
+        ),
         summary="Continuously differentiable exponential linear unit.",
         formula="celu(x) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))",
         formula_latex=r"\max(0, x) + \min\left(0, \alpha \left(e^{x/\alpha} - 1\right)\right)",
@@ -525,6 +767,18 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="thresholded_relu",
         graph=THRESHOLDED_RELU,
+        properties=Properties(
+            output_range=(0.0, _INF),
+            monotonic=True,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=True,
+            saturating_right=False,
+            condition=(
+                "for alpha >= 0 (default 1; not even continuous at alpha > 0); alpha < 0 makes it"
+                " non-monotonic with values down to alpha"
+            ),
+        ),
         summary="Thresholded ReLU: x above alpha, 0 elsewhere (ONNX ThresholdedRelu).",
         formula="thresholded_relu(x) = x if x > alpha else 0",
         formula_latex=r"\begin{cases} x & x > \alpha \\ 0 & x \le \alpha \end{cases}",
@@ -545,6 +799,15 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="softshrink",
         graph=SOFTSHRINK,
+        properties=Properties(
+            output_range=(-_INF, _INF),
+            monotonic=True,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=False,
+            saturating_right=False,
+            condition="for any lambd >= 0 (default 0.5)",
+        ),
         summary="Soft shrinkage.",
         formula="softshrink(x) = x - lambd if x > lambd, x + lambd if x < -lambd, else 0",
         formula_latex=r"\operatorname{sign}(x) \max(|x| - \lambda, 0)",
@@ -565,6 +828,18 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="hardshrink",
         graph=HARDSHRINK,
+        properties=Properties(
+            output_range=(-_INF, _INF),
+            monotonic=True,
+            smooth=False,
+            zero_centred=True,
+            saturating_left=False,
+            saturating_right=False,
+            condition=(
+                "for any lambd > 0 (default 0.5; not continuous at +-lambd); lambd = 0 is the "
+                "identity"
+            ),
+        ),
         summary="Hard shrinkage.",
         formula="hardshrink(x) = x if |x| > lambd else 0",
         formula_latex=r"\begin{cases} x & |x| > \lambda \\ 0 & |x| \le \lambda \end{cases}",
@@ -585,6 +860,14 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="tanhshrink",
         graph=TANHSHRINK,
+        properties=Properties(
+            output_range=(-_INF, _INF),
+            monotonic=True,
+            smooth=True,
+            zero_centred=True,
+            saturating_left=False,
+            saturating_right=False,
+        ),
         summary="x minus tanh(x).",
         formula="tanhshrink(x) = x - tanh(x)",
         formula_latex=r"x - \tanh(x)",

@@ -24,7 +24,7 @@ from actgrad_server import graphs
 from actgrad_server.catalog import CATALOG, Call, bind
 from actgrad_server.errors import ConfigError
 
-__all__ = ["CacheInfo", "Engine", "GradientResult", "resolve_providers"]
+__all__ = ["CacheInfo", "DenseResult", "Engine", "GradientResult", "resolve_providers"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,6 +40,18 @@ class GradientResult:
     grad_input: Array
     grad_params: Mapping[str, Array] = field(default_factory=dict)
     output: Array | None = None
+
+
+@dataclass(frozen=True)
+class DenseResult:
+    """A dense layer's results, each in the input's dtype; None where not asked for."""
+
+    output: Array | None = None
+    net_output: Array | None = None
+    grad_input: Array | None = None
+    grad_weight: Array | None = None
+    grad_bias: Array | None = None
+    grad_params: Mapping[str, Array] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,130 @@ class Engine:
             grad_params={n: _finish(params[n], t.dtype, t.shape) for n, t in call.tensors.items()},
             output=_finish(main[1], x.dtype, x.shape) if with_output else None,
         )
+
+    def dense(
+        self,
+        call: Call | None,
+        x: Array,
+        weight: Array,
+        bias: Array | None,
+        grad_output: Array | None = None,
+        *,
+        gradient: bool = False,
+        with_output: bool = True,
+    ) -> DenseResult:
+        """A dense layer f(x . weight^T + bias) at `x` [..., in] with `weight` [out, in].
+
+        `call` binds the activation (None: the bare net output) for an input of the
+        net output's shape; shapes are the caller's to check. Forward: output and
+        net_output; with `gradient`, the VJP with `grad_output` (ones when None) and
+        the output only when `with_output`. One session per (activation, direction,
+        graph dtype, structural parameters, rank); the weights are inputs.
+        """
+        dtype = x.dtype
+        graph_dtype = _graph_dtype(dtype)
+        out_features = weight.shape[0]
+        z_shape = (*x.shape[:-1], out_features)
+        if bias is None:
+            bias = np.zeros((out_features,), dtype=dtype)
+
+        def widen(array: Array) -> Array:
+            return array.astype(np.float32) if array.dtype == _BFLOAT16 else array
+
+        feeds: dict[str, Any] = {"x": widen(x), "weight": widen(weight), "bias": widen(bias)}
+        static: tuple[tuple[str, Any], ...] = ()
+        function = None
+        tensors: Mapping[str, Array] = {}
+        if call is not None:
+            function = call.function
+            static = call.static
+            tensors = call.tensors
+            for scalar in function.runtime_params:
+                feeds[scalar] = np.asarray(call.scalars[scalar], dtype=np.float64)
+            for tensor_name, tensor in tensors.items():
+                feeds[tensor_name] = widen(tensor)
+        name = "" if function is None else function.name
+        if not gradient:
+            key: tuple[Any, ...] = ("dense", name, "forward", graph_dtype, static, x.ndim)
+            session = self._session(
+                key,
+                lambda: graphs.build_dense(
+                    function, graph_dtype, gradient=False, x_rank=x.ndim, **dict(static)
+                ),
+            )
+            y, z = session.run(["y", "z"], feeds)
+            return DenseResult(
+                output=_finish(y, dtype, z_shape), net_output=_finish(z, dtype, z_shape)
+            )
+        static = (*static, *((f"{n}_shape", tuple(t.shape)) for n, t in tensors.items()))
+        key = ("dense", name, "gradient", graph_dtype, static, x.ndim, with_output)
+        session = self._session(
+            key,
+            lambda: graphs.build_dense(
+                function,
+                graph_dtype,
+                gradient=True,
+                with_output=with_output,
+                x_rank=x.ndim,
+                **dict(static),
+            ),
+        )
+        if grad_output is None:
+            feeds["grad_output"] = np.ones(z_shape, dtype=feeds["x"].dtype)
+        else:
+            feeds["grad_output"] = widen(grad_output)
+        names = ["grad_input", "grad_weight", "grad_bias", "z", *(["y"] if with_output else [])]
+        params = [f"grad_{n}" for n in tensors]
+        results = dict(zip(names + params, session.run(names + params, feeds), strict=True))
+        return DenseResult(
+            output=_finish(results["y"], dtype, z_shape) if with_output else None,
+            net_output=_finish(results["z"], dtype, z_shape),
+            grad_input=_finish(results["grad_input"], dtype, x.shape),
+            grad_weight=_finish(results["grad_weight"], dtype, weight.shape),
+            grad_bias=_finish(results["grad_bias"], dtype, (out_features,)),
+            grad_params={
+                n: _finish(results[f"grad_{n}"], t.dtype, t.shape) for n, t in tensors.items()
+            },
+        )
+
+    def gradient_flow(
+        self,
+        call: Call,
+        weights: Sequence[Array],
+        x: Array,
+        g: Array,
+        *,
+        residual: bool,
+        normalize: bool,
+    ) -> dict[str, Array]:
+        """Per-layer statistics of a deep square network (graphs/flow.py), as float64.
+
+        `weights` (each [n, n]), `x` and `g` ([B, n]) are of the graph's dtype (float32
+        or float64). One session per (function, structural parameters, dtype, depth,
+        residual, normalize); the weights are inputs.
+        """
+        function = call.function
+        graph_dtype = _graph_dtype(x.dtype)
+        depth = len(weights)
+        key = ("flow", function.name, graph_dtype, call.static, depth, residual, normalize)
+        session = self._session(
+            key,
+            lambda: graphs.build_flow(
+                function,
+                graph_dtype,
+                depth=depth,
+                residual=residual,
+                normalize=normalize,
+                **dict(call.static),
+            ),
+        )
+        feeds: dict[str, Any] = {"x": x, "g": g}
+        feeds.update({f"w{layer}": w for layer, w in enumerate(weights, start=1)})
+        for scalar in function.runtime_params:
+            feeds[scalar] = np.asarray(call.scalars[scalar], dtype=np.float64)
+        names = list(graphs.FLOW_OUTPUTS)
+        results = session.run(names, feeds)
+        return {n: np.asarray(r, dtype=np.float64) for n, r in zip(names, results, strict=True)}
 
     def _plan(self, call: Call, x: Array) -> ChunkPlan | None:
         if x.size <= self._chunk_elements:

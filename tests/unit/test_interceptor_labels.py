@@ -22,3 +22,10 @@ def test_labels_of_requests_in_messages_and_in_shared_memory() -> None:
     soft = pb.SoftmaxRequest(input=shared, output_region=region)
     assert _labels(soft) == ("softmax", "float16")
     assert _labels(None) == ("", "")
+
+
+def test_dense_requests_are_labelled_by_their_activation() -> None:
+    tensor = wire.encode(np.ones((1, 2), dtype=np.float32))
+    dense = pb.DenseRequest(input=tensor, weight=tensor, activation="silu")
+    assert _labels(dense) == ("swish", "float32")
+    assert _labels(pb.DenseRequest(input=tensor, weight=tensor)) == ("", "float32")

@@ -124,6 +124,107 @@ class SoftmaxResponse(_message.Message):
     output: _tensor_pb2.Tensor
     def __init__(self, output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
+class DenseRequest(_message.Message):
+    __slots__ = ("input", "weight", "bias", "activation", "params", "gradient", "grad_output", "return_output", "return_net_output")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_NET_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    input: _tensor_pb2.Tensor
+    weight: _tensor_pb2.Tensor
+    bias: _tensor_pb2.Tensor
+    activation: str
+    params: _containers.MessageMap[str, ParamValue]
+    gradient: bool
+    grad_output: _tensor_pb2.Tensor
+    return_output: bool
+    return_net_output: bool
+    def __init__(self, input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., weight: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., bias: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., activation: _Optional[str] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., gradient: _Optional[bool] = ..., grad_output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., return_output: _Optional[bool] = ..., return_net_output: _Optional[bool] = ...) -> None: ...
+
+class DenseResponse(_message.Message):
+    __slots__ = ("output", "net_output", "grad_input", "grad_weight", "grad_bias", "grad_params")
+    class GradParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _tensor_pb2.Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    NET_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_INPUT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    GRAD_BIAS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    output: _tensor_pb2.Tensor
+    net_output: _tensor_pb2.Tensor
+    grad_input: _tensor_pb2.Tensor
+    grad_weight: _tensor_pb2.Tensor
+    grad_bias: _tensor_pb2.Tensor
+    grad_params: _containers.MessageMap[str, _tensor_pb2.Tensor]
+    def __init__(self, output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., net_output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_weight: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_bias: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., grad_params: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ...) -> None: ...
+
+class GradientFlowRequest(_message.Message):
+    __slots__ = ("function", "params", "depth", "width", "batch", "init", "init_std", "seed", "residual", "normalize", "dtype")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    INIT_STD_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    params: _containers.MessageMap[str, ParamValue]
+    depth: int
+    width: int
+    batch: int
+    init: str
+    init_std: float
+    seed: int
+    residual: bool
+    normalize: bool
+    dtype: _tensor_pb2.DType
+    def __init__(self, function: _Optional[str] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., depth: _Optional[int] = ..., width: _Optional[int] = ..., batch: _Optional[int] = ..., init: _Optional[str] = ..., init_std: _Optional[float] = ..., seed: _Optional[int] = ..., residual: _Optional[bool] = ..., normalize: _Optional[bool] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ...) -> None: ...
+
+class GradientFlowResponse(_message.Message):
+    __slots__ = ("act_rms", "grad_rms", "weight_grad_rms", "saturated", "dead", "ratio")
+    ACT_RMS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_RMS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_GRAD_RMS_FIELD_NUMBER: _ClassVar[int]
+    SATURATED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    act_rms: _containers.RepeatedScalarFieldContainer[float]
+    grad_rms: _containers.RepeatedScalarFieldContainer[float]
+    weight_grad_rms: _containers.RepeatedScalarFieldContainer[float]
+    saturated: _containers.RepeatedScalarFieldContainer[float]
+    dead: _containers.RepeatedScalarFieldContainer[float]
+    ratio: float
+    def __init__(self, act_rms: _Optional[_Iterable[float]] = ..., grad_rms: _Optional[_Iterable[float]] = ..., weight_grad_rms: _Optional[_Iterable[float]] = ..., saturated: _Optional[_Iterable[float]] = ..., dead: _Optional[_Iterable[float]] = ..., ratio: _Optional[float] = ...) -> None: ...
+
 class ListFunctionsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -135,7 +236,7 @@ class ListFunctionsResponse(_message.Message):
     def __init__(self, functions: _Optional[_Iterable[_Union[FunctionInfo, _Mapping]]] = ...) -> None: ...
 
 class FunctionInfo(_message.Message):
-    __slots__ = ("name", "aliases", "summary", "formula", "formula_latex", "gradient_note", "params", "elementwise", "dtypes", "axis_param")
+    __slots__ = ("name", "aliases", "summary", "formula", "formula_latex", "gradient_note", "params", "elementwise", "dtypes", "axis_param", "properties")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +247,7 @@ class FunctionInfo(_message.Message):
     ELEMENTWISE_FIELD_NUMBER: _ClassVar[int]
     DTYPES_FIELD_NUMBER: _ClassVar[int]
     AXIS_PARAM_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     summary: str
@@ -156,7 +258,32 @@ class FunctionInfo(_message.Message):
     elementwise: bool
     dtypes: _containers.RepeatedScalarFieldContainer[_tensor_pb2.DType]
     axis_param: str
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., formula_latex: _Optional[str] = ..., gradient_note: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., elementwise: _Optional[bool] = ..., dtypes: _Optional[_Iterable[_Union[_tensor_pb2.DType, str]]] = ..., axis_param: _Optional[str] = ...) -> None: ...
+    properties: FunctionProperties
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., formula_latex: _Optional[str] = ..., gradient_note: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., elementwise: _Optional[bool] = ..., dtypes: _Optional[_Iterable[_Union[_tensor_pb2.DType, str]]] = ..., axis_param: _Optional[str] = ..., properties: _Optional[_Union[FunctionProperties, _Mapping]] = ...) -> None: ...
+
+class FunctionProperties(_message.Message):
+    __slots__ = ("output_min", "output_max", "monotonic", "smooth", "zero_centred", "bounded_below", "bounded_above", "saturating_left", "saturating_right", "condition")
+    OUTPUT_MIN_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_MAX_FIELD_NUMBER: _ClassVar[int]
+    MONOTONIC_FIELD_NUMBER: _ClassVar[int]
+    SMOOTH_FIELD_NUMBER: _ClassVar[int]
+    ZERO_CENTRED_FIELD_NUMBER: _ClassVar[int]
+    BOUNDED_BELOW_FIELD_NUMBER: _ClassVar[int]
+    BOUNDED_ABOVE_FIELD_NUMBER: _ClassVar[int]
+    SATURATING_LEFT_FIELD_NUMBER: _ClassVar[int]
+    SATURATING_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    output_min: float
+    output_max: float
+    monotonic: bool
+    smooth: bool
+    zero_centred: bool
+    bounded_below: bool
+    bounded_above: bool
+    saturating_left: bool
+    saturating_right: bool
+    condition: str
+    def __init__(self, output_min: _Optional[float] = ..., output_max: _Optional[float] = ..., monotonic: _Optional[bool] = ..., smooth: _Optional[bool] = ..., zero_centred: _Optional[bool] = ..., bounded_below: _Optional[bool] = ..., bounded_above: _Optional[bool] = ..., saturating_left: _Optional[bool] = ..., saturating_right: _Optional[bool] = ..., condition: _Optional[str] = ...) -> None: ...
 
 class ParamInfo(_message.Message):
     __slots__ = ("name", "type", "description", "required", "default", "minimum", "maximum", "minimum_exclusive", "maximum_exclusive", "choices")

@@ -96,6 +96,21 @@ class ActivationServiceStub:
                 request_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
                 response_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
                 _registered_method=True)
+        self.Dense = channel.unary_unary(
+                '/actgrad.v1.ActivationService/Dense',
+                request_serializer=actgrad_dot_v1_dot_activation__pb2.DenseRequest.SerializeToString,
+                response_deserializer=actgrad_dot_v1_dot_activation__pb2.DenseResponse.FromString,
+                _registered_method=True)
+        self.DenseStream = channel.stream_stream(
+                '/actgrad.v1.ActivationService/DenseStream',
+                request_serializer=actgrad_dot_v1_dot_activation__pb2.DenseRequest.SerializeToString,
+                response_deserializer=actgrad_dot_v1_dot_activation__pb2.DenseResponse.FromString,
+                _registered_method=True)
+        self.GradientFlow = channel.unary_unary(
+                '/actgrad.v1.ActivationService/GradientFlow',
+                request_serializer=actgrad_dot_v1_dot_activation__pb2.GradientFlowRequest.SerializeToString,
+                response_deserializer=actgrad_dot_v1_dot_activation__pb2.GradientFlowResponse.FromString,
+                _registered_method=True)
         self.ListFunctions = channel.unary_unary(
                 '/actgrad.v1.ActivationService/ListFunctions',
                 request_serializer=actgrad_dot_v1_dot_activation__pb2.ListFunctionsRequest.SerializeToString,
@@ -196,6 +211,47 @@ class ActivationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Dense(self, request, context):
+        """A dense layer: the net output z = input . weight^T + bias, then an activation
+        (any served function with its parameters, softmax along the last axis only,
+        or none), and with `gradient` its vector-Jacobian product with respect to
+        input, weight, bias and the activation's tensor parameters. Input tensors
+        may be in shared memory as for the other verbs; results always travel in the
+        message. Returns the same codes as Activate; INVALID_ARGUMENT also for
+        shapes that do not fit (input's last dimension != weight's second, bias not
+        [out], grad_output not [..., out], a 0-d input, a weight dimension of 0),
+        tensors of different dtypes, grad_output without `gradient`, parameters
+        without an activation, softmax along another axis than the last, or any
+        tensor or the output over the element limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DenseStream(self, request_iterator, context):
+        """Dense for inputs larger than one message, as the other streams: each request
+        is one chunk, a complete request of its own (the SDK splits the input and
+        grad_output along their first axis and sends the weights in every chunk),
+        answered by one response; the caller sums the chunks' grad_weight, grad_bias
+        and grad_params. Same codes as Dense.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GradientFlow(self, request, context):
+        """The gradient-flow probe: a deep square network built on the server, its
+        forward and backward pass as one graph, and per-layer statistics of how the
+        activations and gradients survive depth (docs/vanishing-gradients.md).
+        Returns the same codes as Activate; INVALID_ARGUMENT also for a function that
+        is not elementwise (softmax) or takes tensor parameters (prelu), sizes < 1 or
+        over the limits, an unknown init, init_std missing for or given without
+        init "normal", and a dtype other than float32 or float64.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListFunctions(self, request, context):
         """The function catalog. Returns OK, UNAUTHENTICATED or UNAVAILABLE.
         """
@@ -243,6 +299,21 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     servicer.SoftmaxStream,
                     request_deserializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.FromString,
                     response_serializer=actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.SerializeToString,
+            ),
+            'Dense': grpc.unary_unary_rpc_method_handler(
+                    servicer.Dense,
+                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.DenseRequest.FromString,
+                    response_serializer=actgrad_dot_v1_dot_activation__pb2.DenseResponse.SerializeToString,
+            ),
+            'DenseStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DenseStream,
+                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.DenseRequest.FromString,
+                    response_serializer=actgrad_dot_v1_dot_activation__pb2.DenseResponse.SerializeToString,
+            ),
+            'GradientFlow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GradientFlow,
+                    request_deserializer=actgrad_dot_v1_dot_activation__pb2.GradientFlowRequest.FromString,
+                    response_serializer=actgrad_dot_v1_dot_activation__pb2.GradientFlowResponse.SerializeToString,
             ),
             'ListFunctions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFunctions,
@@ -449,6 +520,87 @@ class ActivationService:
             '/actgrad.v1.ActivationService/SoftmaxStream',
             actgrad_dot_v1_dot_activation__pb2.SoftmaxRequest.SerializeToString,
             actgrad_dot_v1_dot_activation__pb2.SoftmaxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Dense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actgrad.v1.ActivationService/Dense',
+            actgrad_dot_v1_dot_activation__pb2.DenseRequest.SerializeToString,
+            actgrad_dot_v1_dot_activation__pb2.DenseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DenseStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/actgrad.v1.ActivationService/DenseStream',
+            actgrad_dot_v1_dot_activation__pb2.DenseRequest.SerializeToString,
+            actgrad_dot_v1_dot_activation__pb2.DenseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GradientFlow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actgrad.v1.ActivationService/GradientFlow',
+            actgrad_dot_v1_dot_activation__pb2.GradientFlowRequest.SerializeToString,
+            actgrad_dot_v1_dot_activation__pb2.GradientFlowResponse.FromString,
             options,
             channel_credentials,
             insecure,

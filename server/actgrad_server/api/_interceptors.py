@@ -118,15 +118,16 @@ def _function_label(request: Any) -> str:
     fields = request.DESCRIPTOR.fields_by_name
     if request.DESCRIPTOR.full_name == "actgrad.v1.SoftmaxRequest":
         return catalog.SOFTMAX.name
-    # actgrad.v1 requests name a function; Open Inference Protocol ones a model.
-    name_fields = [f for f in ("function", "model_name") if f in fields]
+    # actgrad.v1 requests name a function (Dense: its activation); Open Inference
+    # Protocol ones a model.
+    name_fields = [f for f in ("function", "activation", "model_name") if f in fields]
     if not name_fields:
         return ""
     name = getattr(request, name_fields[0])
     if not name:
         return ""
     # Exact lookups only: the servicer searches for close matches, once, if it must.
-    if name_fields[0] == "function":
+    if name_fields[0] != "model_name":
         function = catalog.find(name)
     else:
         model = model_table.find_model(name)

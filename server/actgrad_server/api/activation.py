@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
+import numpy as np
 import onnxruntime as ort
 
 from actgrad import __version__
@@ -18,6 +19,7 @@ from actgrad_server.api._payloads import Payloads
 from actgrad_server.config import Limits
 from actgrad_server.engine import Engine
 from actgrad_server.errors import InvalidArgument
+from actgrad_server.neuron import check_flow, dense_shape, flow_dtype, flow_inputs
 from actgrad_server.shm import SharedMemory
 
 __all__ = ["ActivationServicer", "function_infos"]
@@ -63,6 +65,19 @@ def function_infos() -> list[pb.FunctionInfo]:
             if param.maximum is not None:
                 info.maximum = param.maximum
             params.append(info)
+        props = function.properties
+        properties = pb.FunctionProperties(
+            output_min=props.output_range[0],
+            output_max=props.output_range[1],
+            monotonic=props.monotonic,
+            smooth=props.smooth,
+            zero_centred=props.zero_centred,
+            bounded_below=props.bounded_below,
+            bounded_above=props.bounded_above,
+            saturating_left=props.saturating_left,
+            saturating_right=props.saturating_right,
+            condition=props.condition,
+        )
         infos.append(
             pb.FunctionInfo(
                 name=function.name,
@@ -75,6 +90,7 @@ def function_infos() -> list[pb.FunctionInfo]:
                 elementwise=function.elementwise,
                 axis_param=function.axis_param or "",
                 dtypes=[d.wire for d in DTYPES],  # type: ignore[misc]
+                properties=properties,
             )
         )
     return infos
@@ -181,6 +197,106 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             y = self._engine.activate(call, x)
             tensors.put(y, output, out=response.output, field="output_region")
         return response
+
+    def _dense_call(
+        self, request: pb.DenseRequest, tensors: Payloads, z_shape: tuple[int, ...], dtype: Any
+    ) -> catalog.Call | None:
+        params = self._params(request.params, tensors)
+        if not request.activation:
+            if params:
+                name = catalog.shown(next(iter(params)))
+                raise InvalidArgument(f"params[{name}]: no activation is given to take parameters")
+            return None
+        function = catalog.lookup(request.activation, field="activation")
+        call = catalog.bind(function, params, x_shape=z_shape, x_dtype=dtype)
+        axis = call.mixing_axis
+        if axis is not None and axis != len(z_shape) - 1:
+            raise InvalidArgument(
+                f"params[{function.axis_param!r}]: a dense layer's {function.name} is along "
+                f"the last axis (-1 or {len(z_shape) - 1}), got {axis}"
+            )
+        return call
+
+    def _dense(self, request: pb.DenseRequest) -> pb.DenseResponse:
+        if request.HasField("grad_output") and not request.gradient:
+            raise InvalidArgument("grad_output: is set but gradient is not")
+        response = pb.DenseResponse()
+        with self._payloads() as tensors:
+            x = tensors.read(request, "input", "input")
+            weight = tensors.read(request, "weight", "weight")
+            bias = tensors.read(request, "bias", "bias") if request.HasField("bias") else None
+            grad_output = None
+            if request.HasField("grad_output"):
+                grad_output = tensors.read(request, "grad_output", "grad_output")
+            z_shape = dense_shape(
+                x, weight, bias, grad_output, max_elements=self._limits.max_elements
+            )
+            call = self._dense_call(request, tensors, z_shape, x.dtype)
+            result = self._engine.dense(
+                call,
+                x,
+                weight,
+                bias,
+                grad_output,
+                gradient=request.gradient,
+                with_output=request.return_output,
+            )
+        for name in ("output", "grad_input", "grad_weight", "grad_bias"):
+            value = getattr(result, name)
+            if value is not None:
+                encode(value, out=getattr(response, name))
+        if request.return_net_output and result.net_output is not None:
+            encode(result.net_output, out=response.net_output)
+        for name, value in result.grad_params.items():
+            encode(value, out=response.grad_params[name])
+        return response
+
+    def _gradient_flow(self, request: pb.GradientFlowRequest) -> pb.GradientFlowResponse:
+        function = catalog.lookup(request.function)
+        if not function.elementwise or function.tensor_params:
+            raise InvalidArgument(
+                f"function: the probe takes elementwise functions without tensor parameters; "
+                f"{function.name} is not one"
+            )
+        dtype = flow_dtype(int(request.dtype))
+        sizes = {"depth": request.depth, "width": request.width, "batch": request.batch}
+        init_std = request.init_std if request.HasField("init_std") else None
+        check_flow(
+            **sizes, init=request.init, init_std=init_std, max_elements=self._limits.max_elements
+        )
+        with self._payloads() as tensors:
+            params = self._params(request.params, tensors)
+        call = catalog.bind(function, params, x_shape=(request.batch, request.width), x_dtype=dtype)
+        drawn = flow_inputs(**sizes, init=request.init, init_std=init_std, seed=request.seed)
+        stats = self._engine.gradient_flow(
+            call,
+            [w.astype(dtype) for w in drawn.weights],
+            drawn.x.astype(dtype),
+            drawn.g.astype(dtype),
+            residual=request.residual,
+            normalize=request.normalize,
+        )
+        grad_rms = stats["grad_rms"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = float(grad_rms[0] / grad_rms[-1])
+        return pb.GradientFlowResponse(**{n: v.tolist() for n, v in stats.items()}, ratio=ratio)
+
+    @handle_errors
+    def GradientFlow(
+        self, request: pb.GradientFlowRequest, context: grpc.ServicerContext
+    ) -> pb.GradientFlowResponse:
+        return self._gradient_flow(request)
+
+    @handle_errors
+    def Dense(self, request: pb.DenseRequest, context: grpc.ServicerContext) -> pb.DenseResponse:
+        return self._dense(request)
+
+    @handle_stream_errors
+    def DenseStream(
+        self, requests: Iterator[pb.DenseRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.DenseResponse]:
+        for request in requests:
+            yield self._dense(request)
 
     @handle_errors
     def Activate(

@@ -20,14 +20,19 @@ from typing import TYPE_CHECKING
 import onnx
 
 from ._common import IR_VERSION, OPSET, Activation, GraphBuilder
+from .dense import build_dense
+from .flow import FLOW_OUTPUTS, build_flow
 
 if TYPE_CHECKING:  # the catalog imports the graph modules, not the other way round
     from actgrad_server.catalog import Function
 
 __all__ = [
+    "FLOW_OUTPUTS",
     "IR_VERSION",
     "OPSET",
     "Activation",
+    "build_dense",
+    "build_flow",
     "build_forward",
     "build_gradient",
 ]
