@@ -58,6 +58,11 @@ from actgrad.errors import from_grpc_error
 __all__ = ["AsyncClient", "Client"]
 
 
+#: The activation of `dense` and `dense_vjp` when none is named; None is the bare net
+#: output x . weight^T + bias.
+DEFAULT_DENSE_ACTIVATION = "relu"
+
+
 class _BaseClient(RequestBuilder):
     """Options, request building and response decoding shared by both clients."""
 
@@ -451,16 +456,16 @@ class Client(_BaseClient):
         bias: Any = None,
         /,
         *,
-        activation: str | None,
+        activation: str | None = DEFAULT_DENSE_ACTIVATION,
         timeout: float | None = None,
         **params: Any,
     ) -> npt.NDArray[Any]:
         """A dense layer: ``activation(x . weight^T + bias)``, shape ``[..., out]``.
 
         `x` is ``[..., in]``, `weight` ``[out, in]``, `bias` ``[out]`` (None: no bias);
-        `activation` is any served function (softmax along the last axis) with its
-        parameters as keywords, or None for the bare net output. float16 and bfloat16
-        are accumulated in float32. Example::
+        `activation` (default relu) is any served function (softmax along the last
+        axis) with its parameters as keywords, or None for the bare net output.
+        float16 and bfloat16 are accumulated in float32. Example::
 
             y = client.dense(x, w, b, activation="leaky_relu", alpha=0.1)
         """
@@ -473,7 +478,7 @@ class Client(_BaseClient):
         bias: Any = None,
         /,
         *,
-        activation: str | None,
+        activation: str | None = DEFAULT_DENSE_ACTIVATION,
         grad_output: Any = None,
         return_output: bool = False,
         return_net_output: bool = False,
@@ -772,7 +777,7 @@ class AsyncClient(_BaseClient):
         bias: Any = None,
         /,
         *,
-        activation: str | None,
+        activation: str | None = DEFAULT_DENSE_ACTIVATION,
         timeout: float | None = None,
         **params: Any,
     ) -> npt.NDArray[Any]:
@@ -786,7 +791,7 @@ class AsyncClient(_BaseClient):
         bias: Any = None,
         /,
         *,
-        activation: str | None,
+        activation: str | None = DEFAULT_DENSE_ACTIVATION,
         grad_output: Any = None,
         return_output: bool = False,
         return_net_output: bool = False,

@@ -459,3 +459,10 @@ def test_bytes_that_are_no_message_are_invalid_argument(server: Any, method: str
             else:
                 channel.unary_unary(method, _identity, _identity)(b"\xff", timeout=10)
         assert info.value.code() == INVALID
+
+
+def test_the_default_activation_is_relu(client: Any) -> None:
+    x = np.array([[1.0, -2.0]])
+    w = np.array([[1.0, 1.0], [-1.0, 0.5]])
+    np.testing.assert_allclose(client.dense(x, w), np.maximum(x @ w.T, 0.0), rtol=1e-15)
+    np.testing.assert_allclose(client.dense(x, w, activation=None), x @ w.T, rtol=1e-15)

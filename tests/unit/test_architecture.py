@@ -159,7 +159,11 @@ def test_the_sdk_still_loads_on_first_use() -> None:
 OWNERS = ("actgrad_server.catalog", "actgrad_server.graphs")
 # The one exception: `actgrad softmax` is the command of the Softmax RPC, a verb of the
 # contract (like `Client.softmax`), not a function looked up by name.
-VERBS = {("client/actgrad/cli.py", "softmax")}
+VERBS = {
+    ("client/actgrad/cli.py", "softmax"),
+    # The default activation of Client.dense, which the SDK's API names (issue 10).
+    ("client/actgrad/_client.py", "relu"),
+}
 
 
 def _string_constants(path: Path) -> Iterator[tuple[int, str]]:
