@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: install lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy
+.PHONY: install lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy soak
 
 # Every version comes from the hash-pinned lock (requirements/dev.txt: runtime, dev,
 # bench, pip and setuptools); the project itself is installed editable on top.
@@ -93,6 +93,12 @@ bench: install
 # (a few minutes; not part of `make bench`): bench/results/settings-*.
 bench-settings: install
 	$(PY) -m bench.settings $(BENCH_ARGS)
+
+# Minutes of mixed traffic against `actgrad serve --workers 2`, every answer checked,
+# RSS and latency drift reported (not a test): SOAK_MINUTES=1 make soak for a short one.
+SOAK_MINUTES ?= 3
+soak: install
+	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) scripts/soak.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -512,6 +512,7 @@ def _observe_non_blocking(
             send_response_callback(response)
 
         with request_id_scope(call.request_id, call.trace_id):
+            _refuse_malformed(request, call, context)
             try:
                 return behavior(request, context, send)
             except BaseException as exc:
