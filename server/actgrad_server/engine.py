@@ -110,6 +110,11 @@ class Engine:
         # Pinned so that results do not change with the fusions a level enables.
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         self._options.intra_op_num_threads = intra_op_threads
+        # No onnxruntime arena per session: each grows to its session's peak and never
+        # shrinks, and with dozens of sessions that peak stays resident after load.
+        # Tensors then come from malloc, which keeps large buffers for reuse while
+        # busy and gives them back when idle (_malloc).
+        self._options.enable_cpu_mem_arena = False
         self._options.inter_op_num_threads = 1
         self._options.log_severity_level = 3
         self._sessions: OrderedDict[tuple[Any, ...], ort.InferenceSession] = OrderedDict()
