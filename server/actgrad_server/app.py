@@ -43,6 +43,7 @@ from actgrad_server.api._interceptors import (
 from actgrad_server.api.activation import ActivationServicer
 from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
+from actgrad_server.errors import ConfigError
 from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip import servicer as oip
 from actgrad_server.tracing import Tracing
@@ -217,6 +218,10 @@ class ActgradServer:
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
         self.address = _address(settings.host, self.port)
+        #: The Unix-domain socket path served besides TCP (--uds), None when none.
+        self.uds: str | None = None
+        if settings.uds:
+            self.uds = self._listen_on_uds(settings.uds, credentials)
         #: The port of /metrics once started, None when metrics are off.
         self.metrics_port: int | None = None
         self._drain_lock = threading.Lock()
@@ -227,6 +232,23 @@ class ActgradServer:
         self._finished = threading.Event()  # set when wait() has released everything
         self._stopped = threading.Event()  # set when gRPC has stopped (see stop())
         self._drain_end = float("inf")  # monotonic end of the grace, once draining
+
+    def _listen_on_uds(self, path: str, credentials: grpc.ServerCredentials | None) -> str:
+        """Also listens on a Unix-domain socket, for callers on this host (a sidecar
+        sharing the socket's directory): no TCP/IP stack on the way."""
+        if self.worker is not None:
+            raise ConfigError("--uds needs --workers 1 (one process owns a socket path)")
+        target = f"unix:{path}"
+        try:
+            if credentials is None:
+                bound = self._server.add_insecure_port(target)
+            else:
+                bound = self._server.add_secure_port(target, credentials)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {target} (directory missing or not ours?)") from exc
+        if bound == 0:
+            raise OSError(f"cannot listen on {target}")
+        return path
 
     def _register(
         self,

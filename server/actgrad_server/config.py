@@ -51,6 +51,13 @@ class Limits:
 class Settings:
     host: str = field(default="127.0.0.1", metadata=_opt("address to bind"))
     port: int = field(default=50051, metadata=_opt("port to bind; 0 picks a free one"))
+    uds: str = field(
+        default="",
+        metadata=_opt(
+            "also listen on this Unix-domain socket path (callers on this host use the "
+            "target unix:PATH); needs --workers 1; empty = none"
+        ),
+    )
     device: str = field(
         default="auto",
         metadata=_opt(

@@ -138,7 +138,12 @@ def usable_cpus() -> int:
 
 
 def worker_count(settings: Settings) -> int:
-    """`settings.workers`, or one per usable CPU when it is 0."""
+    """`settings.workers`, or one per usable CPU when it is 0; 1 with --uds, whose
+    socket path one process owns."""
+    if settings.uds:
+        if settings.workers > 1:
+            raise ConfigError(f"--uds needs --workers 1 (got {settings.workers})")
+        return 1
     return settings.workers or usable_cpus()
 
 

@@ -178,3 +178,31 @@ def test_a_drain_that_cannot_end_exits_1_after_the_grace() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_unix_domain_socket_besides_tcp(kind: str, tmp_path: Any) -> None:
+    from _running import make_client, running, settings
+
+    path = str(tmp_path / "actgrad.sock")
+    with running(settings(uds=path)) as server:
+        assert server.uds == path
+        for target in (f"unix:{path}", f"127.0.0.1:{server.port}"):
+            client = make_client(kind, target, timeout=10.0)
+            try:
+                np.testing.assert_array_equal(
+                    client.activate(np.float32([-1.0, 2.0]), "relu"), [0.0, 2.0]
+                )
+            finally:
+                client.close()
+
+
+def test_uds_with_several_workers_is_refused() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "actgrad", "serve", "--uds", "/tmp/x.sock", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "--uds needs --workers 1" in proc.stderr
