@@ -417,23 +417,13 @@ class RequestBuilder:
         params: Mapping[str, Any],
         plan: ChunkPlan,
     ) -> StreamRpc[npt.NDArray[Any]]:
-        tensors = {
-            n: _as_dtype(v, array.dtype, name=f"parameter {n!r}")
-            for n, v in params.items()
-            if isinstance(v, np.ndarray | list | tuple)
-        }
-        scalars = {n: v for n, v in params.items() if n not in tensors}
+        chunked = _ChunkParams.split(params, plan, array.dtype)
 
         def requests() -> Iterator[Message]:
             for k in range(len(plan)):
                 request = activation_pb2.ActivateRequest(function=function)
                 wire.encode(plan.chunk(array, k), out=request.input)
-                _fill_params(request.params, scalars, array.dtype)
-                _fill_params(
-                    request.params,
-                    {n: plan.param_chunk(n, t, k) for n, t in tensors.items()},
-                    array.dtype,
-                )
+                chunked.fill(request.params, k)
                 yield request
 
         out = np.empty(array.shape, dtype=array.dtype)
@@ -591,12 +581,7 @@ class RequestBuilder:
         plan: ChunkPlan,
         return_output: bool,
     ) -> StreamRpc[VjpResult]:
-        tensors = {
-            n: _as_dtype(v, array.dtype, name=f"parameter {n!r}")
-            for n, v in params.items()
-            if isinstance(v, np.ndarray | list | tuple)
-        }
-        scalars = {n: v for n, v in params.items() if n not in tensors}
+        chunked = _ChunkParams.split(params, plan, array.dtype)
 
         def requests() -> Iterator[Message]:
             for k in range(len(plan)):
@@ -606,18 +591,13 @@ class RequestBuilder:
                 wire.encode(plan.chunk(array, k), out=request.input)
                 if g is not None:
                     wire.encode(plan.chunk(g, k), out=request.grad_output)
-                _fill_params(request.params, scalars, array.dtype)
-                _fill_params(
-                    request.params,
-                    {n: plan.param_chunk(n, t, k) for n, t in tensors.items()},
-                    array.dtype,
-                )
+                chunked.fill(request.params, k)
                 yield request
 
         grad_input = np.empty(array.shape, dtype=array.dtype)
         output = np.empty(array.shape, dtype=array.dtype) if return_output else None
         # Parameter gradients of chunks are summed in float64, then rounded once.
-        totals = {n: np.zeros(t.shape, dtype=np.float64) for n, t in tensors.items()}
+        totals = {n: np.zeros(t.shape, dtype=np.float64) for n, t in chunked.tensors.items()}
 
         def accept(k: int, response: activation_pb2.GradientResponse) -> None:
             place_chunk(plan, grad_input, k, response.grad_input, field="grad_input")
@@ -991,6 +971,36 @@ def _as_dtype(value: Any, dtype: np.dtype[Any], *, name: str) -> npt.NDArray[Any
     if array.dtype.kind not in "fiu" and not is_bfloat16:
         raise TypeError(f"{name}: {array.dtype} values cannot be converted to {dtype}")
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class _ChunkParams:
+    """The keyword parameters of a streamed call: scalars go with every chunk; tensor
+    parameters are converted to x's dtype once, then sliced or repeated per chunk as
+    the plan says."""
+
+    plan: ChunkPlan
+    dtype: np.dtype[Any]
+    scalars: Mapping[str, Any]
+    tensors: Mapping[str, npt.NDArray[Any]]
+
+    @classmethod
+    def split(
+        cls, params: Mapping[str, Any], plan: ChunkPlan, dtype: np.dtype[Any]
+    ) -> _ChunkParams:
+        tensors = {
+            n: _as_dtype(v, dtype, name=f"parameter {n!r}")
+            for n, v in params.items()
+            if isinstance(v, np.ndarray | list | tuple)
+        }
+        scalars = {n: v for n, v in params.items() if n not in tensors}
+        return cls(plan, dtype, scalars, tensors)
+
+    def fill(self, target: Any, k: int) -> None:
+        """Writes chunk k's parameters into a request's ``params`` map."""
+        _fill_params(target, self.scalars, self.dtype)
+        chunk = {n: self.plan.param_chunk(n, t, k) for n, t in self.tensors.items()}
+        _fill_params(target, chunk, self.dtype)
 
 
 def _fill_params(target: Any, params: Mapping[str, Any], dtype: np.dtype[Any]) -> None:
