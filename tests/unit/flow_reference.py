@@ -1,9 +1,9 @@
 """An independent float64 numpy implementation of the gradient-flow probe.
 
-PyTorch is not a dependency of this project: this is the reference instead, forward and
-backward written by hand (each activation's derivative, the standardisation's VJP), and
-checked against central finite differences of its own loss
-(tests/unit/test_flow.py). The weights are drawn exactly as the contract says.
+Forward and backward written by hand (each activation's derivative, the
+standardisation's VJP), and checked against central finite differences of its own loss
+(tests/unit/test_flow.py); PyTorch autograd is the second reference
+(torch_reference.py). The weights are drawn exactly as the contract says.
 """
 
 from __future__ import annotations
