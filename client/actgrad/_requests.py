@@ -80,6 +80,10 @@ _INT64_MAX = 2**63 - 1
 
 ResultT = TypeVar("ResultT")
 
+# A request message, or one whose large tensors are copied straight into the bytes
+# gRPC sends when it is serialized (`actgrad.wire.frames`).
+Request = Message | wire.Outgoing
+
 
 @dataclass(frozen=True)
 class Rpc(Generic[ResultT]):
@@ -93,7 +97,7 @@ class Rpc(Generic[ResultT]):
     """
 
     method: str
-    request: Message
+    request: Request
     parse: Callable[[Any], ResultT]
     service: str = "activation"  # which stub (see `_channel.stub_for`) runs it
     release: Callable[[], None] | None = None
@@ -111,7 +115,7 @@ class StreamRpc(Generic[ResultT]):
     """
 
     method: str
-    requests: Iterator[Message]
+    requests: Iterator[Request]
     accept: Callable[[int, Any], None]
     finish: Callable[[int], ResultT]
 
@@ -189,7 +193,7 @@ class _DenseLayer:
     def z_shape(self) -> tuple[int, ...]:
         return (*self.x.shape[:-1], *self.weight.shape[:1])
 
-    def request(self, rows: slice | None = None) -> activation_pb2.DenseRequest:
+    def request(self, rows: slice | None = None) -> Request:
         """The request for the whole call, or for these rows of x's first axis."""
         request = activation_pb2.DenseRequest(
             activation=self.activation,
@@ -201,14 +205,13 @@ class _DenseLayer:
         if rows is not None:
             x = x[rows]
             g = None if g is None else g[rows]
-        wire.encode(x, out=request.input)
-        wire.encode(self.weight, out=request.weight)
+        tensors = {"input": x, "weight": self.weight}
         if self.bias is not None:
-            wire.encode(self.bias, out=request.bias)
+            tensors["bias"] = self.bias
         if g is not None:
-            wire.encode(g, out=request.grad_output)
+            tensors["grad_output"] = g
         _fill_params(request.params, self.params, self.x.dtype)
-        return request
+        return wire.frame_for(request, tensors)
 
 
 class RequestBuilder:
@@ -419,12 +422,11 @@ class RequestBuilder:
     ) -> StreamRpc[npt.NDArray[Any]]:
         chunked = _ChunkParams.split(params, plan, array.dtype)
 
-        def requests() -> Iterator[Message]:
+        def requests() -> Iterator[Request]:
             for k in range(len(plan)):
                 request = activation_pb2.ActivateRequest(function=function)
-                wire.encode(plan.chunk(array, k), out=request.input)
                 chunked.fill(request.params, k)
-                yield request
+                yield wire.frame_for(request, {"input": plan.chunk(array, k)})
 
         out = np.empty(array.shape, dtype=array.dtype)
 
@@ -463,11 +465,10 @@ class RequestBuilder:
         if plan is not None:
             return self._activate_stream(array, function, params, plan)
         request = activation_pb2.ActivateRequest(function=function)
-        wire.encode(array, out=request.input)
         _fill_params(request.params, params, array.dtype)
         return Rpc(
             "Activate",
-            request,
+            wire.frame_for(request, {"input": array}),
             lambda response: decode_like(response.output, array, field="output"),
         )
 
@@ -521,13 +522,14 @@ class RequestBuilder:
         request = activation_pb2.GradientRequest(
             function=function, return_output=bool(return_output)
         )
-        wire.encode(array, out=request.input)
-        if g is not None:
-            # Same dtype as x; the shape is left for the server to check.
-            wire.encode(g, out=request.grad_output)
+        # grad_output has x's dtype; the shape is left for the server to check.
+        tensors = {"input": array} if g is None else {"input": array, "grad_output": g}
         _fill_params(request.params, params, array.dtype)
-
-        return Rpc("Gradient", request, lambda response: gradient_result(response, array))
+        return Rpc(
+            "Gradient",
+            wire.frame_for(request, tensors),
+            lambda response: gradient_result(response, array),
+        )
 
     def _gradient_shared(
         self,
@@ -583,16 +585,16 @@ class RequestBuilder:
     ) -> StreamRpc[VjpResult]:
         chunked = _ChunkParams.split(params, plan, array.dtype)
 
-        def requests() -> Iterator[Message]:
+        def requests() -> Iterator[Request]:
             for k in range(len(plan)):
                 request = activation_pb2.GradientRequest(
                     function=function, return_output=return_output
                 )
-                wire.encode(plan.chunk(array, k), out=request.input)
+                tensors = {"input": plan.chunk(array, k)}
                 if g is not None:
-                    wire.encode(plan.chunk(g, k), out=request.grad_output)
+                    tensors["grad_output"] = plan.chunk(g, k)
                 chunked.fill(request.params, k)
-                yield request
+                yield wire.frame_for(request, tensors)
 
         grad_input = np.empty(array.shape, dtype=array.dtype)
         output = np.empty(array.shape, dtype=array.dtype) if return_output else None
@@ -669,22 +671,19 @@ class RequestBuilder:
                 plan = self._plan_along(array, {}, mixing_axis)
         if plan is not None:
             return self._softmax_stream(array, fields, plan)
-        request = activation_pb2.SoftmaxRequest(**fields)
-        wire.encode(array, out=request.input)
         return Rpc(
             "Softmax",
-            request,
+            wire.frame_for(activation_pb2.SoftmaxRequest(**fields), {"input": array}),
             lambda response: decode_like(response.output, array, field="output"),
         )
 
     def _softmax_stream(
         self, array: npt.NDArray[Any], fields: Mapping[str, Any], plan: ChunkPlan
     ) -> StreamRpc[npt.NDArray[Any]]:
-        def requests() -> Iterator[Message]:
+        def requests() -> Iterator[Request]:
             for k in range(len(plan)):
                 request = activation_pb2.SoftmaxRequest(**fields)
-                wire.encode(plan.chunk(array, k), out=request.input)
-                yield request
+                yield wire.frame_for(request, {"input": plan.chunk(array, k)})
 
         out = np.empty(array.shape, dtype=array.dtype)
 
@@ -816,7 +815,7 @@ class RequestBuilder:
         }
         totals: dict[str, npt.NDArray[Any]] = {}
 
-        def requests() -> Iterator[Message]:
+        def requests() -> Iterator[Request]:
             for start in starts:
                 yield layer.request(slice(start, start + rows))
 

@@ -31,16 +31,16 @@ from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from actgrad.v1 import activation_pb2, activation_pb2_grpc
+from actgrad.v1 import activation_pb2
 from actgrad_server import health, security
 from actgrad_server._malloc import release_free_memory
+from actgrad_server.api import activation
 from actgrad_server.api._interceptors import (
     AuthInterceptor,
     DrainInterceptor,
     ObserveInterceptor,
     StreamInterceptor,
 )
-from actgrad_server.api.activation import ActivationServicer
 from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
 from actgrad_server.errors import ConfigError
@@ -184,8 +184,8 @@ class ActgradServer:
         self._services: list[str] = []
         self._descriptors: list[ServiceDescriptor] = []
         self._register(
-            activation_pb2_grpc.add_ActivationServiceServicer_to_server,
-            ActivationServicer(
+            activation.add_to_server,
+            activation.ActivationServicer(
                 self.engine, limits, allow_shared_memory=settings.allow_shared_memory
             ),
             activation_pb2.DESCRIPTOR.services_by_name["ActivationService"],

@@ -2,10 +2,11 @@
 
 Every tensor field of Activate, Gradient, Softmax and their streams (input,
 grad_output, tensor parameters) goes through `Payloads.read`, whichever of the
-Tensor's `payload` oneof is set: `data` is decoded with `actgrad.wire.decode`, a
-`region` is read through a `shm.Transfer`. Results go out through
-`Payloads.put`: encoded into the response, or written into the output region the
-request named. One `Payloads` serves one request message (one chunk of a stream);
+Tensor's `payload` oneof is set: `data` is decoded with `actgrad.wire.decode` (a
+view of the received bytes when the request was large, see `actgrad.wire.frames`),
+a `region` is read through a `shm.Transfer`. Results go out through `Payloads.put`:
+kept for `Payloads.respond`, which frames them into the response, or written into the
+output region the request named. One `Payloads` serves one request message (one chunk of a stream);
 the transfer is opened on its first region, so that a request without one never
 touches shared memory, and closed with it.
 """
@@ -16,9 +17,10 @@ from contextlib import ExitStack
 from typing import Any
 
 import numpy.typing as npt
+from google.protobuf.message import Message
 
 from actgrad.v1 import tensor_pb2
-from actgrad.wire import decode, dtype_info, encode
+from actgrad.wire import Outgoing, decode, dtype_info, frame_for
 from actgrad_server.config import Limits
 from actgrad_server.errors import InvalidArgument
 from actgrad_server.shm import Region, SharedMemory, Transfer
@@ -34,6 +36,7 @@ class Payloads:
         self._limits = limits
         self._stack = ExitStack()
         self._transfer: Transfer | None = None
+        self._results: dict[str, npt.NDArray[Any]] = {}
 
     def __enter__(self) -> Payloads:
         return self
@@ -87,19 +90,25 @@ class Payloads:
         array: npt.NDArray[Any],
         region: tensor_pb2.SharedMemoryRegion | None,
         *,
-        out: tensor_pb2.Tensor,
+        response: Message,
+        name: str,
         field: str,
     ) -> None:
-        """A result into the response tensor `out`, or into its reserved region."""
+        """A result for the response's tensor `name`: kept for `respond`, or written
+        into its reserved region now (the response then names the region)."""
         if region is None:
-            # Encoded into the fresh message in place: passing a Tensor to the
-            # constructor copies its bytes once more (about 1 ms per MiB with upb).
-            encode(array, out=out)
+            self._results[name] = array
             return
         self._regions().write(_region(region), array, field=field)
+        out: tensor_pb2.Tensor = getattr(response, name)
         out.dtype = dtype_info(array.dtype).wire  # type: ignore[assignment]
         out.shape[:] = array.shape
         out.region.CopyFrom(region)
+
+    def respond(self, response: Message) -> Message | Outgoing:
+        """`response` with the results `put` kept: small ones encoded into it, large
+        ones copied once, straight into the bytes gRPC sends (`actgrad.wire.frames`)."""
+        return frame_for(response, self._results)
 
 
 def _region(region: tensor_pb2.SharedMemoryRegion) -> Region:

@@ -12,7 +12,7 @@ import onnxruntime as ort
 from actgrad import __version__
 from actgrad.v1 import activation_pb2 as pb
 from actgrad.v1 import activation_pb2_grpc
-from actgrad.wire import DTYPES, encode
+from actgrad.wire import DTYPES, codec_for, encode, frame_for
 from actgrad_server import catalog, graphs
 from actgrad_server.api._errors import handle_errors, handle_stream_errors
 from actgrad_server.api._payloads import Payloads
@@ -22,7 +22,10 @@ from actgrad_server.errors import InvalidArgument
 from actgrad_server.neuron import check_flow, dense_shape, flow_dtype, flow_inputs
 from actgrad_server.shm import SharedMemory
 
-__all__ = ["ActivationServicer", "function_infos"]
+__all__ = ["ActivationServicer", "add_to_server", "function_infos"]
+
+# A response message, or one whose large tensors are framed (`actgrad.wire.frames`).
+Response = Any
 
 _PARAM_TYPES = {
     catalog.ParamKind.NUMBER: pb.PARAM_TYPE_NUMBER,
@@ -132,9 +135,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 values[name] = getattr(value, kind)
         return values
 
-    def _activate(
-        self, request: pb.ActivateRequest, *, streamed: bool = False
-    ) -> pb.ActivateResponse:
+    def _activate(self, request: pb.ActivateRequest, *, streamed: bool = False) -> Response:
         function = _lookup(request.function, streamed)
         response = pb.ActivateResponse()
         with self._payloads() as tensors:
@@ -143,12 +144,10 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             params = self._params(request.params, tensors)
             call = catalog.bind(function, params, x_shape=x.shape, x_dtype=x.dtype)
             y = self._engine.activate(call, x)
-            tensors.put(y, output, out=response.output, field="output_region")
-        return response
+            tensors.put(y, output, response=response, name="output", field="output_region")
+        return tensors.respond(response)
 
-    def _gradient(
-        self, request: pb.GradientRequest, *, streamed: bool = False
-    ) -> pb.GradientResponse:
+    def _gradient(self, request: pb.GradientRequest, *, streamed: bool = False) -> Response:
         function = _lookup(request.function, streamed)
         if request.HasField("output_region") and not request.return_output:
             raise InvalidArgument("output_region: is set but return_output is not")
@@ -169,15 +168,21 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             )
             result = self._engine.gradient(call, x, grad_output, with_output=request.return_output)
             tensors.put(
-                result.grad_input, grad_input, out=response.grad_input, field="grad_input_region"
+                result.grad_input,
+                grad_input,
+                response=response,
+                name="grad_input",
+                field="grad_input_region",
             )
             if result.output is not None:
-                tensors.put(result.output, output, out=response.output, field="output_region")
+                tensors.put(
+                    result.output, output, response=response, name="output", field="output_region"
+                )
         for name, value in result.grad_params.items():
             encode(value, out=response.grad_params[name])
-        return response
+        return tensors.respond(response)
 
-    def _softmax(self, request: pb.SoftmaxRequest) -> pb.SoftmaxResponse:
+    def _softmax(self, request: pb.SoftmaxRequest) -> Response:
         params: dict[str, Any] = {"log": request.log}
         if request.HasField("axis"):
             params["axis"] = request.axis
@@ -195,8 +200,8 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 field_prefix="request",
             )
             y = self._engine.activate(call, x)
-            tensors.put(y, output, out=response.output, field="output_region")
-        return response
+            tensors.put(y, output, response=response, name="output", field="output_region")
+        return tensors.respond(response)
 
     def _dense_call(
         self, request: pb.DenseRequest, tensors: Payloads, z_shape: tuple[int, ...], dtype: Any
@@ -217,7 +222,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             )
         return call
 
-    def _dense(self, request: pb.DenseRequest) -> pb.DenseResponse:
+    def _dense(self, request: pb.DenseRequest) -> Response:
         if request.HasField("grad_output") and not request.gradient:
             raise InvalidArgument("grad_output: is set but gradient is not")
         response = pb.DenseResponse()
@@ -241,15 +246,16 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 gradient=request.gradient,
                 with_output=request.return_output,
             )
-        for name in ("output", "grad_input", "grad_weight", "grad_bias"):
-            value = getattr(result, name)
-            if value is not None:
-                encode(value, out=getattr(response, name))
+        results = {
+            name: value
+            for name in ("output", "grad_input", "grad_weight", "grad_bias")
+            if (value := getattr(result, name)) is not None
+        }
         if request.return_net_output and result.net_output is not None:
-            encode(result.net_output, out=response.net_output)
+            results["net_output"] = result.net_output
         for name, value in result.grad_params.items():
             encode(value, out=response.grad_params[name])
-        return response
+        return frame_for(response, results)
 
     def _gradient_flow(self, request: pb.GradientFlowRequest) -> pb.GradientFlowResponse:
         function = catalog.lookup(request.function)
@@ -288,32 +294,26 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         return self._gradient_flow(request)
 
     @handle_errors
-    def Dense(self, request: pb.DenseRequest, context: grpc.ServicerContext) -> pb.DenseResponse:
+    def Dense(self, request: pb.DenseRequest, context: grpc.ServicerContext) -> Response:
         return self._dense(request)
 
     @handle_stream_errors
     def DenseStream(
         self, requests: Iterator[pb.DenseRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.DenseResponse]:
+    ) -> Iterator[Response]:
         for request in requests:
             yield self._dense(request)
 
     @handle_errors
-    def Activate(
-        self, request: pb.ActivateRequest, context: grpc.ServicerContext
-    ) -> pb.ActivateResponse:
+    def Activate(self, request: pb.ActivateRequest, context: grpc.ServicerContext) -> Response:
         return self._activate(request)
 
     @handle_errors
-    def Gradient(
-        self, request: pb.GradientRequest, context: grpc.ServicerContext
-    ) -> pb.GradientResponse:
+    def Gradient(self, request: pb.GradientRequest, context: grpc.ServicerContext) -> Response:
         return self._gradient(request)
 
     @handle_errors
-    def Softmax(
-        self, request: pb.SoftmaxRequest, context: grpc.ServicerContext
-    ) -> pb.SoftmaxResponse:
+    def Softmax(self, request: pb.SoftmaxRequest, context: grpc.ServicerContext) -> Response:
         return self._softmax(request)
 
     # Each streamed message is one chunk, handled exactly as the unary call; gRPC
@@ -321,21 +321,21 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
     @handle_stream_errors
     def ActivateStream(
         self, requests: Iterator[pb.ActivateRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.ActivateResponse]:
+    ) -> Iterator[Response]:
         for request in requests:
             yield self._activate(request, streamed=True)
 
     @handle_stream_errors
     def GradientStream(
         self, requests: Iterator[pb.GradientRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.GradientResponse]:
+    ) -> Iterator[Response]:
         for request in requests:
             yield self._gradient(request, streamed=True)
 
     @handle_stream_errors
     def SoftmaxStream(
         self, requests: Iterator[pb.SoftmaxRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.SoftmaxResponse]:
+    ) -> Iterator[Response]:
         for request in requests:
             yield self._softmax(request)
 
@@ -363,3 +363,37 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             ),
             shared_memory=self._shared.allowed,
         )
+
+
+_HANDLERS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def add_to_server(servicer: ActivationServicer, server: grpc.Server) -> None:
+    """Registers the service like the generated `add_..._to_server`, with our codecs.
+
+    Every method's messages are read and written by `actgrad.wire.frames`: large
+    tensors arrive as views of the received bytes and leave copied once, straight
+    into the bytes gRPC sends; everything else is protobuf's.
+    """
+    service = pb.DESCRIPTOR.services_by_name["ActivationService"]
+    handlers = {}
+    for method in service.methods:
+        request = codec_for(getattr(pb, method.input_type.name))
+        response = codec_for(getattr(pb, method.output_type.name))
+        make = _HANDLERS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=request.parse,
+            response_serializer=response.serialize,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    # As the generated code does (grpcio >= 1.62): methods known up front skip the
+    # generic handlers' lookup.
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
