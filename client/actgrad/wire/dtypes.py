@@ -57,6 +57,8 @@ DTYPES: tuple[DTypeInfo, ...] = (
 _BY_WIRE = {info.wire: info for info in DTYPES}
 _BY_NAME = {info.name: info for info in DTYPES}
 _BY_OIP = {info.oip: info for info in DTYPES}
+# The served numpy dtypes themselves: one dict lookup on every call's hot path.
+_BY_NUMPY: dict[Any, DTypeInfo] = {info.numpy: info for info in DTYPES}
 
 
 def dtype_info(key: int | str | np.dtype[Any] | type) -> DTypeInfo:
@@ -65,6 +67,9 @@ def dtype_info(key: int | str | np.dtype[Any] | type) -> DTypeInfo:
         return _BY_WIRE[key]
     if isinstance(key, str):
         return _BY_NAME[key]
+    found = _BY_NUMPY.get(key)
+    if found is not None:
+        return found
     dtype = np.dtype(key)
     if dtype == BFLOAT16:
         return _BY_NAME["bfloat16"]

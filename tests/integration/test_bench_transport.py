@@ -1,8 +1,8 @@
 """`python -m bench.transport` at its smallest: both parts run and report every cell.
 
-A benchmark is not a test: nothing here looks at a time beyond its being positive. Unlike
-the rest of tests/unit this starts real servers (8 processes, on 127.0.0.1 and Unix-domain
-sockets in a temporary folder), for about ten seconds.
+A benchmark is not a test: nothing here looks at a time beyond its being positive. It
+starts real servers (8 processes, on 127.0.0.1 and Unix-domain sockets in a temporary
+folder), for about ten seconds.
 """
 
 from __future__ import annotations
