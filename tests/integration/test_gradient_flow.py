@@ -2,7 +2,8 @@
 
 The reference (tests/unit/flow_reference.py) is an independent float64 numpy
 implementation with hand-written backprop, itself checked against finite differences;
-PyTorch is not a dependency of this project.
+PyTorch autograd is the other reference (tests/unit/test_flow_torch.py, and
+tests/integration/test_torch_autograd.py through the SDK).
 """
 
 from __future__ import annotations
