@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -69,6 +70,16 @@ class _CacheCollector(Collector):
         yield CounterMetricFamily(
             "actgrad_graph_builds", "ONNX graphs built into sessions", value=info.builds
         )
+
+
+@dataclass(frozen=True)
+class RpcChildren:
+    """One method's label children of the metrics labelled by rpc."""
+
+    received: Any
+    latency: Any
+    bytes_in: Any
+    bytes_out: Any
 
 
 class ServerMetrics:
@@ -127,6 +138,11 @@ class ServerMetrics:
         )
         self._cache_info = cache_info
         self._shared = shared
+        # Label children, looked up once each: `labels()` validates and locks on every
+        # call, about 3 us, five times per call. The label values are bounded (served
+        # methods, catalog names, dtypes, status codes), and so are these dicts.
+        self._per_rpc: dict[str, RpcChildren] = {}
+        self._outcomes: dict[tuple[str, str, str, str], Any] = {}
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._sync_stop = threading.Event()
@@ -152,6 +168,26 @@ class ServerMetrics:
         )
         self._builds_seen = 0
         self._sync_lock = threading.Lock()
+
+    def rpc(self, rpc: str) -> RpcChildren:
+        """The children of one method's metrics labelled by rpc alone."""
+        found = self._per_rpc.get(rpc)
+        if found is None:
+            found = self._per_rpc[rpc] = RpcChildren(
+                received=self.received.labels(rpc),
+                latency=self.latency.labels(rpc),
+                bytes_in=self.bytes_in.labels(rpc),
+                bytes_out=self.bytes_out.labels(rpc),
+            )
+        return found
+
+    def finished(self, rpc: str, function: str, dtype: str, code: str) -> Any:
+        """The `requests` counter child of one outcome."""
+        key = (rpc, function, dtype, code)
+        found = self._outcomes.get(key)
+        if found is None:
+            found = self._outcomes[key] = self.requests.labels(*key)
+        return found
 
     def calls_received(self) -> int:
         """Calls this process has accepted since it started (the received counter)."""

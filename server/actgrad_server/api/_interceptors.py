@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -103,7 +103,12 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
     given = _metadata_value(details, REQUEST_ID_KEY)
     if given and len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    # uuid.uuid4().hex without building a UUID object (a third of the cost): 122
+    # random bits, with the version (4) and variant (RFC 4122) bits set.
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 def _service(method: str) -> str:
@@ -232,10 +237,11 @@ class _Observed:
         function, dtype = self._labels or ("", "")
         metrics = self._owner.metrics
         metrics.in_flight.dec()
-        metrics.requests.labels(self.rpc, function, dtype, code_name).inc()
-        metrics.latency.labels(self.rpc).observe(elapsed)
-        metrics.bytes_in.labels(self.rpc).inc(self.bytes_in)
-        metrics.bytes_out.labels(self.rpc).inc(self.bytes_out)
+        metrics.finished(self.rpc, function, dtype, code_name).inc()
+        per_rpc = metrics.rpc(self.rpc)
+        per_rpc.latency.observe(elapsed)
+        per_rpc.bytes_in.inc(self.bytes_in)
+        per_rpc.bytes_out.inc(self.bytes_out)
         if self._owner.access_log:
             _ACCESS.info(
                 "%s %s %.2fms in=%dB out=%dB",
@@ -291,7 +297,7 @@ class ObserveInterceptor(_ServerInterceptor):
         rpc = handler_call_details.method.lstrip("/")
         # grpc runs interceptors when it accepts a call, before the call waits for a
         # thread; `requests_received - requests` is thus the calls queued or running.
-        self.metrics.received.labels(rpc).inc()
+        self.metrics.rpc(rpc).received.inc()
         request_id = _request_id(handler_call_details)
 
         sizes = _Sizes()
