@@ -11,8 +11,6 @@ import contextvars
 import datetime
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
@@ -49,17 +47,29 @@ def current_request_id() -> str:
     return _REQUEST_ID.get()
 
 
-@contextmanager
-def request_id_scope(request_id: str, trace_id: str = _NO_REQUEST) -> Iterator[None]:
+class request_id_scope:  # noqa: N801 - used as a function: `with request_id_scope(...)`
     """Makes `request_id` (and the call's trace id, with tracing on) the current ones
-    until the block ends."""
-    token = _REQUEST_ID.set(request_id)
-    trace_token = _TRACE_ID.set(trace_id)
-    try:
-        yield
-    finally:
-        _TRACE_ID.reset(trace_token)
-        _REQUEST_ID.reset(token)
+    until the block ends.
+
+    A class rather than a generator-based context manager: it is entered for every
+    call and every stream message, and this costs a third as much.
+    """
+
+    __slots__ = ("_ids", "_tokens")
+
+    def __init__(self, request_id: str, trace_id: str = _NO_REQUEST) -> None:
+        self._ids = (request_id, trace_id)
+        self._tokens: tuple[Any, Any] | None = None
+
+    def __enter__(self) -> None:
+        request_id, trace_id = self._ids
+        self._tokens = (_REQUEST_ID.set(request_id), _TRACE_ID.set(trace_id))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._tokens is not None:
+            token, trace_token = self._tokens
+            _TRACE_ID.reset(trace_token)
+            _REQUEST_ID.reset(token)
 
 
 class RequestIdFilter(logging.Filter):

@@ -198,8 +198,9 @@ class _Observed:
         self._labels: tuple[str, str] | None = None
         self.bytes_in = 0
         self.bytes_out = 0
-        self._done = False
-        self._finish_lock = threading.Lock()
+        # Popped by the first `finish` (list.pop is atomic): it may race with itself
+        # between the serializer's thread and gRPC's callback.
+        self._unfinished = [True]
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         interceptor.metrics.in_flight.inc()
         # Whatever path the call takes, it is finished once, at the latest when gRPC
@@ -222,10 +223,10 @@ class _Observed:
         return code
 
     def finish(self, code: grpc.StatusCode | None = None) -> None:
-        with self._finish_lock:
-            if self._done:
-                return
-            self._done = True
+        try:
+            self._unfinished.pop()
+        except IndexError:
+            return
         if code is None:
             # A handler that returned for a caller who is gone did not deliver.
             code = _code(self._context) or _gone(self._context) or grpc.StatusCode.OK
