@@ -10,6 +10,7 @@ binding, same builder, same session options) and runs it in-process.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from actgrad._requests import StreamRpc as _StreamRpc
 from actgrad._responses import function_info as _function_info
 from actgrad_server import catalog, graphs
 from actgrad_server.api.activation import function_infos
+from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
 
 __all__ = [
@@ -233,13 +235,36 @@ def floor_runner(op: Op, like: Array, setup: SessionSetup) -> Callable[..., Arra
     return run
 
 
-def compute_floor(op: Op, x: Array, setup: SessionSetup) -> Callable[[], Array]:
-    """A zero-argument call running `op`'s graph on the whole of `x` in this process."""
+def compute_floor(
+    op: Op, x: Array, setup: SessionSetup, *, chunk_elements: int | None = None
+) -> Callable[[], Array]:
+    """A zero-argument call running `op`'s graph on `x` in this process.
+
+    As the server's engine does it: whole when `x` has at most `chunk_elements`
+    elements (`actgrad serve --chunk-elements`, the server's default when None),
+    else in blocks of whole rows of at most that many elements, each result written
+    into one output array made up front (the engine places its chunks the same
+    way). On the whole of a large array the graph's intermediates are as large as
+    the array, fresh memory each time without an arena, which the server never
+    pays: that floor was slower than the server's own compute at 16 Mi.
+    """
+    limit = Settings().chunk_elements if chunk_elements is None else chunk_elements
     run = floor_runner(op, x, setup)
     # Gradient's ones (the server's default grad_output) are made once, outside the
     # timed call.
     ones = np.ones_like(x) if op.name == "gradient" else None
-    return lambda: run(x, ones)
+    if x.size <= limit or x.ndim == 0:
+        return lambda: run(x, ones)
+    rows = max(1, limit // max(1, math.prod(x.shape[1:])))
+    blocks = [slice(start, start + rows) for start in range(0, x.shape[0], rows)]
+    out = np.empty_like(x)
+
+    def chunked() -> Array:
+        for block in blocks:
+            out[block] = run(x[block], None if ones is None else ones[block])
+        return out
+
+    return chunked
 
 
 class Reference:
