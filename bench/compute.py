@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import statistics
 import sys
@@ -44,6 +43,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from actgrad_server import catalog, graphs
+from bench._common import positive_int, write_results
 from bench.harness import format_count, parse_count
 from bench.machine import load_average, machine_info
 from bench.workloads import Array, SessionSetup, input_shape, make_input, session_setup
@@ -431,21 +431,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(results: dict[str, Any], out: Path, name: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.json", out / f"{name}.md"]
-    paths[0].write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown(results), encoding="utf-8")
-    return paths
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.compute",
@@ -456,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--elements", type=parse_count, default=1 << 20, help="float32 elements (default 1Mi)"
     )
     parser.add_argument(
-        "--repeats", type=_positive_int, default=31, help="timed calls per graph (default 31)"
+        "--repeats", type=positive_int, default=31, help="timed calls per graph (default 31)"
     )
     parser.add_argument("--out", type=Path, default=_OUT, help="output folder")
     parser.add_argument("--name", default="compute", help="file name stem (default compute)")
@@ -468,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = run(elements=args.elements, repeats=args.repeats, note=args.note)
-    for path in write(results, args.out, args.name):
+    for path in write_results(results, args.out, args.name, markdown):
         print(path)
     return 0
 

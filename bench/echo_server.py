@@ -24,7 +24,7 @@ from types import FrameType
 
 import grpc
 
-__all__ = ["ECHO_METHOD", "ECHO_STREAM_METHOD", "build_server", "main"]
+__all__ = ["ECHO_METHOD", "ECHO_STREAM_METHOD", "build_server", "echo", "echo_stream", "main"]
 
 _LOGGER = logging.getLogger("bench.echo_server")
 
@@ -33,11 +33,11 @@ ECHO_METHOD = f"/{_SERVICE}/Echo"
 ECHO_STREAM_METHOD = f"/{_SERVICE}/EchoStream"
 
 
-def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
     return request
 
 
-def _echo_stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+def echo_stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
     # One answer per message as soon as it is read, like actgrad's chunk handlers.
     yield from requests
 
@@ -59,8 +59,8 @@ def build_server(
     handler = grpc.method_handlers_generic_handler(
         _SERVICE,
         {
-            "Echo": grpc.unary_unary_rpc_method_handler(_echo),
-            "EchoStream": grpc.stream_stream_rpc_method_handler(_echo_stream),
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "EchoStream": grpc.stream_stream_rpc_method_handler(echo_stream),
         },
     )
     server.add_generic_rpc_handlers((handler,))

@@ -41,10 +41,11 @@ import grpc
 import numpy as np
 
 from actgrad import ActgradError
-from actgrad._client import DEFAULT_CHUNK_BYTES, DEFAULT_STREAM_THRESHOLD_BYTES
+from actgrad._requests import DEFAULT_CHUNK_BYTES, DEFAULT_STREAM_THRESHOLD_BYTES
 from actgrad_server.config import DEVICES, Settings
 from bench import report
 from bench import subjects as _subjects
+from bench._common import median, positive_float, positive_int, rotated, to_us
 from bench._proc import REPO_ROOT
 from bench.machine import load_average, machine_info
 from bench.subjects import (
@@ -111,20 +112,6 @@ def _choices(allowed: Sequence[str]) -> Callable[[str], str]:
         return text
 
     return check
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -215,32 +202,32 @@ def build_parser() -> argparse.ArgumentParser:
         "'ce64k:actgrad:--chunk-elements=64Ki' or 'cb256k:actgrad:client.chunk_bytes=256Ki' "
         "(flags take plain numbers, client options Ki/Mi suffixes too)",
     )
-    add("--repeats", type=_positive_int, default=5, help="interleaved rounds (default: 5)")
-    add("--warmup", type=_positive_int, default=20, help="untimed calls per cell (default: 20)")
+    add("--repeats", type=positive_int, default=5, help="interleaved rounds (default: 5)")
+    add("--warmup", type=positive_int, default=20, help="untimed calls per cell (default: 20)")
     add(
         "--cell-seconds",
-        type=_positive_float,
+        type=positive_float,
         default=0.3,
         help="target time of one cell in one round; sets its call count (default: 0.3)",
     )
-    add("--min-calls", type=_positive_int, default=5, help="calls per cell per round, at least")
-    add("--max-calls", type=_positive_int, default=300, help="calls per cell per round, at most")
+    add("--min-calls", type=positive_int, default=5, help="calls per cell per round, at least")
+    add("--max-calls", type=positive_int, default=300, help="calls per cell per round, at most")
     add(
         "--concurrency",
-        type=_list(_positive_int),
+        type=_list(positive_int),
         default=(1, 8, 64),
         help="throughput concurrency levels (default: 1,8,64)",
     )
     add(
         "--channels",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         help="throughput: connections the calls in flight are spread over (default: 8; "
         "each is its own TCP connection, so SO_REUSEPORT can spread them over --workers)",
     )
     add("--throughput-elements", type=parse_count, default=16, help="tensor size for throughput")
-    add("--throughput-seconds", type=_positive_float, default=2.0, help="measured time per cell")
-    add("--throughput-warmup", type=_positive_float, default=0.5, help="unmeasured lead-in")
+    add("--throughput-seconds", type=positive_float, default=2.0, help="measured time per cell")
+    add("--throughput-warmup", type=positive_float, default=0.5, help="unmeasured lead-in")
     add(
         "--memory-sizes",
         type=_list(parse_count),
@@ -278,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--max-concurrent-rpcs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="every server's concurrency cap (default: actgrad serve's, "
         f"{Settings().max_concurrent_rpcs})",
@@ -341,17 +328,6 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         note=args.note,
         variants=tuple(args.variant),
     )
-
-
-def _rotated(items: Sequence[Subject], by: int) -> list[Subject]:
-    if not items:
-        return []
-    k = by % len(items)
-    return [*items[k:], *items[:k]]
-
-
-def _us(nanoseconds: float) -> float:
-    return round(nanoseconds / 1000.0, 3)
 
 
 def _unsent_reason(size: int, limit: int) -> str:
@@ -437,7 +413,7 @@ def _latency_phase(
     peak_resets = all(s.process.reset_peak() for s in servers if s.process is not None)
     memory: dict[tuple[str, int], dict[str, int]] = {}
     for round_index in range(config.repeats):
-        order = _rotated(subjects, round_index)
+        order = rotated(subjects, round_index)
         for n in config.sizes:
             before = {}
             for s in servers:
@@ -484,12 +460,12 @@ def _latency_phase(
                     row.update(
                         samples=int(flat.size),
                         calls_per_round=calls[op.name, n],
-                        p50_us=_us(p50),
-                        p99_us=_us(p99),
-                        mean_us=_us(float(flat.mean())),
-                        min_us=_us(float(flat.min())),
-                        max_us=_us(float(flat.max())),
-                        round_p50_us=[_us(float(np.median(r))) for r in rounds],
+                        p50_us=to_us(p50),
+                        p99_us=to_us(p99),
+                        mean_us=to_us(float(flat.mean())),
+                        min_us=to_us(float(flat.min())),
+                        max_us=to_us(float(flat.max())),
+                        round_p50_us=[to_us(float(np.median(r))) for r in rounds],
                     )
                 rows.append(row)
 
@@ -580,18 +556,13 @@ async def _throughput_cell(
     }
 
 
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None and not math.isnan(v)]
-    return round(statistics.median(present), 3) if present else None
-
-
 def _throughput_phase(config: Config, subjects: Sequence[Subject]) -> list[dict[str, Any]]:
     loaders = [s for s in subjects if s.supports_throughput]
     x = make_input(config.throughput_elements, config.seed)
     rounds: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for round_index in range(config.repeats):
         for concurrency in config.concurrency:
-            for subject in _rotated(loaders, round_index):
+            for subject in rotated(loaders, round_index):
                 measured = asyncio.run(_throughput_cell(subject, x, concurrency, config))
                 rounds[subject.name, concurrency].append(measured)
         _LOGGER.info("throughput: round %d/%d done", round_index + 1, config.repeats)
@@ -608,11 +579,11 @@ def _throughput_phase(config: Config, subjects: Sequence[Subject]) -> list[dict[
                     "role": subject.role,
                     "elements": config.throughput_elements,
                     "concurrency": concurrency,
-                    "calls_per_s": _median([c["calls_per_s"] for c in cells]),
+                    "calls_per_s": median([c["calls_per_s"] for c in cells]),
                     "round_calls_per_s": [round(c["calls_per_s"], 1) for c in cells],
-                    "server_cpu_us_per_call": _median([c["server_cpu_us_per_call"] for c in cells]),
-                    "server_cpu_cores": _median([c["server_cpu_cores"] for c in cells]),
-                    "client_cpu_cores": _median([c["client_cpu_cores"] for c in cells]),
+                    "server_cpu_us_per_call": median([c["server_cpu_us_per_call"] for c in cells]),
+                    "server_cpu_cores": median([c["server_cpu_cores"] for c in cells]),
+                    "client_cpu_cores": median([c["client_cpu_cores"] for c in cells]),
                     "errors": dict(errors),
                 }
             )

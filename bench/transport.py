@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent import futures
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,8 +64,16 @@ import grpc
 import grpc.aio
 
 from actgrad_server.config import Settings
+from bench._common import (
+    median,
+    positive_float,
+    positive_int,
+    rotated,
+    to_us,
+    write_results,
+)
 from bench._proc import REPO_ROOT, ServerProcess
-from bench.echo_server import ECHO_METHOD, ECHO_STREAM_METHOD
+from bench.echo_server import ECHO_METHOD, ECHO_STREAM_METHOD, echo, echo_stream
 from bench.machine import load_average, machine_info
 
 __all__ = [
@@ -171,16 +179,6 @@ def check_echo(where: str, sent: Sequence[bytes], got: Sequence[bytes]) -> None:
 
 
 # -- the servers (python -m bench.transport serve) ----------------------------------
-
-
-def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
-    return request
-
-
-def _echo_stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-    yield from requests
-
-
 async def _echo_async(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
     return request
 
@@ -267,7 +265,7 @@ def _serve_sync(args: argparse.Namespace) -> int:
         options=_server_options(args),
         maximum_concurrent_rpcs=args.max_concurrent_rpcs,
     )
-    server.add_generic_rpc_handlers((_handler(_echo, _echo_stream),))
+    server.add_generic_rpc_handlers((_handler(echo, echo_stream),))
     port = _bind(server, args)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -456,20 +454,11 @@ def _endpoints(
     ]
 
 
-def _rotated(items: Sequence[Endpoint], by: int) -> list[Endpoint]:
-    k = by % len(items) if items else 0
-    return [*items[k:], *items[:k]]
-
-
 def _percentile(ordered: Sequence[int], q: float) -> float:
     """numpy.percentile's default (linear) on sorted values."""
     position = (len(ordered) - 1) * q / 100.0
     low, high = math.floor(position), math.ceil(position)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def _us(nanoseconds: float) -> float:
-    return round(nanoseconds / 1000.0, 3)
 
 
 # -- latency -------------------------------------------------------------------------
@@ -545,7 +534,7 @@ def _latency_phase(
         samples: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
         server_cpu: dict[tuple[str, str], float] = defaultdict(float)
         for round_index in range(config.repeats):
-            order = _rotated(endpoints, round_index)
+            order = rotated(endpoints, round_index)
             for payload in payloads:
                 for endpoint in order:
                     key = (endpoint.name, payload.label)
@@ -569,12 +558,12 @@ def _latency_phase(
                     "echo_checked": True,
                     "samples": len(flat),
                     "calls_per_round": counts[payload.label],
-                    "p50_us": _us(_percentile(flat, 50)),
-                    "p99_us": _us(_percentile(flat, 99)),
-                    "mean_us": _us(statistics.fmean(flat)),
-                    "min_us": _us(flat[0]),
-                    "max_us": _us(flat[-1]),
-                    "round_p50_us": [_us(statistics.median(r)) for r in rounds],
+                    "p50_us": to_us(_percentile(flat, 50)),
+                    "p99_us": to_us(_percentile(flat, 99)),
+                    "mean_us": to_us(statistics.fmean(flat)),
+                    "min_us": to_us(flat[0]),
+                    "max_us": to_us(flat[-1]),
+                    "round_p50_us": [to_us(statistics.median(r)) for r in rounds],
                     "server_cpu_us_per_call": round(server_cpu[key] / len(flat) * 1e6, 1),
                 }
             )
@@ -640,17 +629,12 @@ async def _throughput_cell(
     }
 
 
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None and not math.isnan(v)]
-    return round(statistics.median(present), 3) if present else None
-
-
 def _throughput_phase(endpoints: Sequence[Endpoint], config: Config) -> list[dict[str, Any]]:
     message = random.Random(config.seed + 1).randbytes(config.throughput_bytes)
     cells: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for round_index in range(config.throughput_repeats):
         for concurrency in config.concurrency:
-            for endpoint in _rotated(endpoints, round_index):
+            for endpoint in rotated(endpoints, round_index):
                 cell = asyncio.run(_throughput_cell(endpoint, message, concurrency, config))
                 cells[endpoint.name, concurrency].append(cell)
         _LOGGER.info("throughput: round %d/%d done", round_index + 1, config.throughput_repeats)
@@ -670,13 +654,13 @@ def _throughput_phase(endpoints: Sequence[Endpoint], config: Config) -> list[dic
                     "concurrency": concurrency,
                     "echo_checked": True,
                     "calls": sum(c["calls"] for c in measured),
-                    "calls_per_s": _median([c["calls_per_s"] for c in measured]),
+                    "calls_per_s": median([c["calls_per_s"] for c in measured]),
                     "round_calls_per_s": [round(c["calls_per_s"], 1) for c in measured],
-                    "server_cpu_us_per_call": _median(
+                    "server_cpu_us_per_call": median(
                         [c["server_cpu_us_per_call"] for c in measured]
                     ),
-                    "server_cpu_cores": _median([c["server_cpu_cores"] for c in measured]),
-                    "client_cpu_cores": _median([c["client_cpu_cores"] for c in measured]),
+                    "server_cpu_cores": median([c["server_cpu_cores"] for c in measured]),
+                    "client_cpu_cores": median([c["client_cpu_cores"] for c in measured]),
                     "errors": dict(errors),
                 }
             )
@@ -993,31 +977,7 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(results: dict[str, Any], out: Path, name: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.json", out / f"{name}.md"]
-    paths[0].write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown(results), encoding="utf-8")
-    return paths
-
-
 # -- the command line ----------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def _list(parse: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
     def parse_list(text: str) -> tuple[Any, ...]:
         return tuple(dict.fromkeys(parse(item) for item in text.split(",") if item.strip()))
@@ -1079,22 +1039,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=2 << 20,
         help="bytes per stream message (default: 2Mi, the SDK's chunk_bytes)",
     )
-    add("--repeats", type=_positive_int, default=5, help="latency rounds (default: 5)")
-    add("--warmup", type=_positive_int, default=5, help="untimed calls per cell (default: 5)")
+    add("--repeats", type=positive_int, default=5, help="latency rounds (default: 5)")
+    add("--warmup", type=positive_int, default=5, help="untimed calls per cell (default: 5)")
     add(
         "--cell-seconds",
-        type=_positive_float,
+        type=positive_float,
         default=0.2,
         help="target time of one cell in one round; sets its call count (default: 0.2)",
     )
-    add("--min-calls", type=_positive_int, default=3, help="calls per cell per round, at least")
-    add("--max-calls", type=_positive_int, default=200, help="calls per cell per round, at most")
-    add("--concurrency", type=_list(_positive_int), default=(1, 8, 64), help="default: 1,8,64")
-    add("--channels", type=_positive_int, default=8, help="throughput connections, at most")
+    add("--min-calls", type=positive_int, default=3, help="calls per cell per round, at least")
+    add("--max-calls", type=positive_int, default=200, help="calls per cell per round, at most")
+    add("--concurrency", type=_list(positive_int), default=(1, 8, 64), help="default: 1,8,64")
+    add("--channels", type=positive_int, default=8, help="throughput connections, at most")
     add("--throughput-bytes", type=parse_count, default=64, help="default: 64 (16 float32)")
-    add("--throughput-seconds", type=_positive_float, default=2.0, help="measured, per cell")
-    add("--throughput-warmup", type=_positive_float, default=0.5, help="unmeasured lead-in")
-    add("--throughput-repeats", type=_positive_int, default=3, help="default: 3")
+    add("--throughput-seconds", type=positive_float, default=2.0, help="measured, per cell")
+    add("--throughput-warmup", type=positive_float, default=0.5, help="unmeasured lead-in")
+    add("--throughput-repeats", type=positive_int, default=3, help="default: 3")
     add(
         "--throughput-setting",
         type=_choice(names),
@@ -1102,7 +1062,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="part 6: the setting compared with default for throughput (default: the "
         "one of lowest latency)",
     )
-    add("--threads", type=_positive_int, default=defaults.threads, help="sync server threads")
+    add("--threads", type=positive_int, default=defaults.threads, help="sync server threads")
     add(
         "--max-message-bytes",
         type=parse_count,
@@ -1111,11 +1071,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--max-concurrent-rpcs",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.max_concurrent_rpcs,
         help="every server's cap (default: actgrad serve's)",
     )
-    add("--timeout", type=_positive_float, default=60.0, help="deadline of every call, seconds")
+    add("--timeout", type=positive_float, default=60.0, help="deadline of every call, seconds")
     add("--seed", type=int, default=0, help="seed of the payload bytes")
     add("--note", default="", help="free text for the report")
     return parser
@@ -1181,7 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         started = time.monotonic()
         results = run(config, argv)
-        paths = write(results, config.out, config.name)
+        paths = write_results(results, config.out, config.name, markdown)
         _LOGGER.info("done in %.0f s", time.monotonic() - started)
     for path in paths:
         _LOGGER.info("wrote %s", path)
