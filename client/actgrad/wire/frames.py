@@ -192,6 +192,7 @@ class Codec:
             and f.message_type.full_name == _TENSOR
             and not _is_repeated(f)
         }
+        self.numbers: dict[str, int] = {name: number for number, name in self.tensors.items()}
 
     # -- parse ---------------------------------------------------------------------
 
@@ -298,9 +299,7 @@ class Codec:
     # -- serialize ---------------------------------------------------------------------
 
     def serialize(self, message: Any) -> bytes:
-        """A protobuf message, an `Outgoing` or a finished `Frame` as wire bytes."""
-        if isinstance(message, Frame):
-            return message.finish()
+        """A protobuf message or an `Outgoing` as wire bytes."""
         if isinstance(message, Outgoing):
             return message.serialize()
         return message.SerializeToString()  # type: ignore[no-any-return]
@@ -391,7 +390,7 @@ class Frame:
         rest: Message,
         tensors: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
     ) -> None:
-        numbers = {name: number for number, name in codec.tensors.items()}
+        numbers = codec.numbers
         for name in tensors:
             if rest.HasField(name):
                 raise ValueError(f"{name}: is framed, so it must not be set in the message too")
@@ -468,7 +467,7 @@ class Outgoing:
 
     def ByteSize(self) -> int:
         """The serialized size, without serializing."""
-        numbers = {name: number for number, name in self.codec.tensors.items()}
+        numbers = self.codec.numbers
         size = self.message.ByteSize()
         for name, array in self.arrays.items():
             info = dtype_info(array.dtype)
