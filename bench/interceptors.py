@@ -2,8 +2,9 @@
 
 `python -m bench.interceptors` runs one 16-element Activate(sigmoid) through the
 servicer's real handler (our codecs, the real engine) many times, bare and behind
-the interceptors `actgrad serve` installs (observe: request id, metrics, labels;
-drain; the stream pool), both through grpc's own interceptor pipeline code, and
+the interceptor `actgrad serve` installs (`CallInterceptor`: drain, tokens, the
+stream pool, request id, metrics, labels), both through grpc's own interceptor
+pipeline code, and
 prints the per-call time of each and their difference, the median of several rounds.
 
 The servicer context is a stand-in whose methods return at once, so grpc's own
@@ -31,11 +32,7 @@ from grpc import _interceptor
 from actgrad.v1 import activation_pb2 as pb
 from actgrad.wire import codec_for, decode, encode
 from actgrad_server.api import activation
-from actgrad_server.api._interceptors import (
-    DrainInterceptor,
-    ObserveInterceptor,
-    StreamInterceptor,
-)
+from actgrad_server.api._interceptors import CallInterceptor, StreamGuard
 from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
 from actgrad_server.metrics import ServerMetrics
@@ -50,6 +47,9 @@ class _Context:
 
     def set_trailing_metadata(self, metadata: Any) -> None:
         pass
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         return True
@@ -97,12 +97,15 @@ def measure(*, calls: int = 3000, rounds: int = 5, access_log: bool = False) -> 
         request_deserializer=codec_for(pb.ActivateRequest).parse,
         response_serializer=codec_for(pb.ActivateResponse).serialize,
     )
-    streams = StreamInterceptor(2, 0)
+    streams = StreamGuard(2, 0)
     pipeline = _interceptor.service_pipeline(
         [
-            ObserveInterceptor(ServerMetrics(engine.cache_info), access_log=access_log),
-            DrainInterceptor(threading.Event()),
-            streams,
+            CallInterceptor(
+                ServerMetrics(engine.cache_info),
+                refusing=threading.Event(),
+                streams=streams,
+                access_log=access_log,
+            )
         ]
     )
     assert pipeline is not None

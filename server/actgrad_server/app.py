@@ -35,12 +35,7 @@ from actgrad.v1 import activation_pb2
 from actgrad_server import health, security
 from actgrad_server._malloc import release_free_memory
 from actgrad_server.api import activation
-from actgrad_server.api._interceptors import (
-    AuthInterceptor,
-    DrainInterceptor,
-    ObserveInterceptor,
-    StreamInterceptor,
-)
+from actgrad_server.api._interceptors import CallInterceptor, StreamGuard
 from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
 from actgrad_server.errors import ConfigError
@@ -142,26 +137,21 @@ class ActgradServer:
         )
         #: Set when the drain starts: new calls but health get UNAVAILABLE.
         self.refusing = threading.Event()
-        interceptors: list[Any] = [
-            ObserveInterceptor(
-                self.metrics,
-                access_log=settings.access_log,
-                tracing=Tracing() if settings.tracing else None,
+        # Streaming calls run on their own pool, within an idle timeout.
+        self._streams = StreamGuard(settings.stream_slots, settings.stream_idle_timeout)
+        # Health stays open: orchestrators probe it without credentials, and it
+        # says NOT_SERVING through the drain.
+        interceptor = CallInterceptor(
+            self.metrics,
+            refusing=self.refusing,
+            streams=self._streams,
+            tokens=(
+                security.load_tokens(settings.auth_token_file) if settings.auth_token_file else None
             ),
-            DrainInterceptor(self.refusing, open_services=[health.SERVICE_NAME]),
-        ]
-
-        if settings.auth_token_file:
-            tokens = security.load_tokens(settings.auth_token_file)
-            # Health stays open: orchestrators probe it without credentials.
-            interceptors.append(AuthInterceptor(tokens, open_services=[health.SERVICE_NAME]))
-        # Innermost: streaming calls run on their own pool, within an idle timeout.
-        self._streams = StreamInterceptor(
-            settings.stream_slots,
-            settings.stream_idle_timeout,
             open_services=[health.SERVICE_NAME],
+            access_log=settings.access_log,
+            tracing=Tracing() if settings.tracing else None,
         )
-        interceptors.append(self._streams)
         self._executor = futures.ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix=_RPC_THREAD_PREFIX
         )
@@ -174,7 +164,7 @@ class ActgradServer:
                 ("grpc.so_reuseport", 0 if worker is None else 1),
                 *_connection_age_options(settings),
             ],
-            interceptors=interceptors,
+            interceptors=[interceptor],
             # Checked before a call is queued for a thread: over the limit a call
             # gets RESOURCE_EXHAUSTED at once. Health and reflection calls count too.
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,

@@ -148,6 +148,16 @@ class Engine:
         )
 
     def _session(self, key: tuple[Any, ...], build: Any) -> ort.InferenceSession:
+        # A hit takes no lock: each OrderedDict operation is atomic under the GIL,
+        # and a key evicted between the two only skips its move to the end. Under
+        # many threads the lock was contended on every call.
+        session = self._sessions.get(key)
+        if session is not None:
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per call
+                self._sessions.move_to_end(key)
+            except KeyError:
+                pass
+            return session
         with self._lock:
             session = self._sessions.get(key)
             if session is not None:

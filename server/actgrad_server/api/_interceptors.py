@@ -1,12 +1,14 @@
-"""Server interceptors: what applies to every service, whichever front end serves it.
+"""The server's interceptor: what applies to every service, whichever front end serves it.
 
-`ObserveInterceptor` (outermost) gives each call a request id (the caller's
-``x-request-id`` or a new uuid4), returns it in the trailing metadata, makes it the
-current id of the logs, records the call's metrics, writes the access log line, and
-skips calls whose caller already gave up. `AuthInterceptor` refuses calls without an
-accepted bearer token, except to the open services (health).
+`CallInterceptor` refuses new calls once the drain started (UNAVAILABLE) and calls
+without an accepted bearer token (UNAUTHENTICATED), except to the open services
+(health); runs request-streaming calls on their own pool within an idle timeout
+(`StreamGuard`); gives each call a request id (the caller's ``x-request-id`` or a
+new uuid4), returns it in the trailing metadata, makes it the current id of the
+logs, records the call's metrics, writes the access log line, and skips calls whose
+caller already gave up.
 
-Both wrap the method handler of any kind (unary or streaming, either direction),
+It wraps the method handler of any kind (unary or streaming, either direction),
 so a new servicer is covered by registering it on the server and nothing else.
 """
 
@@ -33,13 +35,7 @@ from actgrad_server.oip import model_table
 from actgrad_server.security import TokenSet
 from actgrad_server.tracing import CallSpan, Tracing
 
-__all__ = [
-    "REQUEST_ID_KEY",
-    "AuthInterceptor",
-    "DrainInterceptor",
-    "ObserveInterceptor",
-    "StreamInterceptor",
-]
+__all__ = ["REQUEST_ID_KEY", "CallInterceptor", "StreamGuard"]
 
 _ACCESS = logging.getLogger("actgrad_server.access")
 _LOGGER = logging.getLogger(__name__)
@@ -91,16 +87,16 @@ def _behavior(function: Behavior | None) -> Behavior:
     return function
 
 
-def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
-    for name, value in details.invocation_metadata or ():
+def _metadata_value(metadata: Any, key: str) -> str | None:
+    for name, value in metadata or ():
         if name == key:
             return value if isinstance(value, str) else None
     return None
 
 
-def _request_id(details: grpc.HandlerCallDetails) -> str:
+def _request_id(metadata: Any) -> str:
     """The caller's x-request-id when it is sane (printable ASCII, short), else a uuid4."""
-    given = _metadata_value(details, REQUEST_ID_KEY)
+    given = _metadata_value(metadata, REQUEST_ID_KEY)
     if given and len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
     # uuid.uuid4().hex without building a UUID object (a third of the cost): 122
@@ -119,20 +115,41 @@ def _service(method: str) -> str:
 # -- labels ---------------------------------------------------------------------------
 
 
-def _function_label(request: Any) -> str:
-    fields = request.DESCRIPTOR.fields_by_name
-    if request.DESCRIPTOR.full_name == "actgrad.v1.SoftmaxRequest":
+def _label_plan(descriptor: Any) -> tuple[str, str]:
+    """Where a request type keeps its function's name and its input's dtype:
+    (a name field, `_RPC_NAMES_IT` or "", and "input", "inputs" or "")."""
+    fields = descriptor.fields_by_name
+    if descriptor.full_name == "actgrad.v1.SoftmaxRequest":
+        name_field = _RPC_NAMES_IT
+    else:
+        # actgrad.v1 requests name a function (Dense: its activation); Open Inference
+        # Protocol ones a model.
+        name_field = next((f for f in ("function", "activation", "model_name") if f in fields), "")
+    if "input" in fields and fields["input"].message_type is not None:
+        tensor_field = "input"
+    elif "inputs" in fields:
+        tensor_field = "inputs"
+    else:
+        tensor_field = ""
+    return name_field, tensor_field
+
+
+# The request names no function: its rpc is the function (Softmax).
+_RPC_NAMES_IT = "(the rpc)"
+# One entry per request message type seen: bounded.
+_LABEL_PLANS: dict[Any, tuple[str, str]] = {}
+
+
+def _function_label(request: Any, name_field: str) -> str:
+    if name_field == _RPC_NAMES_IT:
         return catalog.SOFTMAX.name
-    # actgrad.v1 requests name a function (Dense: its activation); Open Inference
-    # Protocol ones a model.
-    name_fields = [f for f in ("function", "activation", "model_name") if f in fields]
-    if not name_fields:
+    if not name_field:
         return ""
-    name = getattr(request, name_fields[0])
+    name = getattr(request, name_field)
     if not name:
         return ""
     # Exact lookups only: the servicer searches for close matches, once, if it must.
-    if name_fields[0] != "model_name":
+    if name_field != "model_name":
         function = catalog.find(name)
     else:
         model = model_table.find_model(name)
@@ -140,16 +157,15 @@ def _function_label(request: Any) -> str:
     return _UNKNOWN if function is None else function.name
 
 
-def _dtype_label(request: Any) -> str:
-    fields = request.DESCRIPTOR.fields_by_name
-    if "input" in fields and fields["input"].message_type is not None:
+def _dtype_label(request: Any, tensor_field: str) -> str:
+    if tensor_field == "input":
         if not request.HasField("input"):
             return ""
         try:
             return wire.dtype_info(int(request.input.dtype)).name
         except (KeyError, AttributeError):
             return _UNKNOWN
-    if "inputs" in fields and len(request.inputs) > 0:
+    if tensor_field == "inputs" and len(request.inputs) > 0:
         datatype = getattr(request.inputs[0], "datatype", "")
         return datatype.lower() if datatype in _OIP_DATATYPES else _UNKNOWN
     return ""
@@ -169,9 +185,13 @@ def _elements(request: Any) -> int | None:
 
 def _labels(request: Any) -> tuple[str, str]:
     """(function, dtype) of a request, bounded to known values; ("", "") if none apply."""
-    if request is None or not hasattr(request, "DESCRIPTOR"):
+    descriptor = getattr(request, "DESCRIPTOR", None)
+    if descriptor is None:
         return "", ""
-    return _function_label(request), _dtype_label(request)
+    plan = _LABEL_PLANS.get(descriptor)
+    if plan is None:
+        plan = _LABEL_PLANS[descriptor] = _label_plan(descriptor)
+    return _function_label(request, plan[0]), _dtype_label(request, plan[1])
 
 
 # -- one observed call ------------------------------------------------------------------
@@ -182,7 +202,7 @@ class _Observed:
 
     def __init__(
         self,
-        interceptor: ObserveInterceptor,
+        interceptor: CallInterceptor,
         rpc: str,
         request_id: str,
         context: grpc.ServicerContext,
@@ -279,39 +299,171 @@ class _Observed:
         self.finish(code)
 
 
-class ObserveInterceptor(_ServerInterceptor):
-    """Request id, metrics, access log and the skip of abandoned calls, for every RPC."""
+class CallInterceptor(_ServerInterceptor):
+    """The server's one interceptor: drain refusal, bearer tokens, the stream pool,
+    and the request id, metrics, access log and skip of abandoned calls.
+
+    What a method needs is worked out once, on its first call (`_Route`); a call
+    then costs a dict lookup, the drain and token checks, and the counting. Unary
+    calls, most of the traffic, get a handler built once: its deserializer hands the
+    behavior the request with its size, and the behavior hands the serializer the
+    answer with the call's book-keeping (grpc passes both through untouched).
+    Streaming calls are wrapped per call (`_wrap`), where the cost is spread over
+    their messages.
+
+    The checks keep the order of the interceptors they replace: a draining server
+    refuses with UNAVAILABLE before tokens are looked at; `open_services` (health)
+    are neither refused nor asked for a token; refusals are observed like any call.
+    """
 
     def __init__(
-        self, metrics: ServerMetrics, *, access_log: bool = True, tracing: Tracing | None = None
+        self,
+        metrics: ServerMetrics,
+        *,
+        refusing: threading.Event,
+        streams: StreamGuard | None = None,
+        tokens: TokenSet | None = None,
+        open_services: Collection[str] = (),
+        access_log: bool = True,
+        tracing: Tracing | None = None,
     ) -> None:
         self.metrics = metrics
         self.access_log = access_log
         self.tracing = tracing
+        self._refusing = refusing
+        self._streams = streams
+        self._tokens = tokens
+        self._open = frozenset(open_services)
+        # One entry per served method (unknown ones are not kept): bounded.
+        self._routes: dict[str, _Route] = {}
 
     def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None  # grpc answers UNIMPLEMENTED
-        rpc = handler_call_details.method.lstrip("/")
+        route = self._routes.get(handler_call_details.method)
+        if route is None:
+            handler = continuation(handler_call_details)
+            if handler is None:
+                return None  # grpc answers UNIMPLEMENTED
+            route = self._routes.setdefault(
+                handler_call_details.method, _Route(self, handler_call_details.method, handler)
+            )
         # grpc runs interceptors when it accepts a call, before the call waits for a
         # thread; `requests_received - requests` is thus the calls queued or running.
-        self.metrics.rpc(rpc).received.inc()
-        request_id = _request_id(handler_call_details)
+        route.received.inc()
+        if not route.open:
+            if self._refusing.is_set():
+                return route.refused(handler_call_details, _UNAVAILABLE)
+            if self._tokens is not None and not self._tokens.accepts(
+                _metadata_value(handler_call_details.invocation_metadata, "authorization")
+            ):
+                return route.refused(handler_call_details, _UNAUTHENTICATED)
+        return route.handler(handler_call_details)
 
+    def begin(
+        self, rpc: str, context: grpc.ServicerContext, metadata: Metadata | None
+    ) -> _Observed:
+        """The book-keeping of one call whose handler starts now."""
+        if metadata is None:
+            metadata = context.invocation_metadata()
+        span = None if self.tracing is None else self.tracing.start(rpc, metadata)
+        return _Observed(self, rpc, _request_id(metadata), context, span)
+
+
+Metadata: TypeAlias = "tuple[tuple[str, str | bytes], ...] | Any"
+
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, "the server is shutting down; try again")
+_UNAUTHENTICATED = (grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+
+class _Route:
+    """What one method needs, worked out on its first call."""
+
+    def __init__(self, owner: CallInterceptor, method: str, handler: Handler) -> None:
+        self._owner = owner
+        self.rpc = method.lstrip("/")
+        self.open = _service(method) in owner._open
+        self.received = owner.metrics.rpc(self.rpc).received
+        if owner._streams is not None and not self.open:
+            handler = owner._streams.guard(handler)
+        self._base = handler
+        self._unary = not handler.request_streaming and not handler.response_streaming
+        self._handler = self._observed_unary(handler) if self._unary else None
+        self._refusals: dict[tuple[grpc.StatusCode, str], Handler] = {}
+
+    def handler(self, details: grpc.HandlerCallDetails) -> Handler:
+        if self._handler is not None:
+            return self._handler
+        return self._observed_per_call(self._base, details)
+
+    def refused(
+        self, details: grpc.HandlerCallDetails, refusal: tuple[grpc.StatusCode, str]
+    ) -> Handler:
+        if not self._unary:
+            return self._observed_per_call(_refuse(self._base, *refusal), details)
+        found = self._refusals.get(refusal)
+        if found is None:
+            found = self._refusals[refusal] = self._observed_unary(_refuse(self._base, *refusal))
+        return found
+
+    def _observed_per_call(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        """A streaming call: its own (de)serializers count its messages."""
         sizes = _Sizes()
+        owner, rpc, metadata = self._owner, self.rpc, details.invocation_metadata
 
         def begin(context: grpc.ServicerContext) -> _Observed:
-            span = None
-            if self.tracing is not None:
-                span = self.tracing.start(rpc, handler_call_details.invocation_metadata)
-            call = _Observed(self, rpc, request_id, context, span)
+            call = owner.begin(rpc, context, metadata)
             sizes.attach(call, finish_when_sent=not handler.response_streaming)
             return call
 
         return _wrap(handler, begin, sizes)
+
+    def _observed_unary(self, handler: Handler) -> Handler:
+        """A unary handler for every call of the method (see `CallInterceptor`)."""
+        deserialize = handler.request_deserializer
+        serialize = handler.response_serializer
+        inner = _behavior(handler.unary_unary)
+        kind = _message_name(deserialize)
+        owner, rpc = self._owner, self.rpc
+
+        def read(data: bytes) -> tuple[Any, int]:
+            if deserialize is None:
+                return data, len(data)
+            try:
+                return deserialize(data), len(data)
+            except Exception as exc:  # see _Sizes.deserializer
+                return _Malformed(f"request: not a valid {kind} ({type(exc).__name__})"), len(data)
+
+        def unary_unary(received: tuple[Any, int], context: grpc.ServicerContext) -> Any:
+            request, size = received
+            call = owner.begin(rpc, context, None)
+            call.bytes_in = size
+            call.received(request)
+            with request_id_scope(call.request_id, call.trace_id):
+                _refuse_malformed(request, call, context)
+                code = call.gone()
+                if code is not None:
+                    # Nobody waits for the answer: do not compute it.
+                    _abort_gone(context, code)
+                try:
+                    response = inner(request, context)
+                except BaseException as exc:
+                    call.finish_on_error(exc)
+                    raise
+            return response, call
+
+        def write(answer: tuple[Any, _Observed]) -> bytes:
+            response, call = answer
+            data: bytes = response if serialize is None else serialize(response)
+            call.bytes_out += len(data)
+            # Finished here (or, if gRPC never sends it, at the call's end), so that
+            # the access log and the duration include the serialization.
+            call.finish()
+            return data
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, request_deserializer=read, response_serializer=write
+        )
 
 
 class MalformedRequest(InvalidArgument):
@@ -579,61 +731,10 @@ def _observe_stream_stream(
     return stream_stream
 
 
-# -- authentication -------------------------------------------------------------------
+# -- streams ----------------------------------------------------------------------------
 
 
-class AuthInterceptor(_ServerInterceptor):
-    """Requires ``authorization: Bearer <token>`` on every service but `open_services`.
-
-    A missing or wrong token ends the call with UNAUTHENTICATED before the servicer
-    runs (never UNAVAILABLE, which clients would retry).
-    """
-
-    def __init__(self, tokens: TokenSet, *, open_services: Collection[str] = ()) -> None:
-        self._tokens = tokens
-        self._open = frozenset(open_services)
-
-    def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        if _service(handler_call_details.method) in self._open or self._tokens.accepts(
-            _metadata_value(handler_call_details, "authorization")
-        ):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        return _refuse(handler, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
-
-
-class DrainInterceptor(_ServerInterceptor):
-    """Refuses new calls with UNAVAILABLE once `refusing` is set (the drain started),
-    except to the open services (health, which then says NOT_SERVING).
-
-    gRPC's own stop would refuse them too, but it also closes connections; the
-    drain keeps them open until the calls in flight are answered (app.py).
-    """
-
-    def __init__(self, refusing: threading.Event, *, open_services: Collection[str] = ()) -> None:
-        self._refusing = refusing
-        self._open = frozenset(open_services)
-
-    def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = continuation(handler_call_details)
-        if (
-            handler is None
-            or not self._refusing.is_set()
-            or _service(handler_call_details.method) in self._open
-        ):
-            return handler
-        return _refuse(
-            handler, grpc.StatusCode.UNAVAILABLE, "the server is shutting down; try again"
-        )
-
-
-class StreamInterceptor(_ServerInterceptor):
+class StreamGuard:
     """Bounds what streaming calls may hold: threads and idle time.
 
     Request-streaming calls run on a thread pool of their own (`slots` threads; more
@@ -642,18 +743,16 @@ class StreamInterceptor(_ServerInterceptor):
     cancelled. A client that stops reading leaves the server blocked sending an
     answer (its flow-control window is full); one that stops sending leaves it
     waiting for the next chunk: either way a thread and the messages in flight are
-    held until the call ends, which cancelling brings about. The open services
-    (health, whose Watch streams are long by design) are exempt.
+    held until the call ends, which cancelling brings about. `CallInterceptor`
+    leaves the open services (health, whose Watch streams are long by design)
+    unguarded.
     """
 
-    def __init__(
-        self, slots: int, idle_timeout: float, *, open_services: Collection[str] = ()
-    ) -> None:
+    def __init__(self, slots: int, idle_timeout: float) -> None:
         self.pool = futures.ThreadPoolExecutor(
             max_workers=slots, thread_name_prefix="actgrad-rpc-stream"
         )
         self._idle_timeout = idle_timeout
-        self._open = frozenset(open_services)
         self._lock = threading.Lock()
         self._streams: dict[int, tuple[list[float], grpc.ServicerContext]] = {}
         self._stop = threading.Event()
@@ -676,15 +775,10 @@ class StreamInterceptor(_ServerInterceptor):
                 _LOGGER.warning("cancelling a stream idle for more than %.1fs", self._idle_timeout)
                 context.cancel()  # type: ignore[no-untyped-call]
 
-    def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = continuation(handler_call_details)
-        if (
-            handler is None
-            or not handler.request_streaming
-            or _service(handler_call_details.method) in self._open
-        ):
+    def guard(self, handler: Handler) -> Handler:
+        """`handler` as it runs under the guard: request-streaming ones on the pool,
+        within the idle timeout; others as they are."""
+        if not handler.request_streaming:
             return handler
         if handler.response_streaming:
             behavior = self._guard_stream_stream(_behavior(handler.stream_stream))
@@ -692,8 +786,7 @@ class StreamInterceptor(_ServerInterceptor):
         else:
             behavior = self._guard_stream_unary(_behavior(handler.stream_unary))
             make = grpc.stream_unary_rpc_method_handler
-        # grpc runs a behavior with this attribute on that pool (see _wrap, which
-        # passes it on through the outer interceptors).
+        # grpc runs a behavior with this attribute on that pool (_wrap passes it on).
         behavior.experimental_thread_pool = self.pool  # type: ignore[attr-defined]
         return make(
             behavior,

@@ -34,7 +34,8 @@ class Payloads:
     def __init__(self, shared: SharedMemory, limits: Limits) -> None:
         self._shared = shared
         self._limits = limits
-        self._stack = ExitStack()
+        # Made on the first shared-memory region: most calls have none.
+        self._stack: ExitStack | None = None
         self._transfer: Transfer | None = None
         self._results: dict[str, npt.NDArray[Any]] = {}
 
@@ -42,11 +43,13 @@ class Payloads:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stack.close()
+        if self._stack is not None:
+            self._stack.close()
 
     def _regions(self) -> Transfer:
         # FAILED_PRECONDITION here when the server does not allow shared memory.
         if self._transfer is None:
+            self._stack = ExitStack()
             self._transfer = self._stack.enter_context(self._shared.transfer())
         return self._transfer
 
