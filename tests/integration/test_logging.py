@@ -15,12 +15,15 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import grpc.aio
+import numpy as np
 import pytest
 from _running import running, settings
 
+from actgrad import wire
 from actgrad.v1 import activation_pb2, activation_pb2_grpc
 from actgrad_server.app import ActgradServer
 from actgrad_server.logs import (
@@ -209,3 +212,40 @@ def test_serve_logs_in_the_chosen_format(log_format: str) -> None:
         assert entry["logger"] == "actgrad_server.access"
     else:
         assert "[proc-req-1]" in access[0] and "ListFunctions OK" in access[0]
+
+
+def test_concurrent_unary_calls_each_log_their_own_sizes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A unary method's handler is built once and shared by every call
+    # (CallInterceptor): each call's sizes, id and code must still be its own.
+    caplog.set_level(logging.INFO, logger="actgrad_server.access")
+    expected: dict[str, tuple[int, int]] = {}
+    with (
+        running(settings(access_log=True, threads=8)) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        stub = activation_pb2_grpc.ActivationServiceStub(channel)
+
+        def call(k: int) -> None:
+            x = np.linspace(-1.0, 1.0, 1 + 37 * k, dtype=np.float64)
+            request = activation_pb2.ActivateRequest(function="tanh", input=wire.encode(x))
+            response = stub.Activate(request, metadata=[("x-request-id", f"ok-{k}")], timeout=30)
+            expected[f"ok-{k}"] = (request.ByteSize(), response.ByteSize())
+            bad = activation_pb2.ActivateRequest(function="tanh", input=wire.encode(x[:1]))
+            bad.input.shape[:] = [x.size + 1]  # a shape its data does not fill
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Activate(bad, metadata=[("x-request-id", f"bad-{k}")], timeout=30)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            expected[f"bad-{k}"] = (bad.ByteSize(), 0)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(call, range(48)))
+    records = [r for r in caplog.records if r.name == "actgrad_server.access"]
+    by_id = {getattr(r, "request_id", None): r for r in records}
+    assert len(by_id) == len(records) >= len(expected) == 96
+    for request_id, (bytes_in, bytes_out) in expected.items():
+        record = by_id[request_id]
+        sizes = (getattr(record, "bytes_in", None), getattr(record, "bytes_out", None))
+        assert sizes == (bytes_in, bytes_out), request_id
+        assert getattr(record, "code", None) == ("OK" if bytes_out else "INVALID_ARGUMENT")
