@@ -360,17 +360,14 @@ class CallInterceptor(_ServerInterceptor):
                 return route.refused(handler_call_details, _UNAUTHENTICATED)
         return route.handler(handler_call_details)
 
-    def begin(
-        self, rpc: str, context: grpc.ServicerContext, metadata: Metadata | None
-    ) -> _Observed:
-        """The book-keeping of one call whose handler starts now."""
+    def begin(self, rpc: str, context: grpc.ServicerContext, metadata: Any) -> _Observed:
+        """The book-keeping of one call whose handler starts now; `metadata` is the
+        call's invocation metadata, or None to read it from `context`."""
         if metadata is None:
             metadata = context.invocation_metadata()
         span = None if self.tracing is None else self.tracing.start(rpc, metadata)
         return _Observed(self, rpc, _request_id(metadata), context, span)
 
-
-Metadata: TypeAlias = "tuple[tuple[str, str | bytes], ...] | Any"
 
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, "the server is shutting down; try again")
 _UNAUTHENTICATED = (grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
