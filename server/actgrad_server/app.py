@@ -1,8 +1,9 @@
 """Assembles the server: front ends, health, reflection, limits, security, metrics, drain.
 
-What applies to every call (request id, access log, metrics, bearer tokens) is a
-server interceptor, so each front end is one `_register` line below and is covered
-by health, reflection and the interceptors without more code.
+What applies to every call (request id, access log, metrics, bearer tokens, the
+drain's refusal, the stream pool) is the server's one interceptor
+(`api._interceptors.CallInterceptor`), so each front end is one `_register` line
+below and is covered by health, reflection and the interceptor without more code.
 
 `actgrad_server.cli.serve` runs one `ActgradServer` in its process (``--workers 1``)
 or hands over to the supervisor in `actgrad_server.workers`, whose worker processes

@@ -561,7 +561,7 @@ def _wrap(
 
 
 def _same_pool(outer: Behavior, inner: Behavior) -> Behavior:
-    """`outer` runs on the thread pool `inner` asked for (StreamInterceptor's)."""
+    """`outer` runs on the thread pool `inner` asked for (StreamGuard's)."""
     pool = getattr(inner, "experimental_thread_pool", None)
     if pool is not None:
         outer.experimental_thread_pool = pool  # type: ignore[attr-defined]
