@@ -53,6 +53,7 @@ from bench.subjects import (
     DEFAULT_SUBJECTS,
     SERVICE,
     SUBJECTS,
+    THROUGHPUT_DEFAULTS,
     TRANSPORT_FLOOR,
     BenchError,
     Prepared,
@@ -143,6 +144,8 @@ class Config:
     seed: int
     note: str
     variants: tuple[str, ...] = ()  # the --variant texts, as given
+    # Subjects measured in the throughput phase only (the default server, by default).
+    throughput_only: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         values = asdict(self)
@@ -189,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_list(str),
         default=None,
         help=f"what to measure, of {', '.join(SUBJECTS)} and the --variant names "
-        f"(default: {','.join(DEFAULT_SUBJECTS)}, then every variant)",
+        f"(default: {','.join(DEFAULT_SUBJECTS)}, then every variant; the throughput "
+        f"phase also runs {','.join(THROUGHPUT_DEFAULTS) or 'nothing else'})",
     )
     add(
         "--variant",
@@ -288,8 +292,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
     variants = [parse_variant(text)[0] for text in args.variant]
     if len(set(variants)) != len(variants):
         parser.error("--variant names must differ")
+    throughput_only: tuple[str, ...] = ()
     if args.subjects is None:
         subjects = tuple(dict.fromkeys([*DEFAULT_SUBJECTS, *variants]))
+        # Issue 9's throughput target is the default server's (`--workers 0`, one
+        # process per CPU), while `actgrad` is one process like the echo: both run.
+        throughput_only = tuple(s for s in THROUGHPUT_DEFAULTS if s not in subjects)
     else:
         subjects = tuple(dict.fromkeys(args.subjects))
     unknown = [name for name in subjects if name not in SUBJECTS and name not in variants]
@@ -327,6 +335,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         seed=args.seed,
         note=args.note,
         variants=tuple(args.variant),
+        throughput_only=throughput_only if "throughput" in phases else (),
     )
 
 
@@ -814,12 +823,12 @@ def run(config: Config) -> dict[str, Any]:
     if "latency" in config.phases or "throughput" in config.phases:
         subjects: list[Subject] = []
         try:
-            for name in config.subjects:
+            for name in (*config.subjects, *config.throughput_only):
                 subjects.append(registry[name].start(setup))
             results["subjects"] = [s.describe() for s in subjects]
             if "latency" in config.phases:
                 results["latency"], results["server_memory"] = _latency_phase(
-                    config, subjects, setup
+                    config, [s for s in subjects if s.name not in config.throughput_only], setup
                 )
             if "throughput" in config.phases:
                 results["throughput"] = _throughput_phase(config, subjects)

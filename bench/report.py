@@ -124,8 +124,10 @@ def _latency_table(results: dict[str, Any]) -> list[str]:
     rows = results.get("latency", [])
     if not rows:
         return []
-    subjects = _subjects(results)
-    services = _subjects(results, "service")
+    # Only those measured here (some run in the throughput phase only).
+    measured = {r["subject"] for r in rows}
+    subjects = [name for name in _subjects(results) if name in measured]
+    services = [name for name in _subjects(results, "service") if name in measured]
     ratios = {
         (r["subject"], r["floor"], r["op"], r["elements"]): r for r in results["ratios"]["latency"]
     }
@@ -317,8 +319,10 @@ def markdown(results: dict[str, Any]) -> str:
             "Calls per second with that many calls in flight from one asyncio loop over "
             "min(--channels, concurrency) connections, "
             "median over rounds. Server CPU/call is the server process's user+system "
-            "time per completed call; client CPU near 1.0 core means the load generator "
-            "itself was the limit.",
+            "time per completed call (over its whole process tree); client CPU near 1.0 "
+            "core means the load generator itself was the limit. `actgrad` is one "
+            "process, like the echo; `actgrad-workers` is `actgrad serve`'s default, one "
+            "process per usable CPU.",
             _throughput_table(results),
         ),
         (

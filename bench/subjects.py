@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_SUBJECTS",
     "SERVICE",
     "SUBJECTS",
+    "THROUGHPUT_DEFAULTS",
     "TRANSPORT_FLOOR",
     "BenchError",
     "Prepared",
@@ -413,6 +414,9 @@ SUBJECTS: Mapping[str, SubjectSpec] = {
     ),
 }
 DEFAULT_SUBJECTS = ("actgrad", "echo", "onnxruntime")
+# Measured in the throughput phase too when no --subjects are given: the server as
+# `actgrad serve` runs by default (issue 9's throughput target is stated for it).
+THROUGHPUT_DEFAULTS = tuple(name for name in ("actgrad-workers",) if name in SUBJECTS)
 
 
 class VariantError(ValueError):

@@ -34,6 +34,8 @@ ROUNDTRIP = 256 * 1024
 # one with a small --chunk-elements, and a client option.
 VARIANT = "small-chunks:actgrad:--chunk-elements=4096 client.chunk_bytes=32Ki"
 SUBJECTS = ("actgrad", "echo", "onnxruntime", "small-chunks")
+# Without --subjects the throughput phase also measures the default server.
+THROUGHPUT_ONLY = ("actgrad-workers",)
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -85,7 +87,10 @@ def test_machine_and_run_are_recorded(results: dict[str, Any]) -> None:
     assert len(machine["load_average_at_end"]) == 3
     assert results["note"] == "smoke test"
     assert results["server_settings"]["max_message_bytes"] == LIMIT
-    assert [s["name"] for s in results["subjects"]] == list(SUBJECTS)
+    assert [s["name"] for s in results["subjects"]] == [*SUBJECTS, *THROUGHPUT_ONLY]
+    assert results["config"]["throughput_only"] == list(THROUGHPUT_ONLY)
+    workers = next(s for s in results["subjects"] if s["name"] == "actgrad-workers")
+    assert "--workers=0" in workers["argv"]
     variant = next(s for s in results["subjects"] if s["name"] == "small-chunks")
     assert "--chunk-elements=4096" in variant["argv"]
     assert variant["client_options"]["chunk_bytes"] == 32 * 1024
@@ -140,13 +145,17 @@ def test_ratios_cover_both_floors(results: dict[str, Any]) -> None:
     throughput = {
         (r["subject"], r["floor"], r["concurrency"]) for r in results["ratios"]["throughput"]
     }
-    assert throughput == {(s, "echo", c) for s in services for c in CONCURRENCY}
+    loaders = (*services, *THROUGHPUT_ONLY)
+    assert throughput == {(s, "echo", c) for s in loaders for c in CONCURRENCY}
 
 
 def test_throughput_rows(results: dict[str, Any]) -> None:
     rows = {(r["subject"], r["concurrency"]): r for r in results["throughput"]}
-    servers = ("actgrad", "echo", "small-chunks")
+    servers = ("actgrad", "echo", "small-chunks", *THROUGHPUT_ONLY)
     assert set(rows) == {(s, c) for s in servers for c in CONCURRENCY}
+    # Measured for throughput only: no latency cells, no latency ratios.
+    assert not [r for r in results["latency"] if r["subject"] in THROUGHPUT_ONLY]
+    assert not [r for r in results["ratios"]["latency"] if r["subject"] in THROUGHPUT_ONLY]
     for row in rows.values():
         assert row["elements"] == 16
         assert len(row["round_calls_per_s"]) == REPEATS
@@ -190,6 +199,8 @@ def test_markdown_report(out: Path, results: dict[str, Any]) -> None:
     assert "| actgrad/echo p50 |" in text
     assert "| actgrad/onnxruntime p50 |" in text
     assert "| small-chunks/echo p50 |" in text
+    assert "actgrad-workers p50" not in text  # throughput only
+    assert "| actgrad-workers/echo |" in text
     assert "| transport |" in text
     # The variant chunks differently, so the cell names each subject's transport.
     assert "| Softmax | 64 Ki | actgrad: streamed, 4 x " in text
