@@ -424,30 +424,13 @@ class _Route:
         owner, rpc = self._owner, self.rpc
 
         def read(data: bytes) -> tuple[Any, int]:
-            if deserialize is None:
-                return data, len(data)
-            try:
-                return deserialize(data), len(data)
-            except Exception as exc:  # see _Sizes.deserializer
-                return _Malformed(f"request: not a valid {kind} ({type(exc).__name__})"), len(data)
+            return _parse(deserialize, kind, data), len(data)
 
         def unary_unary(received: tuple[Any, int], context: grpc.ServicerContext) -> Any:
             request, size = received
             call = owner.begin(rpc, context, None)
             call.bytes_in = size
-            call.received(request)
-            with request_id_scope(call.request_id, call.trace_id):
-                _refuse_malformed(request, call, context)
-                code = call.gone()
-                if code is not None:
-                    # Nobody waits for the answer: do not compute it.
-                    _abort_gone(context, code)
-                try:
-                    response = inner(request, context)
-                except BaseException as exc:
-                    call.finish_on_error(exc)
-                    raise
-            return response, call
+            return _run_unary(inner, request, call, context), call
 
         def write(answer: tuple[Any, _Observed]) -> bytes:
             response, call = answer
@@ -480,6 +463,22 @@ def _message_name(deserialize: Callable[[bytes], Any] | None) -> str:
     return str(getattr(descriptor, "full_name", "message"))
 
 
+def _parse(deserialize: Callable[[bytes], Any] | None, kind: str, data: bytes) -> Any:
+    """The request in `data`, or a `_Malformed` naming what it is not a valid `kind` of.
+
+    Never raised into gRPC: its server answers a failed deserialization of a stream
+    message with a status and then a second one, and that call then held the drain
+    forever (grpcio 1.85), and it logged a traceback per bad message. The handler
+    refuses it instead (`_refuse_malformed`, `_observed_requests`).
+    """
+    if deserialize is None:
+        return data
+    try:
+        return deserialize(data)
+    except Exception as exc:
+        return _Malformed(f"request: not a valid {kind} ({type(exc).__name__})")
+
+
 class _Sizes:
     """Message sizes of one call, counted where gRPC hands over the bytes.
 
@@ -508,16 +507,7 @@ class _Sizes:
                 self._pending_in += len(data)
             else:
                 self._call.bytes_in += len(data)
-            if deserialize is None:
-                return data
-            try:
-                return deserialize(data)
-            except Exception as exc:
-                # Never raised into gRPC: its server answers a failed deserialization
-                # of a stream message with a status and then a second one, and that
-                # call then held the drain forever (grpcio 1.85), and it logged a
-                # traceback per bad message. The handler refuses it instead (below).
-                return _Malformed(f"request: not a valid {kind} ({type(exc).__name__})")
+            return _parse(deserialize, kind, data)
 
         return counted
 
@@ -537,6 +527,7 @@ class _Sizes:
 def _wrap(
     handler: Handler, begin: Callable[[grpc.ServicerContext], _Observed], sizes: _Sizes
 ) -> Handler:
+    """A streaming handler (either direction) observed for one call."""
     serializers = {
         "request_deserializer": sizes.deserializer(handler.request_deserializer),
         "response_serializer": sizes.serializer(handler.response_serializer),
@@ -551,12 +542,9 @@ def _wrap(
         return grpc.stream_unary_rpc_method_handler(
             _same_pool(_observe_stream_unary(inner, begin), inner), **serializers
         )
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(
-            _observe_unary_stream(_behavior(handler.unary_stream), begin), **serializers
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        _observe_unary_unary(_behavior(handler.unary_unary), begin), **serializers
+    # Unary calls have handlers of their own, built once (`_Route._observed_unary`).
+    return grpc.unary_stream_rpc_method_handler(
+        _observe_unary_stream(_behavior(handler.unary_stream), begin), **serializers
     )
 
 
@@ -582,27 +570,24 @@ def _abort_gone(context: grpc.ServicerContext, code: grpc.StatusCode) -> None:
     context.abort(code, "the caller cancelled the call")
 
 
-def _observe_unary_unary(
-    behavior: Callable[..., Any], begin: Callable[[grpc.ServicerContext], _Observed]
-) -> Callable[..., Any]:
-    def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
-        call = begin(context)
-        call.received(request)
-        with request_id_scope(call.request_id, call.trace_id):
-            _refuse_malformed(request, call, context)
-            code = call.gone()
-            if code is not None:
-                # Nobody waits for the answer: do not compute it.
-                _abort_gone(context, code)
-            try:
-                response = behavior(request, context)
-            except BaseException as exc:
-                call.finish_on_error(exc)
-                raise
-        # Finished by the response serializer (or, if gRPC never sends it, at the end).
-        return response
-
-    return unary_unary
+def _run_unary(
+    behavior: Callable[..., Any], request: Any, call: _Observed, context: grpc.ServicerContext
+) -> Any:
+    """Runs a behavior on one request for an observed call: a malformed request is
+    refused, a call nobody waits for any more is not computed, and an error finishes
+    the call with its code. Returns what the behavior returned."""
+    call.received(request)
+    with request_id_scope(call.request_id, call.trace_id):
+        _refuse_malformed(request, call, context)
+        code = call.gone()
+        if code is not None:
+            # Nobody waits for the answer: do not compute it.
+            _abort_gone(context, code)
+        try:
+            return behavior(request, context)
+        except BaseException as exc:
+            call.finish_on_error(exc)
+            raise
 
 
 def _observed_responses(
@@ -633,17 +618,7 @@ def _observe_unary_stream(
 
     def unary_stream(request: Any, context: grpc.ServicerContext) -> Any:
         call = begin(context)
-        call.received(request)
-        with request_id_scope(call.request_id, call.trace_id):
-            _refuse_malformed(request, call, context)
-            code = call.gone()
-            if code is not None:
-                _abort_gone(context, code)
-            try:
-                responses = behavior(request, context)
-            except BaseException as exc:
-                call.finish_on_error(exc)
-                raise
+        responses = _run_unary(behavior, request, call, context)
         return _observed_responses(iter(responses), call, context)
 
     return unary_stream
