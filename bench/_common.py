@@ -1,5 +1,6 @@
 """Small helpers every benchmark harness here shares (bench.harness, bench.compute,
-bench.transport): argument types, rounding, subject rotation, writing results.
+bench.transport): argument types, rounding, subject rotation, writing results, and
+the throughput load (calls kept in flight from one event loop).
 
 Light on purpose: bench.transport's echo servers import nothing heavier than this.
 """
@@ -7,14 +8,25 @@ Light on purpose: bench.transport's echo servers import nothing heavier than thi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import statistics
-from collections.abc import Callable, Sequence
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["median", "positive_float", "positive_int", "rotated", "to_us", "write_results"]
+__all__ = [
+    "keep_in_flight",
+    "median",
+    "positive_float",
+    "positive_int",
+    "rotated",
+    "to_us",
+    "write_results",
+]
 
 
 def positive_int(text: str) -> int:
@@ -60,3 +72,66 @@ def to_us(nanoseconds: float) -> float:
 def median(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None and not math.isnan(v)]
     return round(statistics.median(present), 3) if present else None
+
+
+async def keep_in_flight(
+    calls: Sequence[Callable[[], Awaitable[object]]],
+    concurrency: int,
+    *,
+    warmup: float,
+    seconds: float,
+    server_cpu: Callable[[], float],
+    failures: tuple[type[BaseException], ...],
+    status: Callable[[BaseException], str],
+) -> dict[str, Any]:
+    """`concurrency` calls kept in flight from this event loop, round-robin over
+    `calls` (one per connection), for `warmup` seconds unmeasured and `seconds`
+    measured: the completed calls per second, the server's CPU (`server_cpu`, in
+    seconds) and this process's CPU over that time, and the failed calls counted by
+    `status` of the exception (only `failures` are counted; others propagate)."""
+    completed = 0
+    errors: Counter[str] = Counter()
+    stop = False
+    # A bound on every worker's loop besides `stop`, should the sleeps overrun.
+    hard_stop = time.monotonic() + warmup + seconds + 60
+
+    async def worker(call: Callable[[], Awaitable[object]]) -> None:
+        nonlocal completed
+        while not stop and time.monotonic() < hard_stop:
+            try:
+                await call()
+            except failures as exc:
+                errors[status(exc)] += 1
+            else:
+                completed += 1
+
+    tasks = [asyncio.create_task(worker(calls[i % len(calls)])) for i in range(concurrency)]
+    try:
+        await asyncio.sleep(warmup)
+        done0, wall0, cpu0, server0 = (
+            completed,
+            time.perf_counter(),
+            time.process_time(),
+            server_cpu(),
+        )
+        await asyncio.sleep(seconds)
+        done1, wall1, cpu1, server1 = (
+            completed,
+            time.perf_counter(),
+            time.process_time(),
+            server_cpu(),
+        )
+    finally:
+        stop = True
+        await asyncio.gather(*tasks)
+    count = done1 - done0
+    wall = wall1 - wall0
+    return {
+        "calls": count,
+        "seconds": wall,
+        "calls_per_s": count / wall,
+        "server_cpu_us_per_call": (server1 - server0) / count * 1e6 if count else None,
+        "server_cpu_cores": (server1 - server0) / wall,
+        "client_cpu_cores": (cpu1 - cpu0) / wall,
+        "errors": dict(errors),
+    }

@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,14 @@ from actgrad._requests import DEFAULT_CHUNK_BYTES, DEFAULT_STREAM_THRESHOLD_BYTE
 from actgrad_server.config import DEVICES, Settings
 from bench import report
 from bench import subjects as _subjects
-from bench._common import median, positive_float, positive_int, rotated, to_us
+from bench._common import (
+    keep_in_flight,
+    median,
+    positive_float,
+    positive_int,
+    rotated,
+    to_us,
+)
 from bench._proc import REPO_ROOT
 from bench.machine import load_average, machine_info
 from bench.subjects import (
@@ -519,50 +526,21 @@ async def _throughput_cell(
     measure that does not depend on the client at all.
     """
     op = OPS["activate"]
-    completed = 0
-    errors: Counter[str] = Counter()
-    stop = False
+    server = subject.process
     async with contextlib.AsyncExitStack() as stack:
         call_sites = [
             await stack.enter_async_context(subject.async_calls(op, x))
             for _ in range(min(config.channels, concurrency))
         ]
-
-        async def worker(call: Callable[[], Awaitable[object]]) -> None:
-            nonlocal completed
-            while not stop:
-                try:
-                    await call()
-                except (grpc.RpcError, ActgradError) as exc:
-                    errors[_status_name(exc)] += 1
-                else:
-                    completed += 1
-
-        tasks = [
-            asyncio.create_task(worker(call_sites[i % len(call_sites)])) for i in range(concurrency)
-        ]
-        try:
-            await asyncio.sleep(config.throughput_warmup)
-            server = subject.process
-            done0, wall0, cpu0 = completed, time.perf_counter(), time.process_time()
-            server0 = server.cpu_seconds() if server is not None else math.nan
-            await asyncio.sleep(config.throughput_seconds)
-            done1, wall1, cpu1 = completed, time.perf_counter(), time.process_time()
-            server1 = server.cpu_seconds() if server is not None else math.nan
-        finally:
-            stop = True
-            await asyncio.gather(*tasks)
-    calls = done1 - done0
-    wall = wall1 - wall0
-    return {
-        "calls": calls,
-        "seconds": wall,
-        "calls_per_s": calls / wall,
-        "server_cpu_us_per_call": (server1 - server0) / calls * 1e6 if calls else None,
-        "server_cpu_cores": (server1 - server0) / wall,
-        "client_cpu_cores": (cpu1 - cpu0) / wall,
-        "errors": dict(errors),
-    }
+        return await keep_in_flight(
+            call_sites,
+            concurrency,
+            warmup=config.throughput_warmup,
+            seconds=config.throughput_seconds,
+            server_cpu=server.cpu_seconds if server is not None else lambda: math.nan,
+            failures=(grpc.RpcError, ActgradError),
+            status=_status_name,
+        )
 
 
 def _throughput_phase(config: Config, subjects: Sequence[Subject]) -> list[dict[str, Any]]:

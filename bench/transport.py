@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -65,6 +66,7 @@ import grpc.aio
 
 from actgrad_server.config import Settings
 from bench._common import (
+    keep_in_flight,
     median,
     positive_float,
     positive_int,
@@ -579,9 +581,6 @@ async def _throughput_cell(
     """`concurrency` unary calls kept in flight from one event loop (bench.harness's
     way: one asyncio loop rather than a thread per call, so that the client costs
     little and the same for every server), spread over a few connections."""
-    completed = 0
-    errors: Counter[str] = Counter()
-    stop = False
     async with contextlib.AsyncExitStack() as stack:
         echoes = []
         for _ in range(min(config.channels, concurrency)):
@@ -591,42 +590,16 @@ async def _throughput_cell(
             echo = channel.unary_unary(ECHO_METHOD, None, None)
             where = f"{endpoint.part} {endpoint.name} throughput"
             check_echo(where, [message], [await echo(message, timeout=config.timeout)])
-            echoes.append(echo)
-        # A bound on every worker's loop besides `stop`, should the sleeps overrun.
-        hard_stop = time.monotonic() + config.throughput_warmup + config.throughput_seconds + 60
-
-        async def worker(echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
-            nonlocal completed
-            while not stop and time.monotonic() < hard_stop:
-                try:
-                    await echo(message, timeout=config.timeout)
-                except grpc.aio.AioRpcError as exc:
-                    errors[exc.code().name] += 1
-                else:
-                    completed += 1
-
-        tasks = [asyncio.create_task(worker(echoes[i % len(echoes)])) for i in range(concurrency)]
-        try:
-            await asyncio.sleep(config.throughput_warmup)
-            server = endpoint.server
-            done0, wall0, cpu0 = completed, time.perf_counter(), time.process_time()
-            server0 = server.cpu_seconds()
-            await asyncio.sleep(config.throughput_seconds)
-            done1, wall1, cpu1 = completed, time.perf_counter(), time.process_time()
-            server1 = server.cpu_seconds()
-        finally:
-            stop = True
-            await asyncio.gather(*tasks)
-    calls = done1 - done0
-    wall = wall1 - wall0
-    return {
-        "calls": calls,
-        "calls_per_s": calls / wall,
-        "server_cpu_us_per_call": (server1 - server0) / calls * 1e6 if calls else None,
-        "server_cpu_cores": (server1 - server0) / wall,
-        "client_cpu_cores": (cpu1 - cpu0) / wall,
-        "errors": dict(errors),
-    }
+            echoes.append(functools.partial(echo, message, timeout=config.timeout))
+        return await keep_in_flight(
+            echoes,
+            concurrency,
+            warmup=config.throughput_warmup,
+            seconds=config.throughput_seconds,
+            server_cpu=endpoint.server.cpu_seconds,
+            failures=(grpc.aio.AioRpcError,),
+            status=lambda exc: exc.code().name,  # type: ignore[attr-defined]
+        )
 
 
 def _throughput_phase(endpoints: Sequence[Endpoint], config: Config) -> list[dict[str, Any]]:
