@@ -19,7 +19,7 @@ import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +51,7 @@ __all__ = [
     "Param",
     "ParamKind",
     "Properties",
+    "Shaped",
     "bind",
     "check_name_length",
     "find",
@@ -1011,8 +1012,18 @@ def _check_slope(
             )
 
 
+class Shaped(Protocol):
+    """What `bind` checks of a grad_output: an array, or a tensor still in a client's
+    shared memory (`shm.RegionTensor`)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+
 def _check_grad_output(
-    grad_output: npt.NDArray[Any], x_shape: tuple[int, ...], x_dtype: np.dtype[Any], where: str
+    grad_output: Shaped, x_shape: tuple[int, ...], x_dtype: np.dtype[Any], where: str
 ) -> None:
     if grad_output.dtype != x_dtype:
         raise InvalidArgument(
@@ -1032,7 +1043,7 @@ def bind(
     x_shape: tuple[int, ...],
     x_dtype: np.dtype[Any],
     field_prefix: str = "params",
-    grad_output: npt.NDArray[Any] | None = None,
+    grad_output: Shaped | None = None,
     grad_output_field: str = "grad_output",
 ) -> Call:
     """Validates `params` (and `grad_output`) for a call on an input of `x_shape` and

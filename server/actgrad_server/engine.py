@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +24,15 @@ from actgrad_server import graphs
 from actgrad_server.catalog import CATALOG, Call, bind
 from actgrad_server.errors import ConfigError
 
-__all__ = ["CacheInfo", "DenseResult", "Engine", "GradientResult", "resolve_providers"]
+__all__ = [
+    "CacheInfo",
+    "DenseResult",
+    "Engine",
+    "GradientResult",
+    "Sink",
+    "Source",
+    "resolve_providers",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,9 +43,42 @@ _BFLOAT16 = BFLOAT16
 Array = npt.NDArray[Any]
 
 
+class Source(Protocol):
+    """An input tensor outside the process's memory, read a piece at a time (a
+    client's shared-memory region, `actgrad_server.shm`); the engine reads it chunk
+    by chunk where its chunks are runs of elements, and whole otherwise."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    def read(self, start: int, stop: int) -> Array:
+        """Elements [start, stop) of the C-ordered tensor: a 1-d array of our own."""
+        ...
+
+    def array(self) -> Array:
+        """The whole tensor, in our own memory."""
+        ...
+
+
+class Sink(Protocol):
+    """Where a result goes instead of an array (a client's shared-memory region)."""
+
+    def write(self, start: int, piece: Array) -> None:
+        """`piece`, C-ordered, at element `start` of the result."""
+        ...
+
+    def write_all(self, result: Array) -> None:
+        """The whole result."""
+        ...
+
+
 @dataclass(frozen=True)
 class GradientResult:
-    grad_input: Array
+    """A vector-Jacobian product; `grad_input` and `output` are None where they were
+    written into a `Sink` (or, for `output`, not asked for)."""
+
+    grad_input: Array | None
     grad_params: Mapping[str, Array] = field(default_factory=dict)
     output: Array | None = None
 
@@ -189,39 +230,78 @@ class Engine:
             x = x.reshape(1)
         return x, graph_dtype
 
-    def activate(self, call: Call, x: Array) -> Array:
-        """Forward value of `call` at `x`, in x's dtype and shape."""
+    @overload
+    def activate(self, call: Call, x: Array | Source) -> Array: ...
+    @overload
+    def activate(self, call: Call, x: Array | Source, *, out: Sink) -> None: ...
+    @overload
+    def activate(self, call: Call, x: Array | Source, *, out: Sink | None) -> Array | None: ...
+    def activate(self, call: Call, x: Array | Source, *, out: Sink | None = None) -> Array | None:
+        """Forward value of `call` at `x`, in x's dtype and shape; written into `out`
+        (and None returned) when given."""
+        plan = self._streaming_plan(call, x, (out,))
+        if plan is not None:
+            (y,), _ = self._evaluate_plan(
+                call, plan, x, None, forward=True, with_output=False, sinks=(out,)
+            )
+            return y
+        x = _whole(x)
         if x.size == 0:
-            return np.empty(x.shape, dtype=x.dtype)
-        xg, graph_dtype = self._prepare(call, x)
-        (y,), _ = self._evaluate(call, graph_dtype, xg, None, forward=True, with_output=False)
-        return _finish(y, x.dtype, x.shape)
+            y = np.empty(x.shape, dtype=x.dtype)
+        else:
+            xg, graph_dtype = self._prepare(call, x)
+            (y,), _ = self._evaluate(call, graph_dtype, xg, None, forward=True, with_output=False)
+            y = _finish(y, x.dtype, x.shape)
+        return _deliver(y, out)
 
     def gradient(
         self,
         call: Call,
-        x: Array,
-        grad_output: Array | None,
+        x: Array | Source,
+        grad_output: Array | Source | None,
         *,
         with_output: bool = False,
+        grad_input_out: Sink | None = None,
+        output_out: Sink | None = None,
     ) -> GradientResult:
-        """Vector-Jacobian product at `x` with `grad_output` (ones when None)."""
+        """Vector-Jacobian product at `x` with `grad_output` (ones when None); the
+        input's gradient (and the output) written into the sinks given."""
+        sinks = (grad_input_out, output_out if with_output else None)
+        plan = self._streaming_plan(call, x, sinks, grad_output)
+        if plan is not None:
+            main, params = self._evaluate_plan(
+                call, plan, x, grad_output, forward=False, with_output=with_output, sinks=sinks
+            )
+            return GradientResult(
+                grad_input=main[0],
+                grad_params={n: params[n].astype(t.dtype) for n, t in call.tensors.items()},
+                output=main[1] if with_output else None,
+            )
+        x = _whole(x)
+        grad_output = None if grad_output is None else _whole(grad_output)
         if x.size == 0:
             empty = np.empty(x.shape, dtype=x.dtype)
-            params = {n: np.zeros(t.shape, dtype=t.dtype) for n, t in call.tensors.items()}
-            return GradientResult(empty, params, empty.copy() if with_output else None)
+            return GradientResult(
+                _deliver(empty, grad_input_out),
+                {n: np.zeros(t.shape, dtype=t.dtype) for n, t in call.tensors.items()},
+                _deliver(empty.copy(), output_out) if with_output else None,
+            )
         xg, graph_dtype = self._prepare(call, x)
         g = None
         if grad_output is not None:
             g = grad_output.astype(np.float32) if grad_output.dtype == _BFLOAT16 else grad_output
             g = g.reshape(xg.shape)
-        main, params = self._evaluate(
+        whole, whole_params = self._evaluate(
             call, graph_dtype, xg, g, forward=False, with_output=with_output
         )
         return GradientResult(
-            grad_input=_finish(main[0], x.dtype, x.shape),
-            grad_params={n: _finish(params[n], t.dtype, t.shape) for n, t in call.tensors.items()},
-            output=_finish(main[1], x.dtype, x.shape) if with_output else None,
+            grad_input=_deliver(_finish(whole[0], x.dtype, x.shape), grad_input_out),
+            grad_params={
+                n: _finish(whole_params[n], t.dtype, t.shape) for n, t in call.tensors.items()
+            },
+            output=_deliver(_finish(whole[1], x.dtype, x.shape), output_out)
+            if with_output
+            else None,
         )
 
     def dense(
@@ -348,17 +428,81 @@ class Engine:
         results = session.run(names, feeds)
         return {n: np.asarray(r, dtype=np.float64) for n, r in zip(names, results, strict=True)}
 
-    def _plan(self, call: Call, x: Array) -> ChunkPlan | None:
-        if x.size <= self._chunk_elements:
+    def _plan(
+        self, call: Call, size: int, shape: tuple[int, ...], itemsize: int
+    ) -> ChunkPlan | None:
+        if size <= self._chunk_elements:
             return None
         return plan_chunks(
-            x.shape,
-            x.itemsize,
-            chunk_bytes=self._chunk_elements * x.itemsize,
+            shape,
+            itemsize,
+            chunk_bytes=self._chunk_elements * itemsize,
             elementwise=call.function.elementwise,
             mixing_axis=call.mixing_axis,
             tensor_params={n: t.shape for n, t in call.tensors.items()},
         )
+
+    def _streaming_plan(
+        self,
+        call: Call,
+        x: Array | Source,
+        sinks: Sequence[Sink | None],
+        g: Array | Source | None = None,
+    ) -> ChunkPlan | None:
+        """The plan for reading sources and writing sinks chunk by chunk, or None.
+
+        Only where some tensor is a Source or a Sink (the others are arrays, as
+        always), every chunk is one run of elements (so one read or write each),
+        and the tensor is computed in its own dtype (bfloat16 is widened whole).
+        """
+        arrays = isinstance(x, np.ndarray) and (g is None or isinstance(g, np.ndarray))
+        if arrays and all(s is None for s in sinks):
+            return None
+        if x.dtype == _BFLOAT16 or len(x.shape) == 0:
+            return None
+        size = int(np.prod(x.shape, dtype=np.int64))
+        if size <= self._chunk_elements:
+            return None
+        plan = self._plan(call, size, x.shape, x.dtype.itemsize)
+        return plan if plan is not None and plan.contiguous else None
+
+    def _evaluate_plan(
+        self,
+        call: Call,
+        plan: ChunkPlan,
+        x: Array | Source,
+        g: Array | Source | None,
+        *,
+        forward: bool,
+        with_output: bool,
+        sinks: Sequence[Sink | None],
+    ) -> tuple[list[Array | None], dict[str, Array]]:
+        """Chunk by chunk: each chunk read from its source, computed while it is in
+        cache, and written to its sink, so that a tensor in a client's shared memory
+        is never copied whole into the server's (nor its result out of it)."""
+        graph_dtype = _graph_dtype(x.dtype)
+        outputs: list[Array | None] = []
+        totals = {n: np.zeros(t.shape, dtype=np.float64) for n, t in call.tensors.items()}
+        for k in range(len(plan)):
+            tensors = {n: plan.param_chunk(n, t, k) for n, t in call.tensors.items()}
+            gk = None if g is None else _chunk(plan, g, k)
+            main, params = self._run(
+                call, graph_dtype, _chunk(plan, x, k), gk, tensors, forward, with_output
+            )
+            if k == 0:
+                outputs = [
+                    np.empty(x.shape, dtype=m.dtype) if sink is None else None
+                    for m, sink in zip(main, sinks, strict=False)
+                ]
+            start = plan.span(k)[0]
+            for out, sink, piece in zip(outputs, sinks, main, strict=False):
+                if out is not None:
+                    plan.place(out, k, piece)
+                elif sink is not None:
+                    sink.write(start, piece)
+            for name, piece in params.items():
+                plan.place_param(totals[name], name, k, piece)
+        return outputs, {n: totals[n].astype(graph_dtype) for n in totals}
 
     def _evaluate(
         self,
@@ -376,7 +520,7 @@ class Engine:
         gradient has dozens) and keeps them in cache; results are the same
         because every split is along axes the function does not mix.
         """
-        plan = self._plan(call, x)
+        plan = self._plan(call, x.size, x.shape, x.itemsize)
         if plan is None:
             return self._run(call, graph_dtype, x, g, call.tensors, forward, with_output)
         outputs: list[Array] = []
@@ -434,6 +578,24 @@ class Engine:
         results = session.run(names + params, feeds)
         main = results[: len(names)]
         return main, dict(zip(tensors, results[len(names) :], strict=True))
+
+
+def _whole(x: Array | Source) -> Array:
+    return x if isinstance(x, np.ndarray) else x.array()
+
+
+def _chunk(plan: ChunkPlan, x: Array | Source, k: int) -> Array:
+    if isinstance(x, np.ndarray):
+        return plan.chunk(x, k)
+    start, stop = plan.span(k)
+    return x.read(start, stop).reshape(plan.chunk_shape(k))
+
+
+def _deliver(result: Array, sink: Sink | None) -> Array | None:
+    if sink is None:
+        return result
+    sink.write_all(result)
+    return None
 
 
 def _finish(result: Array, dtype: np.dtype[Any], shape: tuple[int, ...]) -> Array:

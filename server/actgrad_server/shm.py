@@ -18,11 +18,18 @@ the trust model, enforced here on every call:
 - inputs are read with pread into the server's own memory, from their region
   only; outputs are written with pwrite into their region and nowhere else;
   outputs must not overlap;
+- where the engine computes a tensor in chunks that are runs of elements, an
+  input is read and its result written one chunk at a time (`RegionTensor`,
+  `RegionSink`), so that neither is ever copied whole into the server's memory;
+  an output region that overlaps an input region other than exactly (in place)
+  has that input read whole before anything is written;
 - the server never creates, resizes or unlinks a segment, and never maps one: a
   segment shrunk during a call (by a client going wrong, or on purpose) gives a
   short read, which is INVALID_ARGUMENT for that call. A shared mapping would
   fault the whole process with SIGBUS instead, taking every call of the worker
   down with it. The copy costs about 0.2 ms per MiB here (docs/shared-memory.md).
+  A call that fails part way (a segment shrunk under it) may leave an output
+  region partly written.
 
 Same user means the client could harm the server anyway (it may signal or trace
 it), so what this guards against is confusion, not a hostile peer: a segment of
@@ -55,6 +62,8 @@ __all__ = [
     "SEGMENT_PREFIX",
     "FailedPrecondition",
     "Region",
+    "RegionSink",
+    "RegionTensor",
     "SharedMemory",
     "Transfer",
     "check_name",
@@ -161,6 +170,117 @@ def describe(
     return info.numpy, shape, count * info.itemsize
 
 
+class RegionTensor:
+    """An input tensor in a client's region, read with pread when asked: a piece at a
+    time (`read`, for the engine's chunks) or whole (`array`). Both copy into the
+    server's own memory. Made by `Transfer.source`."""
+
+    def __init__(
+        self,
+        segment: _Segment,
+        region: Region,
+        dtype: np.dtype[Any],
+        shape: tuple[int, ...],
+        *,
+        field: str,
+    ) -> None:
+        self._segment = segment
+        self.region = region
+        self.dtype = dtype
+        self.shape = shape
+        self._field = field
+        self._whole: npt.NDArray[Any] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.region.size
+
+    @property
+    def inode(self) -> tuple[int, int]:
+        return self._segment.inode
+
+    def read(self, start: int, stop: int) -> npt.NDArray[Any]:
+        """Elements [start, stop) of the C-ordered tensor, as a 1-d array of our own."""
+        if self._whole is not None:
+            return self._whole.reshape(-1)[start:stop]
+        itemsize = self.dtype.itemsize
+        if not 0 <= start <= stop <= self.region.size // max(1, itemsize):
+            raise ValueError(f"elements [{start}, {stop}) lie outside {self._field}")
+        buffer = np.empty(stop - start, dtype=self.dtype)
+        self._pread(buffer.view(np.uint8), self.region.offset + start * itemsize)
+        return buffer
+
+    def array(self) -> npt.NDArray[Any]:
+        """The whole tensor, read-only, read once."""
+        if self._whole is None:
+            buffer = np.empty(self.region.size, dtype=np.uint8)
+            if self.region.size:
+                self._pread(buffer, self.region.offset)
+            whole = buffer.view(self.dtype).reshape(self.shape)
+            whole.flags.writeable = False
+            self._whole = whole
+        return self._whole
+
+    def _pread(self, buffer: npt.NDArray[np.uint8], offset: int) -> None:
+        # Into memory of our own: a segment that shrinks meanwhile is a short read here,
+        # never a fault of the process (see the module's docstring).
+        view = memoryview(buffer.data).cast("B")
+        done = 0
+        while done < len(view):
+            got = os.preadv(self._segment.fd, [view[done : done + _IO_STEP]], offset + done)
+            if got <= 0:
+                raise InvalidArgument(
+                    f"{self._field}: segment {self.region.segment!r} shrank during the call"
+                )
+            done += got
+
+
+class RegionSink:
+    """A result's way into an output region reserved by `Transfer.reserve`, a piece
+    at a time (`write`) or whole (`write_all`), with pwrite. Made by `Transfer.sink`."""
+
+    def __init__(self, segment: _Segment, region: Region, *, field: str) -> None:
+        self._segment = segment
+        self.region = region
+        self._field = field
+
+    def write(self, start: int, piece: npt.NDArray[Any]) -> None:
+        """`piece`, C-ordered, at element `start` of the region's tensor."""
+        data = np.ascontiguousarray(piece)
+        offset = start * data.dtype.itemsize
+        if offset < 0 or offset + data.nbytes > self.region.size:
+            raise RuntimeError(
+                f"{self._field}: {data.nbytes} result bytes at byte {offset} of a "
+                f"{self.region.size}-byte region"
+            )
+        self._pwrite(data, self.region.offset + offset)
+
+    def write_all(self, result: npt.NDArray[Any]) -> None:
+        """The whole result, which must fill the region exactly."""
+        data = np.ascontiguousarray(result)
+        if data.nbytes != self.region.size:
+            raise RuntimeError(
+                f"{self._field}: {data.nbytes} result bytes for a {self.region.size}-byte region"
+            )
+        self._pwrite(data, self.region.offset)
+
+    def _pwrite(self, data: npt.NDArray[Any], offset: int) -> None:
+        fd = self._segment.fd
+        # pwrite past the end would grow the segment; the server never resizes one.
+        if os.fstat(fd).st_size < offset + data.nbytes:
+            raise InvalidArgument(
+                f"{self._field}: segment {self.region.segment!r} shrank during the call"
+            )
+        # Bytes, whatever the dtype (bfloat16 has no buffer format of its own).
+        view = data.reshape(-1).view(np.uint8).data
+        done = 0
+        while done < data.nbytes:
+            written = os.pwrite(fd, view[done : done + _IO_STEP], offset + done)
+            if written <= 0:
+                raise OSError(errno.EIO, f"{self._field}: short write to the shared-memory segment")
+            done += written
+
+
 class Transfer:
     """The segments of one call. Use through `SharedMemory.transfer()`."""
 
@@ -168,6 +288,28 @@ class Transfer:
         self._shared = shared
         self._segments: dict[str, _Segment] = {}
         self._outputs: list[tuple[tuple[int, int], Region, str]] = []
+        self._inputs: list[RegionTensor] = []
+
+    def source(
+        self,
+        tensor: TensorHeader,
+        region: Region,
+        *,
+        field: str,
+        region_field: str,
+        max_rank: int,
+        max_elements: int,
+    ) -> RegionTensor:
+        """The input in `region`, of the header's dtype and shape, read when asked."""
+        dtype, shape, nbytes = describe(
+            tensor, field=field, max_rank=max_rank, max_elements=max_elements
+        )
+        segment = self._locate(region, nbytes, field=region_field)
+        source = RegionTensor(segment, region, dtype, shape, field=region_field)
+        for inode, output, _ in self._outputs:
+            _read_first_if_overlapped(source, inode, output)
+        self._inputs.append(source)
+        return source
 
     def read(
         self,
@@ -180,29 +322,14 @@ class Transfer:
         max_elements: int,
     ) -> npt.NDArray[Any]:
         """The input in `region` as a read-only array of the header's dtype and shape."""
-        dtype, shape, nbytes = describe(
-            tensor, field=field, max_rank=max_rank, max_elements=max_elements
-        )
-        segment = self._locate(region, nbytes, field=region_field)
-        if nbytes == 0:
-            array: npt.NDArray[Any] = np.empty(shape, dtype=dtype)
-            array.flags.writeable = False
-            return array
-        # Into memory of our own: a segment that shrinks meanwhile is a short read here,
-        # never a fault of the process (see the module's docstring).
-        buffer = np.empty(nbytes, dtype=np.uint8)
-        view = memoryview(buffer.data)
-        done = 0
-        while done < nbytes:
-            got = os.preadv(segment.fd, [view[done : done + _IO_STEP]], region.offset + done)
-            if got <= 0:
-                raise InvalidArgument(
-                    f"{region_field}: segment {region.segment!r} shrank during the call"
-                )
-            done += got
-        array = buffer.view(dtype).reshape(shape)
-        array.flags.writeable = False
-        return array
+        return self.source(
+            tensor,
+            region,
+            field=field,
+            region_field=region_field,
+            max_rank=max_rank,
+            max_elements=max_elements,
+        ).array()
 
     def reserve(self, region: Region, nbytes: int, *, field: str) -> None:
         """Checks an output region before computing: its size, bounds and overlaps."""
@@ -210,29 +337,19 @@ class Transfer:
         for inode, other, other_field in self._outputs:
             if inode == segment.inode and region.offset < other.end and other.offset < region.end:
                 raise InvalidArgument(f"{field}: overlaps {other_field}")
+        for source in self._inputs:
+            _read_first_if_overlapped(source, segment.inode, region)
         self._outputs.append((segment.inode, region, field))
+
+    def sink(self, region: Region, *, field: str) -> RegionSink:
+        """The way into a region checked by `reserve`, and only there."""
+        if not any(r == region and f == field for _, r, f in self._outputs):
+            raise RuntimeError(f"{field}: region was not reserved")
+        return RegionSink(self._segments[region.segment], region, field=field)
 
     def write(self, region: Region, array: npt.NDArray[Any], *, field: str) -> None:
         """Writes a result into a region checked by `reserve`, and only there."""
-        if not any(r == region and f == field for _, r, f in self._outputs):
-            raise RuntimeError(f"{field}: region was not reserved")
-        data = np.ascontiguousarray(array)
-        if data.nbytes != region.size:
-            raise RuntimeError(
-                f"{field}: {data.nbytes} result bytes for a {region.size}-byte region"
-            )
-        fd = self._segments[region.segment].fd
-        # pwrite past the end would grow the segment; the server never resizes one.
-        if os.fstat(fd).st_size < region.end:
-            raise InvalidArgument(f"{field}: segment {region.segment!r} shrank during the call")
-        # Bytes, whatever the dtype (bfloat16 has no buffer format of its own).
-        view = data.reshape(-1).view(np.uint8).data
-        done = 0
-        while done < region.size:
-            written = os.pwrite(fd, view[done : done + _IO_STEP], region.offset + done)
-            if written <= 0:
-                raise OSError(errno.EIO, f"{field}: short write to the shared-memory segment")
-            done += written
+        self.sink(region, field=field).write_all(array)
 
     def close(self) -> None:
         for segment in self._segments.values():
@@ -285,6 +402,17 @@ class Transfer:
         segment = _Segment(fd=fd, size=info.st_size, inode=(info.st_dev, info.st_ino))
         self._segments[name] = segment
         return segment
+
+
+def _read_first_if_overlapped(source: RegionTensor, inode: tuple[int, int], output: Region) -> None:
+    # Chunk k of an output is written after chunk k of every input is read, so an
+    # output exactly on an input (in place) is safe chunk by chunk; one that overlaps
+    # it elsewhere would overwrite input chunks not read yet.
+    region = source.region
+    if source.inode != inode or region == output:
+        return
+    if region.offset < output.end and output.offset < region.end:
+        source.array()
 
 
 def _check_file(info: os.stat_result, *, name: str, field: str, uid: int) -> None:

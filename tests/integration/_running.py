@@ -74,15 +74,15 @@ class SlowEngine(Engine):
         super().warm_up(dtypes)
         self._armed = True  # calls after the warm-up are held
 
-    def activate(self, call: Any, x: Any) -> Any:
+    def activate(self, call: Any, x: Any, **kwargs: Any) -> Any:
         if not self._armed:
-            return super().activate(call, x)
+            return super().activate(call, x, **kwargs)
         with self._cond:
             self.entered += 1
             self._cond.notify_all()
         if not self.release.wait(timeout=60):
             raise RuntimeError("SlowEngine was never released")
-        return super().activate(call, x)
+        return super().activate(call, x, **kwargs)
 
     def wait_entered(self, count: int, timeout: float = 30.0) -> None:
         with self._cond:

@@ -34,14 +34,14 @@ class _FlakyEngine(Engine):
         super().warm_up(dtypes)
         self._armed = True
 
-    def activate(self, call: Any, x: Any) -> Any:
+    def activate(self, call: Any, x: Any, **kwargs: Any) -> Any:
         if self._armed:
             with self._lock:
                 self.calls += 1
                 failing = self.calls <= self.failures
             if failing:
                 raise self.error("injected failure")
-        return super().activate(call, x)
+        return super().activate(call, x, **kwargs)
 
 
 @pytest.mark.parametrize("kind", KINDS)

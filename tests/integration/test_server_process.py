@@ -75,7 +75,7 @@ class _BrokenEngine(Engine):
     def warm_up(self, dtypes: Any = ("float32",)) -> None:
         pass
 
-    def activate(self, call: Any, x: Any) -> Any:
+    def activate(self, call: Any, x: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internal detail")
 
 
@@ -131,7 +131,7 @@ class Stuck(Engine):
     def warm_up(self, dtypes=("float32",)):
         pass
 
-    def activate(self, call, x):
+    def activate(self, call, x, **kwargs):
         threading.Event().wait()  # a handler that never returns
 
 app.DRAIN_MARGIN_SECONDS = 1.0

@@ -24,9 +24,9 @@ class RecordingEngine(Engine):
         super().__init__(device="cpu")
         self.inputs: list[Any] = []
 
-    def activate(self, call: Any, x: Any) -> Any:
+    def activate(self, call: Any, x: Any, **kwargs: Any) -> Any:
         self.inputs.append(_owner(x))
-        return super().activate(call, x)
+        return super().activate(call, x, **kwargs)
 
 
 def _owner(array: np.ndarray[Any, Any]) -> Any:

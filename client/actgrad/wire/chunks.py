@@ -54,6 +54,28 @@ class ChunkPlan:
         """Chunk k of an input-shaped array, C-contiguous (a copy only when needed)."""
         return np.ascontiguousarray(self._view(array)[self._index(k)])
 
+    @property
+    def contiguous(self) -> bool:
+        """Whether every chunk is one run of elements of the C-ordered tensor."""
+        return self.flat or all(d == 1 for d in self.shape[: self.axis])
+
+    def span(self, k: int) -> tuple[int, int]:
+        """Chunk k as elements [start, stop) of the C-ordered tensor (`contiguous` plans)."""
+        if not self.contiguous:
+            raise ValueError("the chunks of this plan are not runs of elements")
+        start, stop = self.bounds[k]
+        if self.flat:
+            return start, stop
+        inner = int(np.prod(self.shape[self.axis + 1 :], dtype=np.int64))
+        return start * inner, stop * inner
+
+    def chunk_shape(self, k: int) -> tuple[int, ...]:
+        """The shape `chunk` gives chunk k."""
+        start, stop = self.bounds[k]
+        if self.flat:
+            return (stop - start,)
+        return (*self.shape[: self.axis], stop - start, *self.shape[self.axis + 1 :])
+
     def param_chunk(self, name: str, value: Array, k: int) -> Array:
         """The value of tensor parameter `name` to send with chunk k."""
         if name not in self.sliced_params:

@@ -4,9 +4,12 @@ Every tensor field of Activate, Gradient, Softmax and their streams (input,
 grad_output, tensor parameters) goes through `Payloads.read`, whichever of the
 Tensor's `payload` oneof is set: `data` is decoded with `actgrad.wire.decode` (a
 view of the received bytes when the request was large, see `actgrad.wire.frames`),
-a `region` is read through a `shm.Transfer`. Results go out through `Payloads.put`:
-kept for `Payloads.respond`, which frames them into the response, or written into the
-output region the request named. One `Payloads` serves one request message (one chunk of a stream);
+a `region` is read through a `shm.Transfer`. `Payloads.source` is the same for the
+tensors the engine can read a chunk at a time (input, grad_output): a region stays in
+shared memory as a `shm.RegionTensor`. Results go out through `Payloads.put`: kept
+for `Payloads.respond`, which frames them into the response, or written into the
+output region the request named, whole or (through `Payloads.sink`, handed to the
+engine) a chunk at a time. One `Payloads` serves one request message (one chunk of a stream);
 the transfer is opened on its first region, so that a request without one never
 touches shared memory, and closed with it.
 """
@@ -14,8 +17,9 @@ touches shared memory, and closed with it.
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import Message
 
@@ -23,9 +27,18 @@ from actgrad.v1 import tensor_pb2
 from actgrad.wire import Outgoing, decode, dtype_info, frame_for
 from actgrad_server.config import Limits
 from actgrad_server.errors import InvalidArgument
-from actgrad_server.shm import Region, SharedMemory, Transfer
+from actgrad_server.shm import Region, RegionSink, RegionTensor, SharedMemory, Transfer
 
 __all__ = ["Payloads"]
+
+
+class _Like(Protocol):
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    @property
+    def nbytes(self) -> int: ...
 
 
 class Payloads:
@@ -38,6 +51,8 @@ class Payloads:
         self._stack: ExitStack | None = None
         self._transfer: Transfer | None = None
         self._results: dict[str, npt.NDArray[Any]] = {}
+        # What each reserved output region will hold: its dtype and shape.
+        self._reserved: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
 
     def __enter__(self) -> Payloads:
         return self
@@ -55,11 +70,17 @@ class Payloads:
 
     def read(self, message: Any, name: str, field: str) -> npt.NDArray[Any]:
         """The tensor `message.<name>` as a read-only array; `field` names it in errors."""
+        tensor = self.source(message, name, field)
+        return tensor if isinstance(tensor, np.ndarray) else tensor.array()
+
+    def source(self, message: Any, name: str, field: str) -> npt.NDArray[Any] | RegionTensor:
+        """The tensor `message.<name>`: a read-only array, or a region left in shared
+        memory for the engine to read a chunk at a time (an `engine.Source`)."""
         if not message.HasField(name):
             raise InvalidArgument(f"{field}: is required")
         tensor: tensor_pb2.Tensor = getattr(message, name)
         if tensor.WhichOneof("payload") == "region":
-            return self._regions().read(
+            return self._regions().source(
                 tensor,
                 _region(tensor.region),
                 field=field,
@@ -75,7 +96,7 @@ class Payloads:
         )
 
     def reserve(
-        self, message: Any, name: str, like: npt.NDArray[Any]
+        self, message: Any, name: str, like: npt.NDArray[Any] | _Like
     ) -> tensor_pb2.SharedMemoryRegion | None:
         """The output region `message.<name>` checked for a result like `like`, or None.
 
@@ -86,11 +107,18 @@ class Payloads:
             return None
         region: tensor_pb2.SharedMemoryRegion = getattr(message, name)
         self._regions().reserve(_region(region), like.nbytes, field=name)
+        self._reserved[name] = (like.dtype, tuple(like.shape))
         return region
+
+    def sink(self, region: tensor_pb2.SharedMemoryRegion | None, field: str) -> RegionSink | None:
+        """The reserved output region `field` as an `engine.Sink`, or None (no region)."""
+        if region is None:
+            return None
+        return self._regions().sink(_region(region), field=field)
 
     def put(
         self,
-        array: npt.NDArray[Any],
+        array: npt.NDArray[Any] | None,
         region: tensor_pb2.SharedMemoryRegion | None,
         *,
         response: Message,
@@ -98,14 +126,19 @@ class Payloads:
         field: str,
     ) -> None:
         """A result for the response's tensor `name`: kept for `respond`, or written
-        into its reserved region now (the response then names the region)."""
+        into its reserved region now (None: the engine wrote it there through `sink`);
+        the response then names the region."""
         if region is None:
+            if array is None:
+                raise RuntimeError(f"{name}: no result and no region")
             self._results[name] = array
             return
-        self._regions().write(_region(region), array, field=field)
+        dtype, shape = self._reserved[field]
+        if array is not None:
+            self._regions().write(_region(region), array, field=field)
         out: tensor_pb2.Tensor = getattr(response, name)
-        out.dtype = dtype_info(array.dtype).wire  # type: ignore[assignment]
-        out.shape[:] = array.shape
+        out.dtype = dtype_info(dtype).wire  # type: ignore[assignment]
+        out.shape[:] = shape
         out.region.CopyFrom(region)
 
     def respond(self, response: Message) -> Message | Outgoing:

@@ -139,11 +139,11 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         function = _lookup(request.function, streamed)
         response = pb.ActivateResponse()
         with self._payloads() as tensors:
-            x = tensors.read(request, "input", "input")
+            x = tensors.source(request, "input", "input")
             output = tensors.reserve(request, "output_region", x)
             params = self._params(request.params, tensors)
             call = catalog.bind(function, params, x_shape=x.shape, x_dtype=x.dtype)
-            y = self._engine.activate(call, x)
+            y = self._engine.activate(call, x, out=tensors.sink(output, "output_region"))
             tensors.put(y, output, response=response, name="output", field="output_region")
         return tensors.respond(response)
 
@@ -153,12 +153,12 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             raise InvalidArgument("output_region: is set but return_output is not")
         response = pb.GradientResponse()
         with self._payloads() as tensors:
-            x = tensors.read(request, "input", "input")
+            x = tensors.source(request, "input", "input")
             grad_input = tensors.reserve(request, "grad_input_region", x)
             output = tensors.reserve(request, "output_region", x)
             grad_output = None
             if request.HasField("grad_output"):
-                grad_output = tensors.read(request, "grad_output", "grad_output")
+                grad_output = tensors.source(request, "grad_output", "grad_output")
             call = catalog.bind(
                 function,
                 self._params(request.params, tensors),
@@ -166,7 +166,14 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 x_dtype=x.dtype,
                 grad_output=grad_output,
             )
-            result = self._engine.gradient(call, x, grad_output, with_output=request.return_output)
+            result = self._engine.gradient(
+                call,
+                x,
+                grad_output,
+                with_output=request.return_output,
+                grad_input_out=tensors.sink(grad_input, "grad_input_region"),
+                output_out=tensors.sink(output, "output_region"),
+            )
             tensors.put(
                 result.grad_input,
                 grad_input,
@@ -174,7 +181,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 name="grad_input",
                 field="grad_input_region",
             )
-            if result.output is not None:
+            if request.return_output:  # result.output is None when written to its region
                 tensors.put(
                     result.output, output, response=response, name="output", field="output_region"
                 )
@@ -190,7 +197,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             params["temperature"] = request.temperature
         response = pb.SoftmaxResponse()
         with self._payloads() as tensors:
-            x = tensors.read(request, "input", "input")
+            x = tensors.source(request, "input", "input")
             output = tensors.reserve(request, "output_region", x)
             call = catalog.bind(
                 catalog.SOFTMAX,
@@ -199,7 +206,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 x_dtype=x.dtype,
                 field_prefix="request",
             )
-            y = self._engine.activate(call, x)
+            y = self._engine.activate(call, x, out=tensors.sink(output, "output_region"))
             tensors.put(y, output, response=response, name="output", field="output_region")
         return tensors.respond(response)
 

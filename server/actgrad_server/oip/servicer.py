@@ -126,6 +126,8 @@ class OipServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         results: dict[str, Array]
         if model.gradient:
             result = self._engine.gradient(call, x, inputs.get("grad_output"))
+            if result.grad_input is None:  # only with a Sink, which OIP never passes
+                raise RuntimeError("the engine returned no grad_input")
             results = {"grad_input": result.grad_input}
             results.update({f"grad_{n}": v for n, v in result.grad_params.items()})
         else:
