@@ -239,7 +239,10 @@ class Engine:
     def activate(self, call: Call, x: Array | Source, *, out: Sink | None = None) -> Array | None:
         """Forward value of `call` at `x`, in x's dtype and shape; written into `out`
         (and None returned) when given."""
-        plan = self._streaming_plan(call, x, (out,))
+        # Arrays in and out (nearly every call) skip the planning of a streamed one.
+        plan = None
+        if out is not None or not isinstance(x, np.ndarray):
+            plan = self._streaming_plan(call, x, (out,))
         if plan is not None:
             (y,), _ = self._evaluate_plan(
                 call, plan, x, None, forward=True, with_output=False, sinks=(out,)
@@ -267,7 +270,14 @@ class Engine:
         """Vector-Jacobian product at `x` with `grad_output` (ones when None); the
         input's gradient (and the output) written into the sinks given."""
         sinks = (grad_input_out, output_out if with_output else None)
-        plan = self._streaming_plan(call, x, sinks, grad_output)
+        plan = None
+        if (
+            grad_input_out is not None
+            or output_out is not None
+            or not isinstance(x, np.ndarray)
+            or not (grad_output is None or isinstance(grad_output, np.ndarray))
+        ):
+            plan = self._streaming_plan(call, x, sinks)
         if plan is not None:
             main, params = self._evaluate_plan(
                 call, plan, x, grad_output, forward=False, with_output=with_output, sinks=sinks
@@ -443,21 +453,14 @@ class Engine:
         )
 
     def _streaming_plan(
-        self,
-        call: Call,
-        x: Array | Source,
-        sinks: Sequence[Sink | None],
-        g: Array | Source | None = None,
+        self, call: Call, x: Array | Source, sinks: Sequence[Sink | None]
     ) -> ChunkPlan | None:
         """The plan for reading sources and writing sinks chunk by chunk, or None.
 
-        Only where some tensor is a Source or a Sink (the others are arrays, as
-        always), every chunk is one run of elements (so one read or write each),
-        and the tensor is computed in its own dtype (bfloat16 is widened whole).
+        For a call with some tensor a Source or a Sink (the others are arrays, as
+        always): where every chunk is one run of elements (so one read or write
+        each) and the tensor is computed in its own dtype (bfloat16 is widened whole).
         """
-        arrays = isinstance(x, np.ndarray) and (g is None or isinstance(g, np.ndarray))
-        if arrays and all(s is None for s in sinks):
-            return None
         if x.dtype == _BFLOAT16 or len(x.shape) == 0:
             return None
         size = int(np.prod(x.shape, dtype=np.int64))
