@@ -450,7 +450,8 @@ class RequestBuilder:
             loan = self._lend([array], 1)
             if loan is not None:
                 loan.put(0, array, out=request.input)
-                # The output overwrites the input: the server reads it all first.
+                # The output overwrites the input: the server reads each chunk (or the
+                # whole input) before it writes that part of the result.
                 request.output_region.CopyFrom(loan.regions[0])
                 return Rpc(
                     "Activate",
@@ -548,7 +549,8 @@ class RequestBuilder:
         loan.put(0, array, out=request.input)
         if g is not None:
             loan.put(1, g, out=request.grad_output)
-        # Results overwrite the inputs (the server reads them all first):
+        # Results overwrite the inputs, each exactly in place (the server reads every
+        # input chunk before it writes that chunk of a result):
         # grad_input over x, the forward value over grad_output (or after x).
         request.grad_input_region.CopyFrom(loan.regions[0])
         if return_output:

@@ -459,9 +459,10 @@ class Engine:
 
         For a call with some tensor a Source or a Sink (the others are arrays, as
         always): where every chunk is one run of elements (so one read or write
-        each) and the tensor is computed in its own dtype (bfloat16 is widened whole).
+        each) and the tensor is computed in its own dtype (bfloat16, computed in
+        float32, is widened whole).
         """
-        if x.dtype == _BFLOAT16 or len(x.shape) == 0:
+        if not dtype_info(x.dtype).has_graph or len(x.shape) == 0:
             return None
         size = int(np.prod(x.shape, dtype=np.int64))
         if size <= self._chunk_elements:
