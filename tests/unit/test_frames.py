@@ -344,6 +344,30 @@ def test_frame_arrays_write_in_place_and_end_with_finish() -> None:
         frame.array("output")
 
 
+@EXAMPLES
+@given(x=arrays(), with_output=st.booleans())
+def test_prepared_bytes_equal_the_outgoing_bytes_of_the_same_results(
+    x: np.ndarray[Any, Any], with_output: bool
+) -> None:
+    codec = frames.codec_for(pb.GradientResponse)
+    results = {"grad_input": x, **({"output": -x} if with_output else {})}
+    prepared = frames.Prepared(
+        codec, pb.GradientResponse(), {n: (a.dtype, a.shape) for n, a in results.items()}
+    )
+    for name, array in results.items():
+        prepared.array(name)[...] = array
+    size = prepared.ByteSize()
+    wire = codec.serialize(prepared)
+    assert wire == frames.Outgoing(codec, pb.GradientResponse(), results).serialize()
+    assert size == len(wire) == prepared.ByteSize()
+    assert prepared.serialize() is wire  # once made, the same bytes
+    assert prepared.HasField("grad_input") and prepared.HasField("output") is with_output
+    # Read as the message would be, from the bytes sent; the rooms are gone.
+    assert prepared.grad_input == encode(x)
+    with pytest.raises(RuntimeError, match="serialized"):
+        prepared.array("grad_input")
+
+
 def test_frame_refuses_a_tensor_set_in_the_message_too() -> None:
     response = pb.ActivateResponse()
     encode(np.float32([1.0]), out=response.output)

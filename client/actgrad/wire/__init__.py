@@ -13,7 +13,7 @@ grpc nor the client; the server's engine and catalog use it, and so does the SDK
 
 from actgrad.wire.chunks import ChunkPlan, plan_chunks
 from actgrad.wire.dtypes import BFLOAT16, DTYPES, DTypeInfo, dtype_info, oip_dtype
-from actgrad.wire.frames import Codec, Frame, Outgoing, Parsed, codec_for, frame_for
+from actgrad.wire.frames import Codec, Frame, Outgoing, Parsed, Prepared, codec_for, frame_for
 from actgrad.wire.params import parse_param_value
 from actgrad.wire.tensors import (
     TensorError,
@@ -33,6 +33,7 @@ __all__ = [
     "Frame",
     "Outgoing",
     "Parsed",
+    "Prepared",
     "TensorError",
     "check_shape",
     "codec_for",

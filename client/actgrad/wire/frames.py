@@ -19,7 +19,9 @@ fields of the actgrad.v1 requests and responses (`input`, `grad_output`, `output
 - `Codec.serialize` writes an `Outgoing` message: the tensors first (dtype, packed
   shape, then the payload copied once from the array, or written in place by the
   caller through `Frame.array`), then protobuf's serialization of the rest. Field
-  order on the wire does not matter to any protobuf parser.
+  order on the wire does not matter to any protobuf parser. A `Prepared` message is
+  laid out before its tensors are computed: the server's engine writes its results
+  straight into the bytes that gRPC then sends.
 
 Small messages take protobuf's own path (`SMALL_BYTES`, 128 KiB): below that its C
 parser and serializer, copies and all, are faster than the walk. The result is the same.
@@ -48,6 +50,7 @@ __all__ = [
     "Frame",
     "Outgoing",
     "Parsed",
+    "Prepared",
     "TensorView",
     "codec_for",
     "frame_for",
@@ -299,8 +302,8 @@ class Codec:
     # -- serialize ---------------------------------------------------------------------
 
     def serialize(self, message: Any) -> bytes:
-        """A protobuf message or an `Outgoing` as wire bytes."""
-        if isinstance(message, Outgoing):
+        """A protobuf message, an `Outgoing` or a `Prepared` as wire bytes."""
+        if isinstance(message, Outgoing | Prepared):
             return message.serialize()
         return message.SerializeToString()  # type: ignore[no-any-return]
 
@@ -415,6 +418,7 @@ class Frame:
             pos += nbytes
         window[pos:] = tail
         self._window: memoryview | None = window
+        self.size = size
 
     def array(self, name: str) -> npt.NDArray[Any]:
         """The writable room for tensor `name`'s payload, of its dtype and shape."""
@@ -489,6 +493,66 @@ class Outgoing:
     def __repr__(self) -> str:
         shapes = {name: array.shape for name, array in self.arrays.items()}
         return f"Outgoing({type(self.message).__name__}, {shapes})"
+
+
+class Prepared:
+    """A response laid out before its large tensors are computed.
+
+    `Prepared(codec, message, {"output": (dtype, shape)})` makes the bytes gRPC will
+    send at once (a `Frame`): `array(name)` is the writable room for tensor `name`'s
+    payload, which the caller fills in place (the server's engine writes its results
+    there, chunk by chunk), and `serialize()` hands the bytes over without copying
+    the payloads again. `message` holds every other field and must be complete when
+    the message is prepared (it is serialized then). Fill every room before the
+    first `serialize()`; after it the rooms are gone, and reading a tensor field
+    parses the bytes.
+    """
+
+    __slots__ = ("_bytes", "_frame", "_names", "codec", "message")
+
+    def __init__(
+        self,
+        codec: Codec,
+        message: Message,
+        tensors: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
+    ) -> None:
+        self.codec = codec
+        self.message = message
+        self._names = frozenset(tensors)
+        self._frame: Frame | None = Frame(codec, message, tensors)
+        self._bytes: bytes | None = None
+
+    def array(self, name: str) -> npt.NDArray[Any]:
+        """The writable room for tensor `name`'s payload, of its dtype and shape."""
+        if self._frame is None:
+            raise RuntimeError("the message is serialized: its tensors cannot change")
+        return self._frame.array(name)
+
+    def serialize(self) -> bytes:
+        if self._bytes is None:
+            if self._frame is None:  # pragma: no cover - set together
+                raise RuntimeError("nothing to serialize")
+            self._bytes = self._frame.finish()
+            self._frame = None
+        return self._bytes
+
+    def SerializeToString(self) -> bytes:
+        return self.serialize()
+
+    def ByteSize(self) -> int:
+        return len(self._bytes) if self._frame is None else self._frame.size  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._names:
+            # Reads as the message would (logs, tests): parsed from the bytes sent.
+            return getattr(type(self.message).FromString(self.serialize()), name)
+        return _message_attribute(self.message, name, type(self).__name__)
+
+    def HasField(self, name: str) -> bool:
+        return name in self._names or self.message.HasField(name)
+
+    def __repr__(self) -> str:
+        return f"Prepared({type(self.message).__name__}, {sorted(self._names)})"
 
 
 # What a Parsed or Outgoing message reads from the protobuf message it wraps: fields

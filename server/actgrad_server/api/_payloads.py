@@ -9,13 +9,16 @@ tensors the engine can read a chunk at a time (input, grad_output): a region sta
 shared memory as a `shm.RegionTensor`. Results go out through `Payloads.put`: kept
 for `Payloads.respond`, which frames them into the response, or written into the
 output region the request named, whole or (through `Payloads.sink`, handed to the
-engine) a chunk at a time. One `Payloads` serves one request message (one chunk of a stream);
-the transfer is opened on its first region, so that a request without one never
-touches shared memory, and closed with it.
+engine) a chunk at a time. Large results in the message can be laid out in the bytes
+gRPC sends before they are computed (`Payloads.prepare`, a `wire.Prepared`), so that
+the engine writes them there directly. One `Payloads` serves one request message
+(one chunk of a stream); the transfer is opened on its first region, so that a
+request without one never touches shared memory, and closed with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any, Protocol
 
@@ -24,7 +27,8 @@ import numpy.typing as npt
 from google.protobuf.message import Message
 
 from actgrad.v1 import tensor_pb2
-from actgrad.wire import Outgoing, decode, dtype_info, frame_for
+from actgrad.wire import Outgoing, Prepared, codec_for, decode, dtype_info, frame_for
+from actgrad.wire.frames import SMALL_BYTES
 from actgrad_server.config import Limits
 from actgrad_server.errors import InvalidArgument
 from actgrad_server.shm import Region, RegionSink, RegionTensor, SharedMemory, Transfer
@@ -53,6 +57,7 @@ class Payloads:
         self._results: dict[str, npt.NDArray[Any]] = {}
         # What each reserved output region will hold: its dtype and shape.
         self._reserved: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+        self._prepared: Prepared | None = None
 
     def __enter__(self) -> Payloads:
         return self
@@ -116,6 +121,22 @@ class Payloads:
             return None
         return self._regions().sink(_region(region), field=field)
 
+    def prepare(self, response: Message, results: Mapping[str, _Like]) -> dict[str, _Room]:
+        """Sinks for the response's tensors `results` (name -> what the result will be
+        like) straight into the bytes gRPC will send, or {} when they are small.
+
+        Only for results that travel in the message, and once every other field of
+        `response` is final: it is serialized now. `put` then takes None for them.
+        """
+        if self._prepared is not None or sum(r.nbytes for r in results.values()) < SMALL_BYTES:
+            return {}
+        self._prepared = Prepared(
+            codec_for(type(response)),
+            response,
+            {name: (like.dtype, tuple(like.shape)) for name, like in results.items()},
+        )
+        return {name: _Room(self._prepared, name) for name in results}
+
     def put(
         self,
         array: npt.NDArray[Any] | None,
@@ -130,7 +151,9 @@ class Payloads:
         the response then names the region."""
         if region is None:
             if array is None:
-                raise RuntimeError(f"{name}: no result and no region")
+                if self._prepared is None or not self._prepared.HasField(name):
+                    raise RuntimeError(f"{name}: no result, no region and not prepared")
+                return
             self._results[name] = array
             return
         dtype, shape = self._reserved[field]
@@ -141,10 +164,33 @@ class Payloads:
         out.shape[:] = shape
         out.region.CopyFrom(region)
 
-    def respond(self, response: Message) -> Message | Outgoing:
-        """`response` with the results `put` kept: small ones encoded into it, large
-        ones copied once, straight into the bytes gRPC sends (`actgrad.wire.frames`)."""
+    def respond(self, response: Message) -> Message | Outgoing | Prepared:
+        """`response` with its results: prepared ones already in the bytes gRPC sends;
+        of those `put` kept, small ones encoded into it and large ones copied once,
+        straight into the bytes gRPC sends (`actgrad.wire.frames`)."""
+        if self._prepared is not None:
+            if self._results:
+                raise RuntimeError("a prepared response takes no more tensors")
+            return self._prepared
         return frame_for(response, self._results)
+
+
+class _Room:
+    """An `engine.Sink` into a tensor's room in a `Prepared` response."""
+
+    __slots__ = ("_name", "_prepared")
+
+    def __init__(self, prepared: Prepared, name: str) -> None:
+        self._prepared = prepared
+        self._name = name
+
+    def write(self, start: int, piece: npt.NDArray[Any]) -> None:
+        flat = self._prepared.array(self._name).reshape(-1)
+        flat[start : start + piece.size] = piece.reshape(-1)
+
+    def write_all(self, result: npt.NDArray[Any]) -> None:
+        room = self._prepared.array(self._name)
+        np.copyto(room, result.reshape(room.shape), casting="no")
 
 
 def _region(region: tensor_pb2.SharedMemoryRegion) -> Region:

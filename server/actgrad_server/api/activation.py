@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import numpy as np
 import onnxruntime as ort
+from google.protobuf.message import Message
 
 from actgrad import __version__
 from actgrad.v1 import activation_pb2 as pb
@@ -17,7 +18,7 @@ from actgrad_server import catalog, graphs
 from actgrad_server.api._errors import handle_errors, handle_stream_errors
 from actgrad_server.api._payloads import Payloads
 from actgrad_server.config import Limits
-from actgrad_server.engine import Engine
+from actgrad_server.engine import Engine, Sink
 from actgrad_server.errors import InvalidArgument
 from actgrad_server.neuron import check_flow, dense_shape, flow_dtype, flow_inputs
 from actgrad_server.shm import SharedMemory
@@ -99,6 +100,14 @@ def function_infos() -> list[pb.FunctionInfo]:
     return infos
 
 
+def _output_sink(tensors: Payloads, response: Message, region: Any, like: Any) -> Sink | None:
+    """Where Activate's and Softmax's result goes: its region, the bytes of the response
+    (large results), or None (an array, encoded into the response)."""
+    if region is not None:
+        return tensors.sink(region, "output_region")
+    return tensors.prepare(response, {"output": like}).get("output")
+
+
 def _lookup(name: str, streamed: bool) -> catalog.Function:
     function = catalog.lookup(name)
     # Chunks are computed independently: only functions that do not mix values
@@ -143,7 +152,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             output = tensors.reserve(request, "output_region", x)
             params = self._params(request.params, tensors)
             call = catalog.bind(function, params, x_shape=x.shape, x_dtype=x.dtype)
-            y = self._engine.activate(call, x, out=tensors.sink(output, "output_region"))
+            y = self._engine.activate(call, x, out=_output_sink(tensors, response, output, x))
             tensors.put(y, output, response=response, name="output", field="output_region")
         return tensors.respond(response)
 
@@ -166,13 +175,20 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 x_dtype=x.dtype,
                 grad_output=grad_output,
             )
+            rooms = {}
+            if grad_input is None and output is None and not call.tensors:
+                # Results in the message, and no parameter gradients to add later:
+                # laid out in the bytes sent before they are computed.
+                results = {"grad_input": x, **({"output": x} if request.return_output else {})}
+                rooms = tensors.prepare(response, results)
             result = self._engine.gradient(
                 call,
                 x,
                 grad_output,
                 with_output=request.return_output,
-                grad_input_out=tensors.sink(grad_input, "grad_input_region"),
-                output_out=tensors.sink(output, "output_region"),
+                grad_input_out=tensors.sink(grad_input, "grad_input_region")
+                or rooms.get("grad_input"),
+                output_out=tensors.sink(output, "output_region") or rooms.get("output"),
             )
             tensors.put(
                 result.grad_input,
@@ -206,7 +222,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 x_dtype=x.dtype,
                 field_prefix="request",
             )
-            y = self._engine.activate(call, x, out=tensors.sink(output, "output_region"))
+            y = self._engine.activate(call, x, out=_output_sink(tensors, response, output, x))
             tensors.put(y, output, response=response, name="output", field="output_region")
         return tensors.respond(response)
 
