@@ -19,6 +19,7 @@ import grpc
 import grpc.aio
 import numpy.typing as npt
 
+from actgrad import _malloc
 from actgrad._channel import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -87,6 +88,8 @@ class _BaseClient(RequestBuilder):
     ) -> None:
         if not isinstance(target, str) or not target:
             raise ValueError("target must be a non-empty 'host:port' string")
+        # Large messages reuse heap memory instead of fresh mappings (see _malloc).
+        _malloc.prime()
         self._timeout = check_timeout(timeout, name="timeout")
         if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int):
             raise TypeError("max_message_bytes must be an int")
