@@ -4,11 +4,12 @@ output element limit, the probe's size limit."""
 from __future__ import annotations
 
 import os
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from _context import Aborted, FakeContext
 
 from actgrad import _shm, wire
 from actgrad.v1 import activation_pb2 as pb
@@ -19,21 +20,6 @@ from actgrad_server.engine import Engine
 
 LIMITS = Limits(max_message_bytes=1 << 20, max_elements=1000, max_rank=4, max_concurrent_rpcs=4)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-
-
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class FakeContext:
-    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
-        raise Aborted(code, details)
-
-    def is_active(self) -> bool:
-        return True
 
 
 @pytest.fixture(scope="module")

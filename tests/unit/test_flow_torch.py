@@ -23,14 +23,14 @@ outputs were all 0 (relu and friends), and there both sides agree.
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
 import graph_reference
-import grpc
 import numpy as np
 import pytest
 import torch
 import torch_reference
+from _context import FakeContext
 
 from actgrad import wire
 from actgrad.v1 import activation_pb2 as pb
@@ -62,19 +62,6 @@ OTHER_PARAMS: dict[str, dict[str, Any]] = {
     "softshrink": {"lambd": 0.3},
     "hardshrink": {"lambd": 0.3},
 }
-
-
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-
-
-class FakeContext:
-    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
-        raise Aborted(code, details)
-
-    def is_active(self) -> bool:
-        return True
 
 
 #: A grpc.ServicerContext as far as the servicer uses one.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import ml_dtypes
 import numpy as np
 import pytest
+from _context import Aborted, FakeContext
 
 from actgrad_server import catalog
 from actgrad_server.config import Limits
@@ -17,18 +18,6 @@ from actgrad_server.oip import model_table as models
 from actgrad_server.oip.servicer import OipServicer
 
 LIMITS = Limits(max_message_bytes=1 << 20, max_elements=1000, max_rank=4, max_concurrent_rpcs=4)
-
-
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class FakeContext:
-    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
-        raise Aborted(code, details)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ exactly what the copy path (`wire.Outgoing` of the engine's arrays) would have s
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
-import grpc
 import ml_dtypes
 import numpy as np
 import pytest
+from _context import FakeContext
 
 from actgrad import wire
 from actgrad.v1 import activation_pb2 as pb
@@ -25,14 +25,6 @@ from actgrad_server.engine import Engine
 
 LIMITS = Limits(max_message_bytes=1 << 24, max_elements=1 << 22, max_rank=4, max_concurrent_rpcs=4)
 SHAPE = (64, 1024)  # 256 KiB of float32: above SMALL_BYTES
-
-
-class FakeContext:
-    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
-        raise AssertionError(f"{code.name}: {details}")
-
-    def is_active(self) -> bool:
-        return True
 
 
 @pytest.fixture(scope="module")

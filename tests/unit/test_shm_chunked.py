@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import ml_dtypes
 import numpy as np
 import pytest
+from _context import Aborted, FakeContext
 
 from actgrad import _shm, wire
 from actgrad.v1 import activation_pb2 as pb
@@ -34,21 +35,6 @@ LIMITS = Limits(max_message_bytes=1 << 22, max_elements=1 << 20, max_rank=4, max
 CHUNK = 64
 SEGMENT_BYTES = 1 << 20
 OUT = 1 << 16  # an output offset past every input
-
-
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class FakeContext:
-    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
-        raise Aborted(code, details)
-
-    def is_active(self) -> bool:
-        return True
 
 
 class File:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from _context import Aborted, FakeContext
 
 from actgrad import _shm, wire
 from actgrad.v1 import activation_pb2 as pb
@@ -25,21 +26,6 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(_shm.DIRECTORY), reason="POSIX shared memory (/dev/shm) is Linux-only"
 )
-
-
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class FakeContext:
-    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
-        raise Aborted(code, details)
-
-    def is_active(self) -> bool:
-        return True
 
 
 @pytest.fixture(scope="module")
