@@ -311,26 +311,6 @@ class Transfer:
         self._inputs.append(source)
         return source
 
-    def read(
-        self,
-        tensor: TensorHeader,
-        region: Region,
-        *,
-        field: str,
-        region_field: str,
-        max_rank: int,
-        max_elements: int,
-    ) -> npt.NDArray[Any]:
-        """The input in `region` as a read-only array of the header's dtype and shape."""
-        return self.source(
-            tensor,
-            region,
-            field=field,
-            region_field=region_field,
-            max_rank=max_rank,
-            max_elements=max_elements,
-        ).array()
-
     def reserve(self, region: Region, nbytes: int, *, field: str) -> None:
         """Checks an output region before computing: its size, bounds and overlaps."""
         segment = self._locate(region, nbytes, field=field)

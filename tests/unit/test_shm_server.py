@@ -45,13 +45,13 @@ def _header(dtype: int, shape: list[int]) -> tensor_pb2.Tensor:
 
 
 def _read(transfer: Transfer, region: Region, shape: list[int] | None = None) -> np.ndarray:
-    return transfer.read(
+    return transfer.source(
         _header(tensor_pb2.DTYPE_FLOAT32, [4] if shape is None else shape),
         region,
         field="input",
         region_field="input.region",
         **LIMITS,
-    )
+    ).array()
 
 
 def test_not_allowed_is_failed_precondition(tmp_path: Path) -> None:
@@ -176,7 +176,7 @@ def test_header_checks_apply_before_mapping(tmp_path: Path, transfer: Transfer) 
     with pytest.raises(TensorError, match="negative"):
         _read(transfer, Region("actgrad-h", 0, 4), shape=[-1])
     with pytest.raises(TensorError, match="unspecified"):
-        transfer.read(
+        transfer.source(
             _header(0, [1]), Region("actgrad-h", 0, 4), field="f", region_field="r", **LIMITS
         )
 
