@@ -197,7 +197,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 name="grad_input",
                 field="grad_input_region",
             )
-            if request.return_output:  # result.output is None when written to its region
+            if request.return_output:  # result.output is None where a sink took it
                 tensors.put(
                     result.output, output, response=response, name="output", field="output_region"
                 )
