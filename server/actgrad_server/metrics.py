@@ -8,13 +8,19 @@ A worker of ``actgrad serve --workers N`` records in prometheus-client's
 multiprocess files instead (``shared=True``; the supervisor sets
 PROMETHEUS_MULTIPROC_DIR before it starts the workers and serves their sum, see
 `actgrad_server.workers`). Its cache cannot be read at scrape time from another
-process, so a worker copies it into gauges every `CACHE_SYNC_SECONDS`.
+process, so a worker copies it into gauges every `CACHE_SYNC_SECONDS`. Each update of
+a multiprocess value takes one process-wide lock and writes into a mapped file, so a
+worker tallies its finished calls (the calls counter, latency histogram and byte
+counters) per thread and writes them every `CALL_FLUSH_SECONDS`, and once more when
+it stops: /metrics may lag a worker's last calls by that much. The in-flight gauge
+and the received counter stay exact (the drain and the idle trim read them).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from actgrad_server.engine import CacheInfo
 
-__all__ = ["CACHE_SYNC_SECONDS", "ServerMetrics"]
+__all__ = ["CACHE_SYNC_SECONDS", "CALL_FLUSH_SECONDS", "ServerMetrics"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ LATENCY_BUCKETS = (
 )
 # How stale a worker's session cache metrics may be under several workers.
 CACHE_SYNC_SECONDS = 1.0
+# How stale a worker's finished-call metrics may be under several workers.
+CALL_FLUSH_SECONDS = 0.1
 
 
 class _CacheCollector(Collector):
@@ -70,6 +78,19 @@ class _CacheCollector(Collector):
         yield CounterMetricFamily(
             "actgrad_graph_builds", "ONNX graphs built into sessions", value=info.builds
         )
+
+
+class _Tally:
+    """One thread's finished calls not yet written to the multiprocess files."""
+
+    __slots__ = ("lock", "outcomes", "per_rpc")
+
+    def __init__(self) -> None:
+        # Taken by its own thread once per call and by the flush: never contended long.
+        self.lock = threading.Lock()
+        self.outcomes: dict[tuple[str, str, str, str], int] = {}
+        # rpc -> [bytes in, bytes out, latencies]
+        self.per_rpc: dict[str, list[Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -147,6 +168,10 @@ class ServerMetrics:
         self._thread: threading.Thread | None = None
         self._sync_stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
+        # Shared: finished calls tallied per thread until `flush_calls`.
+        self._tallies: list[_Tally] = []
+        self._tallies_lock = threading.Lock()
+        self._own_tally = threading.local()
         if not shared:
             self.registry.register(_CacheCollector(cache_info))
             return
@@ -189,6 +214,60 @@ class ServerMetrics:
             found = self._outcomes[key] = self.requests.labels(*key)
         return found
 
+    def record_finished(
+        self,
+        rpc: str,
+        function: str,
+        dtype: str,
+        code: str,
+        elapsed: float,
+        bytes_in: int,
+        bytes_out: int,
+    ) -> None:
+        """One finished call: its outcome, latency and sizes (tallied when shared)."""
+        if not self._shared:
+            self.finished(rpc, function, dtype, code).inc()
+            children = self.rpc(rpc)
+            children.latency.observe(elapsed)
+            children.bytes_in.inc(bytes_in)
+            children.bytes_out.inc(bytes_out)
+            return
+        tally = self._tally()
+        key = (rpc, function, dtype, code)
+        with tally.lock:
+            tally.outcomes[key] = tally.outcomes.get(key, 0) + 1
+            sums = tally.per_rpc.get(rpc)
+            if sums is None:
+                sums = tally.per_rpc[rpc] = [0, 0, []]
+            sums[0] += bytes_in
+            sums[1] += bytes_out
+            sums[2].append(elapsed)
+
+    def _tally(self) -> _Tally:
+        tally: _Tally | None = getattr(self._own_tally, "tally", None)
+        if tally is None:
+            tally = self._own_tally.tally = _Tally()
+            with self._tallies_lock:
+                self._tallies.append(tally)
+        return tally
+
+    def flush_calls(self) -> None:
+        """Writes the tallied finished calls into the metrics (shared: the files)."""
+        with self._tallies_lock:
+            tallies = list(self._tallies)
+        for tally in tallies:
+            with tally.lock:
+                outcomes, tally.outcomes = tally.outcomes, {}
+                per_rpc, tally.per_rpc = tally.per_rpc, {}
+            for key, count in outcomes.items():
+                self.finished(*key).inc(count)
+            for rpc, (bytes_in, bytes_out, latencies) in per_rpc.items():
+                children = self.rpc(rpc)
+                children.bytes_in.inc(bytes_in)
+                children.bytes_out.inc(bytes_out)
+                for elapsed in latencies:
+                    children.latency.observe(elapsed)
+
     def calls_received(self) -> int:
         """Calls this process has accepted since it started (the received counter)."""
         total = 0.0
@@ -218,16 +297,24 @@ class ServerMetrics:
                 self._graph_builds.inc(info.builds - self._builds_seen)
                 self._builds_seen = info.builds
 
-    def start_cache_sync(self, interval: float = CACHE_SYNC_SECONDS) -> None:
-        """Shared metrics: syncs the cache now, then every `interval` seconds until
-        `stop_http`. Without `shared` the cache is read at scrape time instead."""
+    def start_cache_sync(
+        self, interval: float = CACHE_SYNC_SECONDS, calls_interval: float = CALL_FLUSH_SECONDS
+    ) -> None:
+        """Shared metrics: syncs the cache now, then every `interval` seconds, and
+        writes the tallied finished calls every `calls_interval`, until `stop_http`.
+        Without `shared` the cache is read at scrape time and calls are recorded as
+        they finish."""
         if not self._shared or self._sync_thread is not None:
             return
         self.sync_cache()
 
         def run() -> None:
-            while not self._sync_stop.wait(interval):
-                self.sync_cache()
+            next_cache = time.monotonic() + interval
+            while not self._sync_stop.wait(calls_interval):
+                self.flush_calls()
+                if time.monotonic() >= next_cache:
+                    self.sync_cache()
+                    next_cache = time.monotonic() + interval
 
         self._sync_thread = threading.Thread(target=run, name="actgrad-metrics-sync", daemon=True)
         self._sync_thread.start()
@@ -245,6 +332,7 @@ class ServerMetrics:
             self._sync_thread.join()
             self._sync_thread = None
             self.sync_cache()
+        self.flush_calls()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

@@ -235,13 +235,24 @@ def test_two_workers_answer_on_one_port_and_their_metrics_add_up() -> None:
         }
         assert by_pid == {pid: 2 * calls_per_client for pid in clients}
 
-        # /metrics (served by the supervisor) sums the workers' counts.
-        text = scrape(server.metrics_port())
+        # /metrics (served by the supervisor) sums the workers' counts. A worker
+        # writes its finished calls every CALL_FLUSH_SECONDS: wait for them.
         ok = {"rpc": ACTIVATE, "function": "relu", "dtype": "float32", "code": "OK"}
+        deadline = time.monotonic() + WAIT
+        while True:
+            health_checks = len(server.access(HEALTH_CHECK))
+            text = scrape(server.metrics_port())
+            flushed = (
+                sample(text, "actgrad_requests_total", **ok) == calls
+                and sample(text, "actgrad_requests_total", rpc=HEALTH_CHECK, code="OK")
+                == health_checks
+            )
+            if flushed or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert sample(text, "actgrad_requests_total", **ok) == calls
         assert sample(text, "actgrad_requests_received_total", rpc=ACTIVATE) == calls
         assert sample(text, "actgrad_request_duration_seconds_count", rpc=ACTIVATE) == calls
-        health_checks = len(server.access(HEALTH_CHECK))
         assert sample(text, "actgrad_requests_total", rpc=HEALTH_CHECK, code="OK") == health_checks
         assert sample(text, "actgrad_request_bytes_total", rpc=ACTIVATE) == sum(
             int(e["bytes_in"]) for e in server.access(ACTIVATE)

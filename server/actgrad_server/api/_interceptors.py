@@ -258,11 +258,9 @@ class _Observed:
         function, dtype = self._labels or ("", "")
         metrics = self._owner.metrics
         metrics.in_flight.dec()
-        metrics.finished(self.rpc, function, dtype, code_name).inc()
-        per_rpc = metrics.rpc(self.rpc)
-        per_rpc.latency.observe(elapsed)
-        per_rpc.bytes_in.inc(self.bytes_in)
-        per_rpc.bytes_out.inc(self.bytes_out)
+        metrics.record_finished(
+            self.rpc, function, dtype, code_name, elapsed, self.bytes_in, self.bytes_out
+        )
         if self._owner.access_log:
             _ACCESS.info(
                 "%s %s %.2fms in=%dB out=%dB",
