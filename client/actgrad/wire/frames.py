@@ -540,7 +540,7 @@ class Prepared:
         return self.serialize()
 
     def ByteSize(self) -> int:
-        return len(self._bytes) if self._frame is None else self._frame.size  # type: ignore[arg-type]
+        return self._frame.size if self._frame is not None else len(self.serialize())
 
     def __getattr__(self, name: str) -> Any:
         if name in self._names:
