@@ -105,22 +105,15 @@ async def keep_in_flight(
             else:
                 completed += 1
 
+    def snapshot() -> tuple[int, float, float, float]:
+        return completed, time.perf_counter(), time.process_time(), server_cpu()
+
     tasks = [asyncio.create_task(worker(calls[i % len(calls)])) for i in range(concurrency)]
     try:
         await asyncio.sleep(warmup)
-        done0, wall0, cpu0, server0 = (
-            completed,
-            time.perf_counter(),
-            time.process_time(),
-            server_cpu(),
-        )
+        done0, wall0, cpu0, server0 = snapshot()
         await asyncio.sleep(seconds)
-        done1, wall1, cpu1, server1 = (
-            completed,
-            time.perf_counter(),
-            time.process_time(),
-            server_cpu(),
-        )
+        done1, wall1, cpu1, server1 = snapshot()
     finally:
         stop = True
         await asyncio.gather(*tasks)

@@ -4,8 +4,8 @@
 servicer's real handler (our codecs, the real engine) many times, bare and behind
 the interceptor `actgrad serve` installs (`CallInterceptor`: drain, tokens, the
 stream pool, request id, metrics, labels), both through grpc's own interceptor
-pipeline code, and
-prints the per-call time of each and their difference, the median of several rounds.
+pipeline code, and prints the per-call time of each and their difference, the
+median of several rounds.
 
 The servicer context is a stand-in whose methods return at once, so grpc's own
 context calls (trailing metadata, callbacks, deadline checks) are not in the

@@ -245,7 +245,14 @@ class Engine:
             plan = self._streaming_plan(call, x, (out,))
         if plan is not None:
             (y,), _ = self._evaluate_plan(
-                call, plan, x, None, forward=True, with_output=False, sinks=(out,)
+                call,
+                _graph_dtype(x.dtype),
+                plan,
+                x,
+                None,
+                forward=True,
+                with_output=False,
+                sinks=(out,),
             )
             return y
         x = _whole(x)
@@ -280,7 +287,14 @@ class Engine:
             plan = self._streaming_plan(call, x, sinks)
         if plan is not None:
             main, params = self._evaluate_plan(
-                call, plan, x, grad_output, forward=False, with_output=with_output, sinks=sinks
+                call,
+                _graph_dtype(x.dtype),
+                plan,
+                x,
+                grad_output,
+                forward=False,
+                with_output=with_output,
+                sinks=sinks,
             )
             return GradientResult(
                 grad_input=main[0],
@@ -473,19 +487,21 @@ class Engine:
     def _evaluate_plan(
         self,
         call: Call,
+        graph_dtype: str,
         plan: ChunkPlan,
         x: Array | Source,
         g: Array | Source | None,
         *,
         forward: bool,
         with_output: bool,
-        sinks: Sequence[Sink | None],
+        sinks: Sequence[Sink | None] = (),
     ) -> tuple[list[Array | None], dict[str, Array]]:
-        """Chunk by chunk: each chunk read from its source, computed while it is in
-        cache, and written to its sink, so that a tensor in a client's shared memory
-        is never copied whole into the server's (nor its result out of it)."""
-        graph_dtype = _graph_dtype(x.dtype)
+        """Chunk by chunk: each chunk read from its source (or sliced from its array),
+        computed while it is in cache, and placed into an output array, or written to
+        the sink given for that output (None where none is): a tensor in a client's
+        shared memory is never copied whole into the server's, nor its result out."""
         outputs: list[Array | None] = []
+        targets: list[Sink | None] = []
         totals = {n: np.zeros(t.shape, dtype=np.float64) for n, t in call.tensors.items()}
         for k in range(len(plan)):
             tensors = {n: plan.param_chunk(n, t, k) for n, t in call.tensors.items()}
@@ -494,16 +510,16 @@ class Engine:
                 call, graph_dtype, _chunk(plan, x, k), gk, tensors, forward, with_output
             )
             if k == 0:
+                targets = [sinks[i] if i < len(sinks) else None for i in range(len(main))]
                 outputs = [
                     np.empty(x.shape, dtype=m.dtype) if sink is None else None
-                    for m, sink in zip(main, sinks, strict=False)
+                    for m, sink in zip(main, targets, strict=True)
                 ]
-            start = plan.span(k)[0]
-            for out, sink, piece in zip(outputs, sinks, main, strict=False):
-                if out is not None:
+            for out, sink, piece in zip(outputs, targets, main, strict=True):
+                if sink is not None:
+                    sink.write(plan.span(k)[0], piece)
+                elif out is not None:
                     plan.place(out, k, piece)
-                elif sink is not None:
-                    sink.write(start, piece)
             for name, piece in params.items():
                 plan.place_param(totals[name], name, k, piece)
         return outputs, {n: totals[n].astype(graph_dtype) for n in totals}
@@ -527,21 +543,11 @@ class Engine:
         plan = self._plan(call, x.size, x.shape, x.itemsize)
         if plan is None:
             return self._run(call, graph_dtype, x, g, call.tensors, forward, with_output)
-        outputs: list[Array] = []
-        totals = {n: np.zeros(t.shape, dtype=np.float64) for n, t in call.tensors.items()}
-        for k in range(len(plan)):
-            tensors = {n: plan.param_chunk(n, t, k) for n, t in call.tensors.items()}
-            gk = None if g is None else plan.chunk(g, k)
-            main, params = self._run(
-                call, graph_dtype, plan.chunk(x, k), gk, tensors, forward, with_output
-            )
-            if not outputs:
-                outputs = [np.empty(x.shape, dtype=m.dtype) for m in main]
-            for out, piece in zip(outputs, main, strict=True):
-                plan.place(out, k, piece)
-            for name, piece in params.items():
-                plan.place_param(totals[name], name, k, piece)
-        return outputs, {n: totals[n].astype(graph_dtype) for n in totals}
+        outputs, params = self._evaluate_plan(
+            call, graph_dtype, plan, x, g, forward=forward, with_output=with_output
+        )
+        # Without sinks every output is an array.
+        return [out for out in outputs if out is not None], params
 
     def _run(
         self,
