@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 from actgrad.v1 import tensor_pb2
 from actgrad.wire import Outgoing, Prepared, codec_for, decode, dtype_info, frame_for
 from actgrad.wire.frames import SMALL_BYTES
+from actgrad_server.catalog import Shaped
 from actgrad_server.config import Limits
 from actgrad_server.errors import InvalidArgument
 from actgrad_server.shm import Region, RegionSink, RegionTensor, SharedMemory, Transfer
@@ -36,11 +37,9 @@ from actgrad_server.shm import Region, RegionSink, RegionTensor, SharedMemory, T
 __all__ = ["Payloads"]
 
 
-class _Like(Protocol):
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-    @property
-    def dtype(self) -> np.dtype[Any]: ...
+class _Like(Shaped, Protocol):
+    """What a result will be like: an input's dtype, shape and byte length."""
+
     @property
     def nbytes(self) -> int: ...
 
