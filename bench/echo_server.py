@@ -54,7 +54,9 @@ def build_server(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        # actgrad's rule (Settings.call_cap): a call per thread above the limit, so
+        # that a caller keeping `max_concurrent_rpcs` calls unanswered is not refused.
+        maximum_concurrent_rpcs=max_concurrent_rpcs + threads,
     )
     handler = grpc.method_handlers_generic_handler(
         _SERVICE,

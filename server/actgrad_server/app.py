@@ -166,9 +166,10 @@ class ActgradServer:
                 *_connection_age_options(settings),
             ],
             interceptors=[interceptor],
-            # Checked before a call is queued for a thread: over the limit a call
-            # gets RESOURCE_EXHAUSTED at once. Health and reflection calls count too.
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            # Checked before a call is queued for a thread: over the cap a call gets
+            # RESOURCE_EXHAUSTED at once. Health and reflection calls count too. The
+            # cap has a call per thread above --max-concurrent-rpcs (Settings.call_cap).
+            maximum_concurrent_rpcs=settings.call_cap,
         )
 
         # Front ends: one line each.

@@ -71,7 +71,11 @@ class Settings:
     max_rank: int = field(default=32, metadata=_opt("largest rank of one tensor"))
     max_concurrent_rpcs: int = field(
         default=64,
-        metadata=_opt("calls in flight beyond this get RESOURCE_EXHAUSTED at once"),
+        metadata=_opt(
+            "calls in flight (all callers together) that are never refused; the server refuses "
+            "calls at once with RESOURCE_EXHAUSTED when it holds this many plus one per "
+            "thread (--threads and --max-streams)"
+        ),
     )
     threads: int = field(default=16, metadata=_opt("server threads running calls"))
     max_streams: int = field(
@@ -224,6 +228,18 @@ class Settings:
     def stream_slots(self) -> int:
         """Threads of the streaming calls' pool (max_streams, or half the threads)."""
         return self.max_streams or max(1, self.threads // 2)
+
+    @property
+    def call_cap(self) -> int:
+        """Calls grpc holds (queued or running) before it refuses one at once.
+
+        grpcio counts a call until its thread-pool task has ended, which is after the
+        caller has the answer and may have sent its next call; each thread, of either
+        pool, can hold one call counted that way. max_concurrent_rpcs plus one per
+        thread is thus the smallest cap under which a caller that keeps
+        max_concurrent_rpcs calls unanswered is never refused.
+        """
+        return self.max_concurrent_rpcs + self.threads + self.stream_slots
 
     @property
     def limits(self) -> Limits:
