@@ -30,6 +30,7 @@ __all__ = [
     "ChannelOptions",
     "channel_credentials",
     "channel_options",
+    "check_connections",
     "check_timeout",
     "check_token",
     "retry_options",
@@ -47,9 +48,23 @@ _MAX_ATTEMPTS_LIMIT = 5
 
 ChannelOptions = Sequence[tuple[str, Any]]
 
+# A client's connections (`connections=`): a few per server process is plenty.
+_MAX_CONNECTIONS = 64
+# gRPC shares a connection between channels to the same target unless a channel
+# keeps a subchannel pool of its own.
+_OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
+
 
 #: Load-balancing policies a client may ask for (gRPC's names).
 LOAD_BALANCING = ("pick_first", "round_robin")
+
+
+def check_connections(connections: Any) -> int:
+    if isinstance(connections, bool) or not isinstance(connections, int):
+        raise TypeError(f"connections must be an int, got {type(connections).__name__}")
+    if not 1 <= connections <= _MAX_CONNECTIONS:
+        raise ValueError(f"connections must be in 1..{_MAX_CONNECTIONS}, got {connections}")
+    return connections
 
 
 def channel_options(
@@ -57,9 +72,15 @@ def channel_options(
     max_attempts: Any,
     options: ChannelOptions | None,
     load_balancing: str | None = None,
+    *,
+    connections: int = 1,
 ) -> list[tuple[str, Any]]:
     """The channel's arguments: message limits, retries and load balancing, then the
     caller's.
+
+    With more than one of `connections`, each channel keeps a subchannel pool of
+    its own, so that each is a connection of its own (gRPC shares one between the
+    channels of a process otherwise).
 
     Our options first; a caller's option with the same key wins. `load_balancing`
     ("round_robin") spreads calls over every address the target resolves to, e.g.
@@ -77,6 +98,8 @@ def channel_options(
                 f"load_balancing must be one of {', '.join(LOAD_BALANCING)}, got {load_balancing!r}"
             )
         merged["grpc.service_config"] = json.dumps({"loadBalancingConfig": [{load_balancing: {}}]})
+    if check_connections(connections) > 1:
+        merged.update((_OWN_CONNECTION,))
     merged.update(dict(options or ()))
     return list(merged.items())
 

@@ -12,6 +12,7 @@ only.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -29,6 +30,7 @@ from actgrad._channel import (
     ChannelOptions,
     channel_credentials,
     channel_options,
+    check_connections,
     check_timeout,
     check_token,
     retry_pause,
@@ -85,6 +87,7 @@ class _BaseClient(RequestBuilder):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         shared_memory: bool = False,
         shared_memory_min_bytes: int = DEFAULT_SHARED_MEMORY_MIN_BYTES,
+        connections: int = 1,
     ) -> None:
         if not isinstance(target, str) or not target:
             raise ValueError("target must be a non-empty 'host:port' string")
@@ -102,9 +105,12 @@ class _BaseClient(RequestBuilder):
         self._metadata: tuple[tuple[str, str], ...] = (
             () if token is None else (("authorization", f"Bearer {check_token(token)}"),)
         )
+        self._connections = check_connections(connections)
         self._channel_options = channel_options(
-            max_message_bytes, max_attempts, options, load_balancing
+            max_message_bytes, max_attempts, options, load_balancing, connections=connections
         )
+        # Calls take the connections in turn (next() of a count is atomic in CPython).
+        self._turns = itertools.count()
         self._max_attempts = max_attempts
         self._closed = False
         super().__init__(
@@ -157,6 +163,10 @@ class _BaseClient(RequestBuilder):
         if wait_for_ready:
             options["wait_for_ready"] = True
         return options
+
+    def _next_turn(self) -> int:
+        """The index of the connection the next call goes over (each in turn)."""
+        return next(self._turns) % self._connections if self._connections > 1 else 0
 
     def _deadline(self, timeout: float | None) -> float:
         """The monotonic time by which a call started now must end."""
@@ -233,6 +243,15 @@ class Client(_BaseClient):
     ``dns:///actgrad-headless.ns.svc:50051``, or ``ipv4:10.0.0.1:50051,10.0.0.2:50051``);
     the default, gRPC's pick_first, sends every call over one connection.
 
+    ``connections=N`` (1 to 64; default 1) opens N connections of this client's own
+    and sends its calls over them in turn. A server with several worker processes
+    (``actgrad serve --workers``, by default one per CPU) serves each connection in
+    one worker, which the kernel picks per connection, so one client with calls in
+    parallel (threads, or an AsyncClient's tasks) needs a few connections per
+    worker to use them all. With 1, every call goes to one worker, over the
+    connection gRPC shares between a process's channels of the same target and
+    options.
+
     Calls wait for a server that is not reachable yet (starting or restarting)
     for as long as their deadline allows. Calls that end in UNAVAILABLE (a server
     draining, a connection lost mid-answer) or in a CANCELLED this client did not
@@ -283,6 +302,7 @@ class Client(_BaseClient):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         shared_memory: bool = False,
         shared_memory_min_bytes: int = DEFAULT_SHARED_MEMORY_MIN_BYTES,
+        connections: int = 1,
     ) -> None:
         super().__init__(
             target,
@@ -300,14 +320,20 @@ class Client(_BaseClient):
             chunk_bytes=chunk_bytes,
             shared_memory=shared_memory,
             shared_memory_min_bytes=shared_memory_min_bytes,
+            connections=connections,
         )
+        self._channels = [self._open_channel() for _ in range(self._connections)]
+        self._stubs: list[dict[str, Any]] = [{} for _ in self._channels]
+
+    def _open_channel(self) -> grpc.Channel:
         if self._credentials is None:
-            self._channel = grpc.insecure_channel(target, options=self._channel_options)
-        else:
-            self._channel = grpc.secure_channel(
-                target, self._credentials, options=self._channel_options
-            )
-        self._stubs: dict[str, Any] = {}
+            return grpc.insecure_channel(self._target, options=self._channel_options)
+        return grpc.secure_channel(self._target, self._credentials, options=self._channel_options)
+
+    def _stub(self, service: str) -> Any:
+        """The stub of `service` on the connection whose turn it is."""
+        turn = self._next_turn()
+        return stub_for(self._stubs[turn], self._channels[turn], service)
 
     def __enter__(self) -> Client:
         return self
@@ -323,7 +349,8 @@ class Client(_BaseClient):
         if not self._closed:
             self._closed = True
             self._stop_sharing("")
-            self._channel.close()
+            for channel in self._channels:
+                channel.close()
 
     def _invoke(self, rpc: AnyRpc[ResultT], timeout: float | None) -> ResultT:
         return self._run(rpc, self._deadline(timeout))
@@ -336,8 +363,7 @@ class Client(_BaseClient):
             return self._run(rpc.build(), end)
         if isinstance(rpc, StreamRpc):
             return self._invoke_stream(rpc, end)
-        stub = stub_for(self._stubs, self._channel, rpc.service)
-        method = getattr(stub, rpc.method)
+        method = getattr(self._stub(rpc.service), rpc.method)
         ready = self._waits_for_ready(rpc.service)
         attempt = 1
         try:
@@ -359,8 +385,7 @@ class Client(_BaseClient):
         return self._run(fallback, end)
 
     def _invoke_stream(self, rpc: StreamRpc[ResultT], end: float) -> ResultT:
-        stub = stub_for(self._stubs, self._channel, "activation")
-        call = getattr(stub, rpc.method)(
+        call = getattr(self._stub("activation"), rpc.method)(
             rpc.requests,
             **self._call_options(end, wait_for_ready=self._waits_for_ready("activation")),
         )
@@ -607,6 +632,7 @@ class AsyncClient(_BaseClient):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         shared_memory: bool = False,
         shared_memory_min_bytes: int = DEFAULT_SHARED_MEMORY_MIN_BYTES,
+        connections: int = 1,
     ) -> None:
         super().__init__(
             target,
@@ -624,10 +650,11 @@ class AsyncClient(_BaseClient):
             chunk_bytes=chunk_bytes,
             shared_memory=shared_memory,
             shared_memory_min_bytes=shared_memory_min_bytes,
+            connections=connections,
         )
-        self._channel: grpc.aio.Channel | None = None
+        self._channels: list[grpc.aio.Channel] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stubs: dict[str, Any] = {}
+        self._stubs: list[dict[str, Any]] = []
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -643,30 +670,31 @@ class AsyncClient(_BaseClient):
         if not self._closed:
             self._closed = True
             self._stop_sharing("")
-            if self._channel is not None:
-                await self._channel.close(grace=None)
+            for channel in self._channels:
+                await channel.close(grace=None)
 
     def _connected_stub(self, service: str) -> Any:
         # grpc.aio binds a channel to the loop it is created in; made in __init__
         # outside a running loop, it would hang on another loop than asyncio.run's.
         loop = asyncio.get_running_loop()
-        if self._channel is None:
-            if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(
-                    self._target, options=self._channel_options
-                )
-            else:
-                self._channel = grpc.aio.secure_channel(
-                    self._target, self._credentials, options=self._channel_options
-                )
-            self._stubs = {}
+        if not self._channels:
+            self._channels = [self._open_channel() for _ in range(self._connections)]
+            self._stubs = [{} for _ in self._channels]
             self._loop = loop
         elif loop is not self._loop:
             raise RuntimeError(
                 "this AsyncClient is bound to the event loop of its first call; "
                 "create one client per event loop"
             )
-        return stub_for(self._stubs, self._channel, service)
+        turn = self._next_turn()
+        return stub_for(self._stubs[turn], self._channels[turn], service)
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(self._target, options=self._channel_options)
+        return grpc.aio.secure_channel(
+            self._target, self._credentials, options=self._channel_options
+        )
 
     async def _invoke(self, rpc: AnyRpc[ResultT], timeout: float | None) -> ResultT:
         return await self._run(rpc, self._deadline(timeout))

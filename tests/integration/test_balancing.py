@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from contextlib import ExitStack
 from typing import Any
 
@@ -105,6 +106,48 @@ def test_connections_past_their_age_are_replaced_and_no_call_fails(
     }
     assert calls > 20
     assert len(peers) >= 2, peers  # the client's connection (its port) changed
+
+
+def _activate_peers(records: list[logging.LogRecord]) -> Counter[str]:
+    return Counter(
+        getattr(r, "peer", "")
+        for r in records
+        if r.name == "actgrad_server.access" and getattr(r, "rpc", "").endswith("/Activate")
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_connections_spread_one_clients_calls_over_connections_of_its_own(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="actgrad_server.access")
+    x = np.array([-1.0, 2.0], dtype=np.float32)
+    with ExitStack() as stack:
+        server = _start(stack, access_log=True)
+        target = f"127.0.0.1:{server.port}"
+        spread = make_client(kind, target, connections=3)
+        stack.callback(spread.close)
+        for _ in range(9):
+            assert spread.activate(x, "relu").tolist() == [0.0, 2.0]
+        by_peer = _activate_peers(caplog.records)
+        # Three connections (three client ports), each taking every third call.
+        assert sorted(by_peer.values()) == [3, 3, 3], by_peer
+
+        caplog.clear()
+        one = make_client(kind, target)
+        stack.callback(one.close)
+        for _ in range(4):
+            assert one.activate(x, "relu").tolist() == [0.0, 2.0]
+        by_peer = _activate_peers(caplog.records)
+        assert list(by_peer.values()) == [4], by_peer
+
+
+@pytest.mark.parametrize("connections", [0, 65, True, 2.0, "2"])
+def test_connections_must_be_a_small_positive_int(connections: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="connections"):
+        actgrad.Client("127.0.0.1:1", connections=connections)
+    with pytest.raises((TypeError, ValueError), match="connections"):
+        actgrad.AsyncClient("127.0.0.1:1", connections=connections)
 
 
 def test_load_balancing_must_be_a_known_policy() -> None:

@@ -271,6 +271,23 @@ def test_two_workers_answer_on_one_port_and_their_metrics_add_up() -> None:
 # while its client was still reading a 4 MiB answer, and the kernel reset it. The
 # drain now keeps connections open until the calls in flight are answered
 # (ActgradServer._drain); the clients here have retries off, so they see any loss.
+def test_one_client_with_connections_reaches_every_worker() -> None:
+    """`connections=` gives one client connections of its own, which the kernel
+    spreads over the workers one by one: with 24 of them, all on one of two workers
+    has a chance of 2**-23. Calls go over them in turn, so each worker answers."""
+    with serve("--workers=2") as server:
+        port = server.wait_serving()
+        pids = set(server.worker_pids().values())
+        x = np.array([-1.0, 2.0], dtype=np.float32)
+        with Client(f"127.0.0.1:{port}", connections=24, timeout=60.0) as client:
+            for _ in range(48):
+                assert client.activate(x, "relu").tolist() == [0.0, 2.0]
+        server.wait_access(ACTIVATE, 48)
+        entries = server.access(ACTIVATE)
+        assert {int(e["pid"]) for e in entries} == pids
+        assert len({e["peer"] for e in entries}) == 24
+
+
 def test_sigterm_drains_calls_in_flight_on_every_worker_and_exits_zero() -> None:
     # Large enough that each worker's queue of calls takes far longer than the checks
     # below (at 1 Mi elements, the faster graphs answered all of them in ~40 ms, and
