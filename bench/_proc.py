@@ -148,13 +148,17 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process tree has used (live processes)."""
-        total = 0
+        return sum(self.cpu_seconds_by_process().values())
+
+    def cpu_seconds_by_process(self) -> dict[int, float]:
+        """`cpu_seconds` of each live process of the tree, by pid."""
+        used = {}
         for pid in self.pids():
             fields = _stat_fields(pid)
             if fields is not None:
                 # After the name: utime is field 14, stime field 15 (1-based).
-                total += int(fields[11]) + int(fields[12])
-        return total / _CLOCK_TICKS
+                used[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return used
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout`; idempotent."""

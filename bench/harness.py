@@ -527,20 +527,42 @@ async def _throughput_cell(
     """
     op = OPS["activate"]
     server = subject.process
+    # The CPU of each server process at keep_in_flight's two snapshots: how the
+    # kernel's choice of a worker per connection split the load (`cpu_split`).
+    snapshots: list[dict[int, float]] = []
+
+    def server_cpu() -> float:
+        if server is None:
+            return math.nan
+        snapshots.append(server.cpu_seconds_by_process())
+        return sum(snapshots[-1].values())
+
     async with contextlib.AsyncExitStack() as stack:
         call_sites = [
             await stack.enter_async_context(subject.async_calls(op, x))
             for _ in range(min(config.channels, concurrency))
         ]
-        return await keep_in_flight(
+        measured = await keep_in_flight(
             call_sites,
             concurrency,
             warmup=config.throughput_warmup,
             seconds=config.throughput_seconds,
-            server_cpu=server.cpu_seconds if server is not None else lambda: math.nan,
+            server_cpu=server_cpu,
             failures=(grpc.RpcError, ActgradError),
             status=_status_name,
         )
+    measured["cpu_split"] = cpu_split(snapshots[0], snapshots[-1]) if snapshots else []
+    return measured
+
+
+def cpu_split(before: dict[int, float], after: dict[int, float]) -> list[float]:
+    """Each server process's share of the CPU the server used between two snapshots,
+    largest first, for processes with at least 2% of it (a supervisor has less)."""
+    used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    total = sum(used.values())
+    if total <= 0:
+        return []
+    return sorted((round(u / total, 3) for u in used.values() if u >= 0.02 * total), reverse=True)
 
 
 def _throughput_phase(config: Config, subjects: Sequence[Subject]) -> list[dict[str, Any]]:
@@ -571,6 +593,7 @@ def _throughput_phase(config: Config, subjects: Sequence[Subject]) -> list[dict[
                     "server_cpu_us_per_call": median([c["server_cpu_us_per_call"] for c in cells]),
                     "server_cpu_cores": median([c["server_cpu_cores"] for c in cells]),
                     "client_cpu_cores": median([c["client_cpu_cores"] for c in cells]),
+                    "round_cpu_split": [c["cpu_split"] for c in cells],
                     "errors": dict(errors),
                 }
             )

@@ -211,6 +211,19 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
         errors = [f"{r['subject']}: {r['errors']}" for r in got if r["errors"]]
         cells.append("; ".join(errors) or "none")
         lines.append("| " + " | ".join(cells) + " |")
+    splits = [
+        f"{r['subject']} at {r['concurrency']}: "
+        + ", ".join("/".join(f"{share:.2f}" for share in split) for split in r["round_cpu_split"])
+        for r in rows
+        if any(len(split) > 1 for split in r.get("round_cpu_split", ()))
+    ]
+    if splits:
+        lines += [
+            "",
+            "Several server processes: each one's share of the server's CPU, by round "
+            "(the kernel picks a process per connection, so an uneven split means more "
+            "of the connections landed on one): " + "; ".join(splits) + ".",
+        ]
     return lines
 
 

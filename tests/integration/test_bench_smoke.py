@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT))
+from bench.harness import cpu_split  # noqa: E402  (the repository root is not a package path)
+
 SIZES = (16, 1024, 64 * 1024)
 STREAMED = 64 * 1024
 OPS = ("activate", "gradient", "softmax")
@@ -162,6 +165,20 @@ def test_throughput_rows(results: dict[str, Any]) -> None:
         assert row["calls_per_s"] > 0
         assert row["server_cpu_us_per_call"] > 0
         assert all(isinstance(count, int) for count in row["errors"].values())
+        # Each round's split of the server's CPU between its processes, largest first.
+        assert len(row["round_cpu_split"]) == REPEATS
+        for split in row["round_cpu_split"]:
+            assert split == sorted(split, reverse=True)
+            assert sum(split) <= 1.0 + 1e-9 and all(0.02 <= share <= 1 for share in split)
+            if row["subject"] != "actgrad-workers":
+                assert split == [1.0]  # one process
+
+
+def test_cpu_split_shares_the_cpu_used_between_snapshots() -> None:
+    before = {1: 10.0, 2: 5.0, 3: 1.0}
+    after = {1: 13.0, 2: 6.0, 3: 1.01, 4: 0.5}  # 4 started in between
+    assert cpu_split(before, after) == [0.665, 0.222, 0.111]  # pid 3's 0.2% left out
+    assert cpu_split(before, before) == []
 
 
 def test_memory_is_measured_streamed_or_not(results: dict[str, Any]) -> None:
