@@ -77,7 +77,9 @@ class Settings:
             "thread (--threads and --max-streams)"
         ),
     )
-    threads: int = field(default=16, metadata=_opt("server threads running calls"))
+    # Few, as each process is one GIL: 4 against 16 was 6-35% more small calls a
+    # second and less CPU each (docs/performance.md, "Settings chosen by measurement").
+    threads: int = field(default=4, metadata=_opt("server threads running calls, per process"))
     max_streams: int = field(
         default=0,
         metadata=_opt(
