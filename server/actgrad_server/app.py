@@ -37,7 +37,7 @@ from actgrad_server import health, security
 from actgrad_server._malloc import release_free_memory
 from actgrad_server.api import activation
 from actgrad_server.api._interceptors import CallInterceptor, StreamGuard
-from actgrad_server.config import Settings
+from actgrad_server.config import OPEN_SLOTS, Settings
 from actgrad_server.engine import Engine
 from actgrad_server.errors import ConfigError
 from actgrad_server.metrics import ServerMetrics
@@ -140,12 +140,17 @@ class ActgradServer:
         self.refusing = threading.Event()
         # Streaming calls run on their own pool, within an idle timeout.
         self._streams = StreamGuard(settings.stream_slots, settings.stream_idle_timeout)
+        # Health runs on a pool of its own: a probe never waits behind the work.
+        self._open_executor = futures.ThreadPoolExecutor(
+            max_workers=OPEN_SLOTS, thread_name_prefix="actgrad-health"
+        )
         # Health stays open: orchestrators probe it without credentials, and it
         # says NOT_SERVING through the drain.
         interceptor = CallInterceptor(
             self.metrics,
             refusing=self.refusing,
             streams=self._streams,
+            open_pool=self._open_executor,
             tokens=(
                 security.load_tokens(settings.auth_token_file) if settings.auth_token_file else None
             ),
@@ -397,6 +402,7 @@ class ActgradServer:
         self._server.wait_for_termination()
         self._executor.shutdown(wait=True)
         self._streams.close()  # the streaming calls' threads
+        self._open_executor.shutdown(wait=True)
         self.metrics.stop_http()
         self._finished.set()
 

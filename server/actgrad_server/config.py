@@ -20,6 +20,7 @@ __all__ = [
     "DEVICES",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "OPEN_SLOTS",
     "Limits",
     "Settings",
     "add_arguments",
@@ -31,6 +32,9 @@ DEVICES = ("auto", "cpu", "cuda")
 LOG_FORMATS = ("plain", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MiB = 1 << 20
+# Threads of the open services' (health's) pool of their own, so that a probe never
+# waits behind the work, whose threads may all be busy.
+OPEN_SLOTS = 2
 
 
 def _opt(help_text: str, **extra: Any) -> Any:
@@ -236,12 +240,12 @@ class Settings:
         """Calls grpc holds (queued or running) before it refuses one at once.
 
         grpcio counts a call until its thread-pool task has ended, which is after the
-        caller has the answer and may have sent its next call; each thread, of either
-        pool, can hold one call counted that way. max_concurrent_rpcs plus one per
-        thread is thus the smallest cap under which a caller that keeps
-        max_concurrent_rpcs calls unanswered is never refused.
+        caller has the answer and may have sent its next call; each thread, of any of
+        the three pools (calls, streams, health), can hold one call counted that way.
+        max_concurrent_rpcs plus one per thread is thus the smallest cap under which
+        callers that keep max_concurrent_rpcs calls unanswered are never refused.
         """
-        return self.max_concurrent_rpcs + self.threads + self.stream_slots
+        return self.max_concurrent_rpcs + self.threads + self.stream_slots + OPEN_SLOTS
 
     @property
     def limits(self) -> Limits:

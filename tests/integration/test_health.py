@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from concurrent import futures
 from typing import Any
 
 import grpc
 import pytest
-from _running import make_client, running, settings
+from _running import SlowEngine, make_client, running, settings
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -46,6 +47,40 @@ class _HeldWarmUp(Engine):
 @pytest.mark.parametrize("service", ["", SERVICE])
 def test_serving_after_start_for_both_names(client: Any, service: str) -> None:
     assert client.health(service) == "SERVING"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_health_answers_while_every_call_thread_is_busy(kind: str) -> None:
+    """Health runs on a pool of its own: a probe does not wait behind the work (here
+    two calls held in the engine on the server's two threads and two more queued)."""
+    engine = SlowEngine()
+    config = settings(threads=2, max_concurrent_rpcs=8)
+    x = [1.0, -1.0]
+    with running(config, engine=engine) as server, futures.ThreadPoolExecutor(4) as pool:
+        target = f"127.0.0.1:{server.port}"
+
+        def activate() -> Any:
+            with actgrad.Client(target, timeout=60.0) as held:
+                return held.activate(x, "relu")
+
+        calls = [pool.submit(activate) for _ in range(4)]
+        engine.wait_entered(config.threads)
+        client = make_client(kind, target, timeout=5.0)
+        try:
+            for service in ("", LIVENESS):
+                assert client.health(service) == "SERVING"
+            channel = grpc.insecure_channel(target)
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=5.0
+            )
+            assert next(watch).status == SERVING
+            watch.cancel()
+            channel.close()
+            assert engine.entered == config.threads and not any(c.done() for c in calls)
+        finally:
+            engine.release.set()
+            client.close()
+        assert [c.result(60).tolist() for c in calls] == [[1.0, 0.0]] * 4
 
 
 def test_unknown_service_is_not_found(client: Any) -> None:

@@ -17,6 +17,7 @@ import actgrad
 import actgrad.v1.activation_pb2
 import actgrad.wire
 from actgrad import Client
+from actgrad_server.config import OPEN_SLOTS
 
 KINDS = ["sync", "async"]
 
@@ -42,7 +43,7 @@ def test_over_the_call_cap_a_call_is_refused_at_once(kind: str) -> None:
     engine = SlowEngine()
     config = settings(max_concurrent_rpcs=2, threads=4, max_streams=1, metrics_port=0)
     cap = config.call_cap
-    assert cap == 2 + 4 + 1  # the limit, plus a call per thread of either pool
+    assert cap == 2 + 4 + 1 + OPEN_SLOTS  # the limit, plus a call per thread of each pool
     x = np.linspace(-4.0, 4.0, 9)
     with running(config, engine=engine) as server, futures.ThreadPoolExecutor(cap) as pool:
         target = f"127.0.0.1:{server.port}"

@@ -322,6 +322,7 @@ class CallInterceptor(_ServerInterceptor):
         streams: StreamGuard | None = None,
         tokens: TokenSet | None = None,
         open_services: Collection[str] = (),
+        open_pool: futures.ThreadPoolExecutor | None = None,
         access_log: bool = True,
         tracing: Tracing | None = None,
     ) -> None:
@@ -332,6 +333,9 @@ class CallInterceptor(_ServerInterceptor):
         self._streams = streams
         self._tokens = tokens
         self._open = frozenset(open_services)
+        # The open services' calls run on this pool when given (health probes never
+        # wait behind the work); grpc runs a behavior on its `experimental_thread_pool`.
+        self._open_pool = open_pool
         # One entry per served method (unknown ones are not kept): bounded.
         self._routes: dict[str, _Route] = {}
 
@@ -378,6 +382,7 @@ class _Route:
         self._owner = owner
         self.rpc = method.lstrip("/")
         self.open = _service(method) in owner._open
+        self._pool = owner._open_pool if self.open else None
         self.received = owner.metrics.rpc(self.rpc).received
         if owner._streams is not None and not self.open:
             handler = owner._streams.guard(handler)
@@ -411,7 +416,7 @@ class _Route:
             sizes.attach(call, finish_when_sent=not handler.response_streaming)
             return call
 
-        return _wrap(handler, begin, sizes)
+        return _wrap(handler, begin, sizes, self._pool)
 
     def _observed_unary(self, handler: Handler) -> Handler:
         """A unary handler for every call of the method (see `CallInterceptor`)."""
@@ -439,6 +444,8 @@ class _Route:
             call.finish()
             return data
 
+        if self._pool is not None:
+            unary_unary.experimental_thread_pool = self._pool  # type: ignore[attr-defined]
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, request_deserializer=read, response_serializer=write
         )
@@ -523,9 +530,13 @@ class _Sizes:
 
 
 def _wrap(
-    handler: Handler, begin: Callable[[grpc.ServicerContext], _Observed], sizes: _Sizes
+    handler: Handler,
+    begin: Callable[[grpc.ServicerContext], _Observed],
+    sizes: _Sizes,
+    pool: futures.ThreadPoolExecutor | None = None,
 ) -> Handler:
-    """A streaming handler (either direction) observed for one call."""
+    """A streaming handler (either direction) observed for one call; a server-streaming
+    one runs on `pool` when given (request-streaming ones on their own, StreamGuard's)."""
     serializers = {
         "request_deserializer": sizes.deserializer(handler.request_deserializer),
         "response_serializer": sizes.serializer(handler.response_serializer),
@@ -541,9 +552,10 @@ def _wrap(
             _same_pool(_observe_stream_unary(inner, begin), inner), **serializers
         )
     # Unary calls have handlers of their own, built once (`_Route._observed_unary`).
-    return grpc.unary_stream_rpc_method_handler(
-        _observe_unary_stream(_behavior(handler.unary_stream), begin), **serializers
-    )
+    behavior = _observe_unary_stream(_behavior(handler.unary_stream), begin)
+    if pool is not None:
+        behavior.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    return grpc.unary_stream_rpc_method_handler(behavior, **serializers)
 
 
 def _same_pool(outer: Behavior, inner: Behavior) -> Behavior:
