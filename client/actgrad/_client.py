@@ -69,6 +69,10 @@ DEFAULT_DENSE_ACTIVATION = "relu"
 class _BaseClient(RequestBuilder):
     """Options, request building and response decoding shared by both clients."""
 
+    # The subclass's connections (sync or asyncio channels) and a stub cache for each.
+    _channels: list[Any]
+    _stubs: list[dict[str, Any]]
+
     def __init__(
         self,
         target: str,
@@ -164,9 +168,11 @@ class _BaseClient(RequestBuilder):
             options["wait_for_ready"] = True
         return options
 
-    def _next_turn(self) -> int:
-        """The index of the connection the next call goes over (each in turn)."""
-        return next(self._turns) % self._connections if self._connections > 1 else 0
+    def _stub_in_turn(self, service: str) -> Any:
+        """The stub of `service` on the connection whose turn it is (each in turn);
+        `_channels` and their `_stubs` are the subclass's, made when it opens them."""
+        turn = next(self._turns) % self._connections if self._connections > 1 else 0
+        return stub_for(self._stubs[turn], self._channels[turn], service)
 
     def _deadline(self, timeout: float | None) -> float:
         """The monotonic time by which a call started now must end."""
@@ -323,17 +329,12 @@ class Client(_BaseClient):
             connections=connections,
         )
         self._channels = [self._open_channel() for _ in range(self._connections)]
-        self._stubs: list[dict[str, Any]] = [{} for _ in self._channels]
+        self._stubs = [{} for _ in self._channels]
 
     def _open_channel(self) -> grpc.Channel:
         if self._credentials is None:
             return grpc.insecure_channel(self._target, options=self._channel_options)
         return grpc.secure_channel(self._target, self._credentials, options=self._channel_options)
-
-    def _stub(self, service: str) -> Any:
-        """The stub of `service` on the connection whose turn it is."""
-        turn = self._next_turn()
-        return stub_for(self._stubs[turn], self._channels[turn], service)
 
     def __enter__(self) -> Client:
         return self
@@ -363,7 +364,7 @@ class Client(_BaseClient):
             return self._run(rpc.build(), end)
         if isinstance(rpc, StreamRpc):
             return self._invoke_stream(rpc, end)
-        method = getattr(self._stub(rpc.service), rpc.method)
+        method = getattr(self._stub_in_turn(rpc.service), rpc.method)
         ready = self._waits_for_ready(rpc.service)
         attempt = 1
         try:
@@ -385,7 +386,7 @@ class Client(_BaseClient):
         return self._run(fallback, end)
 
     def _invoke_stream(self, rpc: StreamRpc[ResultT], end: float) -> ResultT:
-        call = getattr(self._stub("activation"), rpc.method)(
+        call = getattr(self._stub_in_turn("activation"), rpc.method)(
             rpc.requests,
             **self._call_options(end, wait_for_ready=self._waits_for_ready("activation")),
         )
@@ -652,9 +653,9 @@ class AsyncClient(_BaseClient):
             shared_memory_min_bytes=shared_memory_min_bytes,
             connections=connections,
         )
-        self._channels: list[grpc.aio.Channel] = []
+        self._channels = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stubs: list[dict[str, Any]] = []
+        self._stubs = []
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -686,8 +687,7 @@ class AsyncClient(_BaseClient):
                 "this AsyncClient is bound to the event loop of its first call; "
                 "create one client per event loop"
             )
-        turn = self._next_turn()
-        return stub_for(self._stubs[turn], self._channels[turn], service)
+        return self._stub_in_turn(service)
 
     def _open_channel(self) -> grpc.aio.Channel:
         if self._credentials is None:

@@ -479,8 +479,6 @@ class Engine:
         if not dtype_info(x.dtype).has_graph or len(x.shape) == 0:
             return None
         size = int(np.prod(x.shape, dtype=np.int64))
-        if size <= self._chunk_elements:
-            return None
         plan = self._plan(call, size, x.shape, x.dtype.itemsize)
         return plan if plan is not None and plan.contiguous else None
 
