@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_TARGET",
     "DEFAULT_TIMEOUT",
+    "FIRST_CONTACT_SECONDS",
     "RETRYABLE",
     "ChannelOptions",
     "channel_credentials",
@@ -42,9 +43,23 @@ __all__ = [
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_ATTEMPTS = 5
-# gRPC caps a retry policy's maxAttempts at 5.
-_MAX_ATTEMPTS_LIMIT = 5
+#: No count of attempts: a call is tried again for as long as its deadline allows.
+DEFAULT_MAX_ATTEMPTS: int | None = None
+_MAX_ATTEMPTS_LIMIT = 1000
+#: How long a call keeps trying a target this client has never had an answer from
+#: (a wrong port, a server not started) before it raises UNAVAILABLE, unless the
+#: client waits for ready. A target it has had answers from is tried for the
+#: whole deadline: it is draining or restarting, and will be back.
+FIRST_CONTACT_SECONDS = 2.0
+# A channel whose connection failed tries again after gRPC's reconnect backoff,
+# which starts at 1 s and grows 1.6x to 120 s while the server is away: a server
+# back after a 3 s restart was reached up to 2 s late, and calls waiting on it
+# (wait-for-ready) were held for the backoff after each refused connect. Capped
+# at 1 s, a restarted server is reached within a second of listening.
+_RECONNECT_BACKOFF = {
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 1000,
+}
 
 ChannelOptions = Sequence[tuple[str, Any]]
 
@@ -90,6 +105,7 @@ def channel_options(
     merged: dict[str, Any] = {
         "grpc.max_send_message_length": max_message_bytes,
         "grpc.max_receive_message_length": max_message_bytes,
+        **_RECONNECT_BACKOFF,
         **retry_options(max_attempts, max_message_bytes),
     }
     if load_balancing is not None:
@@ -205,16 +221,19 @@ def check_token(token: Any) -> str:
 
 
 def retry_options(max_attempts: Any, max_message_bytes: int) -> dict[str, Any]:
-    """Channel options for `max_attempts` (checked here): gRPC's transparent retries
-    (of calls that never reached a server) stay on unless it is 1.
+    """Channel options for `max_attempts` (checked here: None, or an int from 1):
+    gRPC's transparent retries (of calls that never reached a server) stay on unless
+    it is 1.
 
     The retries of UNAVAILABLE themselves are the client's (`retry_pause`), not a
     gRPC retry policy: gRPC never retries a call whose answer had begun (a
     connection reset in the middle of a large answer during a drain), and its
     policy would keep a copy of every request up to a message in size.
     """
+    if max_attempts is None:
+        return {"grpc.enable_retries": 1}
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
-        raise TypeError(f"max_attempts must be an int, got {type(max_attempts).__name__}")
+        raise TypeError(f"max_attempts must be an int or None, got {type(max_attempts).__name__}")
     if not 1 <= max_attempts <= _MAX_ATTEMPTS_LIMIT:
         raise ValueError(f"max_attempts must be in 1..{_MAX_ATTEMPTS_LIMIT}, got {max_attempts}")
     return {"grpc.enable_retries": 0 if max_attempts == 1 else 1}
@@ -226,19 +245,23 @@ def retry_options(max_attempts: Any, max_message_bytes: int) -> dict[str, Any]:
 #: server that cancelled its calls when it stopped).
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 _INITIAL_BACKOFF = 0.1
-_MAX_BACKOFF = 2.0
+_MAX_BACKOFF = 1.0
+# An attempt needs some time of its own after the pause.
+_ATTEMPT_SECONDS = 0.05
 
 
 def retry_pause(attempt: int, remaining: float) -> float | None:
-    """How long to wait before attempt `attempt + 1`, or None when the deadline
-    (`remaining` seconds away) leaves no time for it.
+    """How long to wait before attempt `attempt + 1`, or None when the time left
+    (`remaining` seconds: the deadline, or the first contact's window) leaves no
+    room for it.
 
     Exponential backoff with full jitter, as gRPC's own: up to 0.1 s doubling to
-    2 s.
+    1 s, cut so that the last attempt still fits.
     """
-    pause = random.uniform(0.0, min(_MAX_BACKOFF, _INITIAL_BACKOFF * 2 ** (attempt - 1)))
-    # An attempt needs some time of its own after the pause.
-    return pause if pause + 0.05 < remaining else None
+    if remaining <= _ATTEMPT_SECONDS:
+        return None
+    pause = random.uniform(0.0, min(_MAX_BACKOFF, _INITIAL_BACKOFF * 2 ** min(attempt - 1, 10)))
+    return min(pause, remaining - _ATTEMPT_SECONDS)
 
 
 def check_timeout(timeout: Any, *, name: str) -> float:

@@ -26,6 +26,7 @@ from actgrad._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
+    FIRST_CONTACT_SECONDS,
     RETRYABLE,
     ChannelOptions,
     channel_credentials,
@@ -56,9 +57,12 @@ from actgrad._types import (
     ServerInfo,
     VjpResult,
 )
-from actgrad.errors import from_grpc_error
+from actgrad.errors import ActgradError, UnavailableError, from_grpc_error
 
 __all__ = ["AsyncClient", "Client"]
+
+# Outcomes of an attempt that show no server answered it.
+_NO_ANSWER = RETRYABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 #: The activation of `dense` and `dense_vjp` when none is named; None is the bare net
@@ -85,7 +89,8 @@ class _BaseClient(RequestBuilder):
         certificate_chain: bytes | None = None,
         private_key: bytes | None = None,
         token: str | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+        wait_for_ready: bool = False,
         load_balancing: str | None = None,
         stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -116,6 +121,12 @@ class _BaseClient(RequestBuilder):
         # Calls take the connections in turn (next() of a count is atomic in CPython).
         self._turns = itertools.count()
         self._max_attempts = max_attempts
+        if not isinstance(wait_for_ready, bool):
+            raise TypeError(f"wait_for_ready must be a bool, got {type(wait_for_ready).__name__}")
+        self._wait_for_ready = wait_for_ready
+        #: Set by the first answer from a server (any status but the retryable
+        #: ones): from then on, an unreachable target is one that will be back.
+        self._reached = False
         self._closed = False
         super().__init__(
             target,
@@ -183,24 +194,48 @@ class _BaseClient(RequestBuilder):
 
     def _waits_for_ready(self, service: str) -> bool:
         """True when a call waits for a server that cannot be reached yet (starting,
-        restarting) within its deadline; with max_attempts=1 and for health checks,
-        calls fail at once instead."""
-        return service == "activation" and self._max_attempts > 1
+        restarting) within its deadline (``wait_for_ready=True``); never for health
+        checks (a probe wants the first answer)."""
+        return service == "activation" and self._wait_for_ready
+
+    def _answered(self, code: grpc.StatusCode | None) -> None:
+        """Notes an attempt's outcome (None: OK): any answer but the retryable
+        statuses, and the deadline, shows that the server was reached."""
+        if not self._reached and code not in _NO_ANSWER:
+            self._reached = True
 
     def _retry_pause(
-        self, rpc: Rpc[Any], exc: grpc.RpcError, attempt: int, end: float
+        self, rpc: Rpc[Any], exc: grpc.RpcError, attempt: int, begun: float, end: float
     ) -> float | None:
-        """Seconds to wait before trying `rpc` again after `exc`, or None for no retry.
+        """Seconds to wait before trying `rpc` (first tried at monotonic `begun`)
+        again after `exc`, or None for no retry.
 
         Calls of the activation service are retried on RETRYABLE codes, within the
-        deadline and `max_attempts`; health checks never are (a probe wants the
-        first answer).
+        deadline and `max_attempts`; while this client has never reached its
+        server (and does not wait for ready), only within FIRST_CONTACT_SECONDS
+        of the call's start. Health checks never are (a probe wants the first
+        answer).
         """
-        if rpc.service != "activation" or attempt >= self._max_attempts:
+        if rpc.service != "activation":
+            return None
+        if self._max_attempts is not None and attempt >= self._max_attempts:
             return None
         if exc.code() not in RETRYABLE:
             return None
-        return retry_pause(attempt, end - time.monotonic())
+        now = time.monotonic()
+        remaining = end - now
+        if not self._reached and not self._wait_for_ready:
+            remaining = min(remaining, begun + FIRST_CONTACT_SECONDS - now)
+        return retry_pause(attempt, remaining)
+
+    def _error(self, exc: grpc.RpcError) -> Exception:
+        """The SDK's error for `exc`; UNAVAILABLE from a server never reached names
+        the target (gRPC's details name the address tried and the cause)."""
+        error = from_grpc_error(exc)
+        if error.code is grpc.StatusCode.UNAVAILABLE and not self._reached:
+            how = "" if self._max_attempts == 1 else f" (tried for {FIRST_CONTACT_SECONDS:g} s)"
+            return UnavailableError(f"cannot reach {self._target}{how}: {error.details}")
+        return error
 
     def _fallback(self, rpc: Rpc[ResultT], exc: grpc.RpcError) -> AnyRpc[ResultT]:
         """What to call instead of `rpc`, which failed with `exc`; raises its error if nothing.
@@ -208,8 +243,12 @@ class _BaseClient(RequestBuilder):
         Only a call in shared memory has a fallback, taken when the server refuses
         shared memory (then this client stops asking).
         """
-        error = from_grpc_error(exc)
-        if rpc.fallback is None or error.code is not grpc.StatusCode.FAILED_PRECONDITION:
+        error = self._error(exc)
+        if (
+            rpc.fallback is None
+            or not isinstance(error, ActgradError)
+            or error.code is not grpc.StatusCode.FAILED_PRECONDITION
+        ):
             raise error from exc
         self._stop_sharing(f"the server answered {error.code.name}: {error.details}")
         return rpc.fallback()
@@ -258,14 +297,20 @@ class Client(_BaseClient):
     connection gRPC shares between a process's channels of the same target and
     options.
 
-    Calls wait for a server that is not reachable yet (starting or restarting)
-    for as long as their deadline allows. Calls that end in UNAVAILABLE (a server
-    draining, a connection lost mid-answer) or in a CANCELLED this client did not
-    ask for are tried again with exponential backoff (0.1 s doubling, at most
-    2 s, jittered) within the call's deadline, up to `max_attempts` attempts in
-    all (1 turns it off; at most 5); every RPC is a pure function of its request,
-    so this is always safe. No other status is retried, and neither are health
-    checks nor streamed calls (a stream's chunks are sent once).
+    A target this client has never had an answer from (a wrong port, a server
+    not started) is tried for about 2 s, then the call raises `UnavailableError`
+    naming the target and the cause ("Connection refused"); with
+    ``wait_for_ready=True`` calls wait for it for as long as their deadline
+    allows instead (a client started before its server). Once a server has
+    answered, the client expects it back: calls that end in UNAVAILABLE (a server
+    draining, restarting, or a connection lost mid-answer) or in a CANCELLED this
+    client did not ask for are tried again with exponential backoff (0.1 s
+    doubling, at most 1 s, jittered) for as long as the call's deadline allows,
+    so a drain and restart of the server loses no call. Every RPC is a pure
+    function of its request, so this is always safe. `max_attempts` caps the
+    attempts (1 turns retries off; None, the default, leaves only the deadline).
+    No other status is retried, and neither are health checks nor streamed calls
+    (a stream's chunks are sent once).
 
     Inputs above `stream_threshold_bytes` (default 8 MiB) travel as a stream of
     chunks of about `chunk_bytes` (default 2 MiB) and are reassembled here, so a
@@ -302,7 +347,8 @@ class Client(_BaseClient):
         certificate_chain: bytes | None = None,
         private_key: bytes | None = None,
         token: str | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+        wait_for_ready: bool = False,
         load_balancing: str | None = None,
         stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -321,6 +367,7 @@ class Client(_BaseClient):
             private_key=private_key,
             token=token,
             max_attempts=max_attempts,
+            wait_for_ready=wait_for_ready,
             load_balancing=load_balancing,
             stream_threshold_bytes=stream_threshold_bytes,
             chunk_bytes=chunk_bytes,
@@ -367,18 +414,21 @@ class Client(_BaseClient):
         method = getattr(self._stub_in_turn(rpc.service), rpc.method)
         ready = self._waits_for_ready(rpc.service)
         attempt = 1
+        begun = time.monotonic()
         try:
             while True:
                 try:
                     response = method(rpc.request, **self._call_options(end, wait_for_ready=ready))
                 except grpc.RpcError as exc:
-                    pause = self._retry_pause(rpc, exc, attempt, end)
+                    self._answered(exc.code())
+                    pause = self._retry_pause(rpc, exc, attempt, begun, end)
                     if pause is None:
                         fallback = self._fallback(rpc, exc)
                         break
                     time.sleep(pause)
                     attempt += 1
                 else:
+                    self._answered(None)
                     return rpc.parse(response)
         finally:
             if rpc.release is not None:
@@ -396,10 +446,12 @@ class Client(_BaseClient):
                 rpc.accept(received, response)
                 received += 1
         except grpc.RpcError as exc:
-            raise from_grpc_error(exc) from exc
+            self._answered(exc.code())
+            raise self._error(exc) from exc
         except BaseException:
             call.cancel()
             raise
+        self._answered(None)
         return rpc.finish(received)
 
     def activate(
@@ -627,7 +679,8 @@ class AsyncClient(_BaseClient):
         certificate_chain: bytes | None = None,
         private_key: bytes | None = None,
         token: str | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+        wait_for_ready: bool = False,
         load_balancing: str | None = None,
         stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -646,6 +699,7 @@ class AsyncClient(_BaseClient):
             private_key=private_key,
             token=token,
             max_attempts=max_attempts,
+            wait_for_ready=wait_for_ready,
             load_balancing=load_balancing,
             stream_threshold_bytes=stream_threshold_bytes,
             chunk_bytes=chunk_bytes,
@@ -711,6 +765,7 @@ class AsyncClient(_BaseClient):
         method = getattr(stub, rpc.method)
         ready = self._waits_for_ready(rpc.service)
         attempt = 1
+        begun = time.monotonic()
         try:
             while True:
                 try:
@@ -718,13 +773,15 @@ class AsyncClient(_BaseClient):
                         rpc.request, **self._call_options(end, wait_for_ready=ready)
                     )
                 except grpc.RpcError as exc:
-                    pause = self._retry_pause(rpc, exc, attempt, end)
+                    self._answered(exc.code())
+                    pause = self._retry_pause(rpc, exc, attempt, begun, end)
                     if pause is None:
                         fallback = self._fallback(rpc, exc)
                         break
                     await asyncio.sleep(pause)
                     attempt += 1
                 else:
+                    self._answered(None)
                     return rpc.parse(response)
         finally:
             if rpc.release is not None:
@@ -743,10 +800,12 @@ class AsyncClient(_BaseClient):
                 rpc.accept(received, response)
                 received += 1
         except grpc.RpcError as exc:
-            raise from_grpc_error(exc) from exc
+            self._answered(exc.code())
+            raise self._error(exc) from exc
         except BaseException:
             call.cancel()
             raise
+        self._answered(None)
         return rpc.finish(received)
 
     async def activate(

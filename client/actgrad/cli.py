@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actgrad import __version__, wire
-from actgrad._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT
+from actgrad._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, FIRST_CONTACT_SECONDS
 from actgrad._client import Client
 from actgrad._types import FunctionInfo, ParamInfo, ServerInfo
 from actgrad.errors import ActgradError
@@ -77,7 +77,12 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     handler: Handler = args.handler
     try:
         security = _security_options(args)
-        with Client(args.target, timeout=args.timeout, **security) as client:
+        with Client(
+            args.target,
+            timeout=args.timeout,
+            wait_for_ready=args.wait_for_ready,
+            **security,
+        ) as client:
             status = handler(client, args, sys.stdout)
     except ActgradError as exc:
         print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
@@ -114,6 +119,15 @@ def build_parser(*, default_target: str = DEFAULT_TARGET) -> argparse.ArgumentPa
         type=_positive_float,
         default=DEFAULT_TIMEOUT,
         help=f"deadline of the call in seconds (default: {DEFAULT_TIMEOUT})",
+    )
+    connection.add_argument(
+        "--wait-for-ready",
+        action="store_true",
+        help=(
+            "wait for a server that cannot be reached yet (one starting) within --timeout; "
+            f"by default a target that does not answer fails in about {FIRST_CONTACT_SECONDS:g} s "
+            "with UNAVAILABLE"
+        ),
     )
     connection.add_argument(
         "--ca-file", metavar="PEM", help="CA certificate of the server's TLS certificate"

@@ -1,17 +1,23 @@
-"""The SDK retries UNAVAILABLE (and only it) with backoff, per its service config."""
+"""The SDK retries UNAVAILABLE (and only it) with backoff within the deadline; a target
+it never reached fails fast unless it waits for ready; drains and restarts lose no call.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import threading
 import time
+from concurrent import futures
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-from _running import make_client, running, settings
+from _running import SlowEngine, make_client, running, settings
 
 import actgrad
+from actgrad import cli
 from actgrad_server.app import ActgradServer
 from actgrad_server.engine import Engine
 from actgrad_server.errors import InvalidArgument, Unavailable
@@ -143,3 +149,121 @@ def test_a_client_with_retries_off_fails_at_once_without_a_server() -> None:
     ):
         client.activate([1.0], "relu")
     assert time.monotonic() - started < 10
+
+
+def _port_with_nothing_listening() -> int:
+    """The port of a server that was started and stopped (a server gone, a wrong port)."""
+    server = ActgradServer(settings())
+    server.start()
+    port = server.port
+    server.stop(0)
+    server.wait()
+    return port
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nothing_listening_fails_fast_with_unavailable_naming_target_and_cause(kind: str) -> None:
+    # It used to wait the whole deadline (wait-for-ready) and say DEADLINE_EXCEEDED.
+    target = f"127.0.0.1:{_port_with_nothing_listening()}"
+    client = make_client(kind, target, timeout=30.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(actgrad.UnavailableError) as info:
+            client.activate([1.0], "relu")
+    finally:
+        client.close()
+    # FIRST_CONTACT_SECONDS (2 s) of tries, not the 30 s deadline; the bound is loose
+    # for a loaded machine.
+    assert time.monotonic() - started < 10.0
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    assert f"cannot reach {target}" in info.value.details
+    assert "refused" in info.value.details.lower(), info.value.details
+
+
+def test_the_cli_says_unavailable_when_nothing_listens() -> None:
+    target = f"127.0.0.1:{_port_with_nothing_listening()}"
+    err = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stderr(err):
+        status = cli.main(["call", "relu", "1", "--target", target])
+    assert status == 1
+    assert time.monotonic() - started < 10.0
+    assert err.getvalue().startswith(f"error: UNAVAILABLE: cannot reach {target}")
+    assert "refused" in err.getvalue().lower()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wait_for_ready_waits_for_a_server_never_reached(kind: str) -> None:
+    port = _port_with_nothing_listening()
+    client = make_client(kind, f"127.0.0.1:{port}", timeout=30.0, wait_for_ready=True)
+    started_servers: list[ActgradServer] = []
+
+    def start_later() -> None:
+        time.sleep(2.5)
+        server = ActgradServer(settings(port=port))
+        server.start()
+        started_servers.append(server)
+
+    thread = threading.Thread(target=start_later)
+    thread.start()
+    try:
+        started = time.monotonic()
+        assert client.activate([-1.0, 1.0], "relu").tolist() == [0.0, 1.0]
+        assert time.monotonic() - started >= 2.0  # it did wait for the server
+    finally:
+        thread.join(60)
+        client.close()
+        for server in started_servers:
+            server.stop(0)
+            server.wait()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_call_during_a_drain_and_restart_is_answered_by_the_new_server(kind: str) -> None:
+    # One held call keeps the old server draining (refusing new calls with
+    # UNAVAILABLE) for 1.5 s; the new server listens 1 s after the old one stopped.
+    # A default client's 5 attempts used to be spent in well under a second.
+    engine = SlowEngine()
+    old = ActgradServer(settings(grace=60.0), engine=engine)
+    old.start()
+    port = old.port
+    target = f"127.0.0.1:{port}"
+    client = make_client(kind, target, timeout=30.0)
+    holder = make_client(kind, target, timeout=60.0)
+    new: list[ActgradServer] = []
+
+    def release_then_restart() -> None:
+        time.sleep(1.5)
+        engine.release.set()
+        assert stopped.wait(30)
+        old.wait()
+        time.sleep(1.0)
+        server = ActgradServer(settings(port=port))
+        server.start()
+        new.append(server)
+
+    try:
+        assert client.health() == "SERVING"  # this client has reached the server
+        with futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(holder.activate, [2.0], "relu")
+            engine.wait_entered(1)
+            stopped = old.stop()
+            restarter = threading.Thread(target=release_then_restart)
+            restarter.start()
+            time.sleep(0.05)
+            started = time.monotonic()
+            assert client.activate([-1.0, 1.0], "relu").tolist() == [0.0, 1.0]
+            waited = time.monotonic() - started
+            assert held.result(30).tolist() == [2.0]
+            restarter.join(60)
+        assert new, "the new server did not start"
+        assert waited >= 2.0  # answered by the new server, after the drain and the gap
+    finally:
+        engine.release.set()
+        client.close()
+        holder.close()
+        old.stop(0)
+        old.wait()
+        for server in new:
+            server.stop(0)
+            server.wait()

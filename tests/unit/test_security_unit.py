@@ -48,13 +48,18 @@ def test_missing_files_are_config_errors(tmp_path: Path) -> None:
 def test_retries_are_the_clients_and_bounded_by_the_deadline() -> None:
     # No gRPC retry policy (it would keep a copy of each request); transparent
     # retries of calls that never left stay on unless max_attempts is 1.
+    assert retry_options(None, 1 << 20) == {"grpc.enable_retries": 1}
     assert retry_options(4, 1 << 20) == {"grpc.enable_retries": 1}
     assert retry_options(1, 1 << 20) == {"grpc.enable_retries": 0}
     assert {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED} == RETRYABLE
-    for attempt in range(1, 10):
+    for attempt in range(1, 100):
         pause = retry_pause(attempt, remaining=100.0)
-        assert pause is not None and 0.0 <= pause <= min(2.0, 0.1 * 2 ** (attempt - 1))
-    # No time left for another attempt after the pause: no retry.
+        assert pause is not None and 0.0 <= pause <= min(1.0, 0.1 * 2 ** (attempt - 1))
+    # The pause is cut so that the last attempt still fits in the time left ...
+    for _ in range(100):
+        pause = retry_pause(8, remaining=0.3)
+        assert pause is not None and pause <= 0.25
+    # ... and with no time left for an attempt, there is no retry.
     assert retry_pause(1, remaining=0.04) is None
 
 
@@ -62,7 +67,9 @@ def test_retries_are_the_clients_and_bounded_by_the_deadline() -> None:
     ("options", "error"),
     [
         ({"max_attempts": 0}, ValueError),
-        ({"max_attempts": 6}, ValueError),
+        ({"max_attempts": 1001}, ValueError),
+        ({"max_attempts": 2.0}, TypeError),
+        ({"wait_for_ready": 1}, TypeError),
         ({"max_attempts": True}, TypeError),
         ({"token": ""}, ValueError),
         ({"token": "has space"}, ValueError),
