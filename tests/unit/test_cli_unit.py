@@ -144,9 +144,10 @@ class FakeClient:
 
     instances: list[FakeClient] = []  # noqa: RUF012 (test bookkeeping)
 
-    def __init__(self, target: str, *, timeout: float) -> None:
+    def __init__(self, target: str, *, timeout: float, wait_for_ready: bool) -> None:
         self.target = target
         self.timeout = timeout
+        self.wait_for_ready = wait_for_ready
         self.calls: list[tuple[str, Any, dict[str, Any]]] = []
         self.closed = False
         FakeClient.instances.append(self)
@@ -233,6 +234,14 @@ def test_call_prints_values_on_one_line(
     assert x.dtype == np.float64 and kwargs == {"function": "relu"}
 
 
+def test_wait_for_ready_flag_reaches_the_client(
+    fake: type[FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, _ = run(["call", "relu", "1", "--wait-for-ready"], capsys)
+    assert status == 0
+    assert fake.instances[-1].wait_for_ready is True
+
+
 def test_call_dtype_shape_params_and_target_from_env(
     fake: type[FakeClient], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -244,6 +253,7 @@ def test_call_dtype_shape_params_and_target_from_env(
     assert out == "0.1 0.0 3.0 0.0\n"
     (client,) = fake.instances
     assert client.target == "env-host:7"
+    assert client.wait_for_ready is False  # an unreachable target fails in seconds
     _, x, kwargs = client.calls[0]
     assert x.dtype == np.float32 and x.shape == (2, 2)
     np.testing.assert_array_equal(kwargs.pop("slope"), [0.1, 0.2])

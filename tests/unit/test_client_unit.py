@@ -437,6 +437,9 @@ def test_channel_options_carry_message_limits_and_caller_overrides() -> None:
     options = dict(base._channel_options)
     # gRPC's transparent retries stay on (the client retries UNAVAILABLE itself).
     assert options.pop("grpc.enable_retries") == 1
+    # A restarted server is reconnected to within a second (gRPC's backoff: 120 s).
+    assert options.pop("grpc.initial_reconnect_backoff_ms") == 100
+    assert options.pop("grpc.max_reconnect_backoff_ms") == 1000
     assert options == {
         "grpc.max_send_message_length": 1234,
         "grpc.max_receive_message_length": 99,
@@ -721,8 +724,13 @@ async def test_async_client_has_the_same_methods(async_channel: FakeChannel) -> 
     assert info.version == "9" and len(functions) == 3
     first, second = (t for _, _, t in async_channel.calls[:2])
     assert 2.9 < first <= 3.0 and 0.4 < second <= 0.5  # what is left of the deadline
-    assert all(async_channel.waits)  # activation calls wait for a (re)starting server
+    # By default no call waits for a server it cannot reach (UNAVAILABLE comes back
+    # and is tried again as the client's rules say); wait_for_ready=True waits.
+    assert not any(async_channel.waits)
     assert async_channel.closed == 1
+    async with actgrad.AsyncClient("host:1", timeout=3.0, wait_for_ready=True) as waiting:
+        await waiting.activate(x, "relu")
+    assert async_channel.waits[-1] is True
     with pytest.raises(RuntimeError, match="closed"):
         await client.softmax(x)
 
