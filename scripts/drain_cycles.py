@@ -23,8 +23,11 @@ Meanwhile:
 
 Printed: cycles, drain and restart times, SDK calls, lost calls by code (and per
 drain), wrong answers, the bare callers' codes, each server's exit status. Exit
-status 1 when a call was lost, an answer was wrong, a bare call ended in a code other
-than OK or UNAVAILABLE, or a server exited non-zero.
+status 1 when a call was lost, an answer was wrong, a caller thread crashed, a bare
+call ended in a code other than OK, UNAVAILABLE or CANCELLED, or a server exited
+non-zero. CANCELLED is grpcio's answer to a call that reaches it just as its
+shutdown begins (between the end of the drain and the client's reading of the
+GOAWAY), an open upstream bug (grpc/grpc#41785): counted and printed, not failed on.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -132,10 +136,11 @@ class Tally:
 
 
 def sdk_caller(
-    target: str, balancing: str | None, seed: int, stop: threading.Event, tally: Tally
+    target: str, balancing: str | None, ready: bool, seed: int, stop: threading.Event, tally: Tally
 ) -> None:
     rng = np.random.default_rng(seed)
-    with Client(target, load_balancing=balancing) as client:
+    options = {"wait_for_ready": True} if ready else {}
+    with Client(target, load_balancing=balancing, **options) as client:
         while not stop.is_set():
             size = int(rng.choice(SIZES))
             name = str(rng.choice(list(FUNCTIONS)))
@@ -209,14 +214,26 @@ def main() -> int:
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.hogs)]
     tally = Tally()
     stop = threading.Event()
+    crashed: list[str] = []
+
+    def guarded(target: Any) -> Any:
+        def run(*args: Any) -> None:
+            try:
+                target(*args)
+            except BaseException as exc:
+                crashed.append(f"{target.__name__}: {exc!r}")
+                raise
+
+        return run
+
     threads = [
         threading.Thread(
-            target=sdk_caller,
+            target=guarded(sdk_caller),
             args=(target, balancing, args.wait_for_ready, args.seed + i, stop, tally),
         )
         for i in range(args.callers)
     ] + [
-        threading.Thread(target=bare_caller, args=(target, balancing, stop, tally))
+        threading.Thread(target=guarded(bare_caller), args=(target, balancing, stop, tally))
         for _ in range(args.bare)
     ]
     for thread in threads:
@@ -253,7 +270,12 @@ def main() -> int:
     elapsed = time.monotonic() - began
 
     lost = sum(tally.lost.values())
-    bad_bare = {code: n for code, n in tally.bare.items() if code not in ("OK", "UNAVAILABLE")}
+    # grpcio ends a call that reaches a server between the start of its shutdown and
+    # the client's reading of the GOAWAY with CANCELLED (grpc/grpc#41785, open): counted
+    # and printed, not a failure of ours; any other code is.
+    bad_bare = {
+        code: n for code, n in tally.bare.items() if code not in ("OK", "UNAVAILABLE", "CANCELLED")
+    }
     print(
         f"mode {args.mode}: {args.cycles} cycles in {elapsed:.0f} s, {count} server(s) "
         f"x {workers} worker(s), {args.callers} SDK callers, {args.bare} bare, {args.hogs} hog(s)"
@@ -272,9 +294,13 @@ def main() -> int:
     for line in tally.lost_examples:
         print(f"  lost: {line}")
     print(f"bare-stub calls by code: {dict(tally.bare)}")
+    if tally.bare.get("CANCELLED"):
+        print("  (CANCELLED: calls that reached grpcio as its shutdown began, grpc/grpc#41785)")
     for line in tally.bare_examples:
         print(f"  bare: {line}")
-    failed = lost or tally.wrong or bad_bare or set(statuses) - {0}
+    for line in crashed:
+        print(f"  crashed: {line}")
+    failed = lost or tally.wrong or bad_bare or crashed or set(statuses) - {0}
     print("FAILED" if failed else "OK")
     return 1 if failed else 0
 
