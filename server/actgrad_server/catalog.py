@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -179,6 +180,23 @@ class Function:
             for p in self.params
             if p.required and p.kind is ParamKind.TENSOR
         }
+
+    def structural_variants(self, rank: int) -> list[dict[str, Any]]:
+        """Every combination of the structural values (for warm-up): each choice of a
+        string, both bools, each axis of a rank-`rank` input; other integers default.
+        Runtime and tensor parameters are absent (any value shares the session)."""
+        options: list[list[tuple[str, Any]]] = []
+        for p in self.params:
+            if p.runtime or p.kind is ParamKind.TENSOR:
+                continue
+            if p.name == self.axis_param:
+                values: tuple[Any, ...] = tuple(range(max(rank, 1)))
+            elif p.kind is ParamKind.BOOL:
+                values = (False, True)
+            else:
+                values = p.choices or (p.default,)
+            options.append([(p.name, v) for v in values])
+        return [dict(combination) for combination in itertools.product(*options)]
 
 
 @dataclass(frozen=True)

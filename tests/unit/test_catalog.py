@@ -40,6 +40,28 @@ def test_sample_params_bind_for_warm_up() -> None:
         assert set(call.tensors) == set(function.tensor_params)
 
 
+def test_numbers_are_runtime_and_the_rest_enumerable_for_warm_up() -> None:
+    """A number never selects a graph (any value shares the session); what does (a
+    string's choice, a bool, the axis) has few values, all of which warm-up builds."""
+    for function in catalog.CATALOG:
+        for p in function.params:
+            if p.kind is catalog.ParamKind.NUMBER:
+                assert p.runtime, (function.name, p.name)
+            elif p.kind is catalog.ParamKind.STRING:
+                assert p.choices, (function.name, p.name)
+            elif p.kind is catalog.ParamKind.INTEGER:
+                assert p.name == function.axis_param, (function.name, p.name)
+        for variant in function.structural_variants(2):
+            params = {**function.sample_params(F32), **variant}
+            catalog.bind(function, params, x_shape=(2, 4), x_dtype=F32)
+    assert catalog.lookup("relu").structural_variants(2) == [{}]
+    assert catalog.lookup("gelu").structural_variants(2) == [
+        {"approximate": "none"},
+        {"approximate": "tanh"},
+    ]
+    assert len(catalog.SOFTMAX.structural_variants(3)) == 3 * 2  # axes times log
+
+
 def test_grad_output_is_checked_by_bind() -> None:
     relu = catalog.lookup("relu")
     ok = np.zeros((2, 3), np.float32)
