@@ -153,6 +153,12 @@ class Function:
     # A check across parameters, run by bind on the bound values (by name) with the field
     # prefix; raises InvalidArgument naming the field (hardtanh's min_val < max_val).
     check: Callable[[Mapping[str, Any], str], None] | None = None
+    # Where the definition switches branch (the slope or the value may jump there; a C1
+    # join such as elu's at alpha = 1 counts), as a function of every parameter's value
+    # by name (defaults filled in). tests/unit/test_kinks_torch.py compares the graphs
+    # with PyTorch autograd at and beside each point, and checks that autograd's slope
+    # and value jump nowhere else.
+    kinks: Callable[[Mapping[str, Any]], tuple[float, ...]] = lambda values: ()
 
     @property
     def params_by_name(self) -> dict[str, Param]:
@@ -232,6 +238,13 @@ def _check_hardtanh(values: Mapping[str, Any], field_prefix: str) -> None:
         )
 
 
+def _hardsigmoid_kinks(values: Mapping[str, Any]) -> tuple[float, ...]:
+    alpha, beta = values["alpha"], values["beta"]
+    if alpha == 0:
+        return ()  # the constant clip(beta, 0, 1)
+    return tuple(sorted((-beta / alpha, (1.0 - beta) / alpha)))
+
+
 CATALOG: tuple[Function, ...] = (
     Function(
         name="sigmoid",
@@ -268,6 +281,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="relu",
         graph=RELU,
+        kinks=lambda v: (0.0,),
         properties=Properties(
             output_range=(0.0, _INF),
             monotonic=True,
@@ -284,6 +298,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="leaky_relu",
         graph=LEAKY_RELU,
+        kinks=lambda v: (0.0,),
         properties=Properties(
             output_range=(-_INF, _INF),
             monotonic=True,
@@ -315,6 +330,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="prelu",
         graph=PRELU,
+        kinks=lambda v: (0.0,),
         properties=Properties(
             output_range=(-_INF, _INF),
             monotonic=True,
@@ -454,6 +470,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="selu",
         graph=SELU,
+        kinks=lambda v: (0.0,),
         properties=Properties(
             output_range=(-1.7580993408473766, _INF),
             monotonic=True,
@@ -558,6 +575,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="elu",
         graph=ELU,
+        kinks=lambda v: (0.0,),
         properties=Properties(
             output_range=(-1.0, _INF),
             monotonic=True,
@@ -589,6 +607,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="softsign",
         graph=SOFTSIGN,
+        kinks=lambda v: (0.0,),
         properties=Properties(
             output_range=(-1.0, 1.0),
             monotonic=True,
@@ -639,6 +658,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="hardsigmoid",
         graph=HARDSIGMOID,
+        kinks=_hardsigmoid_kinks,
         properties=Properties(
             output_range=(0.0, 1.0),
             monotonic=True,
@@ -678,6 +698,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="hardswish",
         graph=HARDSWISH,
+        kinks=lambda v: (-3.0, 3.0),
         properties=Properties(
             output_range=(-0.375, _INF),
             monotonic=False,
@@ -690,13 +711,14 @@ CATALOG: tuple[Function, ...] = (
         formula="hardswish(x) = x * max(0, min(1, x / 6 + 1/2))",
         formula_latex=r"x \max\left(0, \min\left(1, \tfrac{x}{6} + \tfrac{1}{2}\right)\right)",
         gradient_note=(
-            "hardswish'(x) = 0 for x < -3, x / 3 + 1/2 for -3 <= x <= 3, 1 above: "
-            "-1/2 at -3 and 3/2 at 3, as in PyTorch autograd."
+            "hardswish'(x) = 0 for x <= -3, x / 3 + 1/2 for -3 < x < 3, 1 for x >= 3: "
+            "0 at -3 and 1 at 3, as in PyTorch autograd."
         ),
     ),
     Function(
         name="relu6",
         graph=RELU6,
+        kinks=lambda v: (0.0, 6.0),
         properties=Properties(
             output_range=(0.0, 6.0),
             monotonic=True,
@@ -715,6 +737,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="hardtanh",
         graph=HARDTANH,
+        kinks=lambda v: (v["min_val"], v["max_val"]),
         properties=Properties(
             output_range=(-1.0, 1.0),
             monotonic=True,
@@ -755,6 +778,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="celu",
         graph=CELU,
+        kinks=lambda v: (0.0,),
         properties=Properties(
             output_range=(-1.0, _INF),
             monotonic=True,
@@ -786,6 +810,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="thresholded_relu",
         graph=THRESHOLDED_RELU,
+        kinks=lambda v: (v["alpha"],),
         properties=Properties(
             output_range=(0.0, _INF),
             monotonic=True,
@@ -818,6 +843,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="softshrink",
         graph=SOFTSHRINK,
+        kinks=lambda v: (-v["lambd"], v["lambd"]),
         properties=Properties(
             output_range=(-_INF, _INF),
             monotonic=True,
@@ -847,6 +873,7 @@ CATALOG: tuple[Function, ...] = (
     Function(
         name="hardshrink",
         graph=HARDSHRINK,
+        kinks=lambda v: (-v["lambd"], v["lambd"]),
         properties=Properties(
             output_range=(-_INF, _INF),
             monotonic=True,

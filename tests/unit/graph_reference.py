@@ -127,9 +127,9 @@ def _hardsigmoid(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
 
 def _hardswish(x: Mpf, p: Params) -> tuple[Mpf, Mpf]:
     y = x * min(max(x + 3, mpmath.mpf(0)), mpmath.mpf(6)) / 6
-    if x < -3:  # PyTorch: x / 3 + 1/2 on the closed [-3, 3]
+    if x <= -3:  # PyTorch: x / 3 + 1/2 on the open (-3, 3), 0 at -3 and 1 at 3
         return y, mpmath.mpf(0)
-    return y, (x / 3 + mpmath.mpf(1) / 2 if x <= 3 else mpmath.mpf(1))
+    return y, (x / 3 + mpmath.mpf(1) / 2 if x < 3 else mpmath.mpf(1))
 
 
 def _clipped(x: Mpf, low: Mpf, high: Mpf) -> tuple[Mpf, Mpf]:

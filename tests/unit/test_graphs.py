@@ -350,68 +350,11 @@ def test_large_inputs_do_not_overflow(dtype: str) -> None:
         assert np.isfinite(y[1:3]).all() and np.isfinite(grad).all(), (case.id, y, grad)
 
 
-def test_kinks_follow_pytorch() -> None:
-    for dtype in DTYPES:
-        x = np.zeros(3, dtype=NP[dtype])
-        g = np.array([1.0, -2.0, 0.5], dtype=NP[dtype])
-        expected = {
-            ("relu", 0.0): 0.0,
-            ("leaky_relu", 0.25): 0.25,
-            ("selu", 0.0): SELU_GAMMA * SELU_ALPHA,
-        }
-        for (function, alpha), derivative in expected.items():
-            params = {"alpha": scalar(alpha)} if function == "leaky_relu" else {}
-            if function == "selu":
-                params = {"alpha": scalar(SELU_ALPHA), "gamma": scalar(SELU_GAMMA)}
-            model = build_gradient(function, dtype, with_output=True, x_rank=1)
-            out = run(model, x=x, grad_output=g, **params)
-            np.testing.assert_allclose(out["grad_input"], g * NP[dtype](derivative), rtol=1e-3)
-            np.testing.assert_array_equal(out["y"], 0.0)
-        model = build_gradient("prelu", dtype, with_output=False, x_rank=1, slope_shape=(3,))
-        slope = np.array([0.1, 0.2, 0.3], dtype=NP[dtype])
-        out = run(model, x=x, grad_output=g, slope=slope)
-        np.testing.assert_array_equal(out["grad_input"], g * slope)
-        np.testing.assert_array_equal(out["grad_slope"], 0.0)
-
-
-# (function, parameters, x, PyTorch autograd's slope there)
-EDGES = [
-    ("elu", {"alpha": 0.5}, 0.0, 0.5),
-    ("celu", {"alpha": 0.5}, 0.0, 1.0),
-    ("hardsigmoid", {"alpha": 0.2, "beta": 0.5}, -2.5, 0.0),
-    ("hardsigmoid", {"alpha": 0.2, "beta": 0.5}, 2.5, 0.0),
-    ("hardsigmoid", {"alpha": 0.25, "beta": 0.5}, -2.0, 0.0),
-    ("hardsigmoid", {"alpha": 0.25, "beta": 0.5}, 2.0, 0.0),
-    ("hardswish", {}, -3.0, -0.5),
-    ("hardswish", {}, 3.0, 1.5),
-    ("relu6", {}, 0.0, 0.0),
-    ("relu6", {}, 6.0, 0.0),
-    ("hardtanh", {"min_val": -1.0, "max_val": 1.0}, -1.0, 0.0),
-    ("hardtanh", {"min_val": -1.0, "max_val": 1.0}, 1.0, 0.0),
-    ("thresholded_relu", {"alpha": 1.0}, 1.0, 0.0),
-    ("softshrink", {"lambd": 0.5}, 0.5, 0.0),
-    ("softshrink", {"lambd": 0.5}, -0.5, 0.0),
-    ("hardshrink", {"lambd": 0.5}, 0.5, 0.0),
-    ("hardshrink", {"lambd": 0.5}, -0.5, 0.0),
-]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("function", "params", "x", "slope"), EDGES, ids=str)
-def test_edges_follow_pytorch(
-    function: str, params: dict[str, float], x: float, slope: float, dtype: str
-) -> None:
-    """The slopes at the kinks and edges of the piecewise functions are autograd's, and
-    the value there is the reference's."""
-    feeds = {name: scalar(value) for name, value in params.items()}
-    xs = np.full(2, x, dtype=NP[dtype])
-    g = np.array([1.0, -2.0], dtype=NP[dtype])
-    out = run(
-        build_gradient(function, dtype, with_output=True, x_rank=1), x=xs, grad_output=g, **feeds
-    )
-    np.testing.assert_array_equal(out["grad_input"], g * NP[dtype](slope))
-    expected = ref.reference(function, xs, params)[0]
-    assert (error_ratio(dtype, out["y"], expected, xs) <= 1.0).all()
+# The slopes and values at the kinks of the piecewise functions (and beside them) are
+# compared with PyTorch autograd itself in tests/unit/test_kinks_torch.py, in every
+# dtype, at the catalog's kinks (Function.kinks); graph_reference takes torch's side there
+# too, so test_matches_high_precision_reference (whose grid holds every kink of the
+# defaults) checks them where torch is absent.
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -446,16 +389,8 @@ FD_CASES = [c for c in CASES if c.function not in ("relu", "leaky_relu")] + [
 
 
 def kinks(case: Case) -> tuple[float, ...]:
-    """Where a function's slope jumps besides 0 (at the case's parameters)."""
-    p = case.params
-    if case.function == "hardsigmoid":
-        return (-p["beta"] / p["alpha"], (1 - p["beta"]) / p["alpha"])
-    if case.function == "hardtanh":
-        return (p["min_val"], p["max_val"])
-    if case.function in ("softshrink", "hardshrink"):
-        return (-p["lambd"], p["lambd"])
-    fixed = {"hardswish": (-3.0, 3.0), "relu6": (6.0,)}
-    return (p["alpha"],) if case.function == "thresholded_relu" else fixed.get(case.function, ())
+    """Where a function's definition switches branch (the catalog's, at the case's values)."""
+    return catalog.lookup(case.function).kinks({**case.params, **case.static})
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

@@ -3,7 +3,7 @@ gradient are sampled through the engine, and `ListFunctions` carries them to the
 
 Each field is checked both ways: a property declared true must hold on the samples, one
 declared false must visibly fail on them, so a wrong declaration either way fails here.
-The samples: x in [-60, 60] by 1e-3 (every kink of the defaults is a grid point) and
+The samples: x in [-60, 60] by 1e-3 (every declared kink of the defaults is a grid point) and
 geometric tails out to +-1e6, in float64, at the defaults (prelu at its sample slope;
 softmax as one output against its own logit, the other fixed at 0).
 """
@@ -117,6 +117,13 @@ def test_smooth(function: catalog.Function, samples: dict[str, Sampled]) -> None
         assert jumps.max() <= JUMP, f"f or f' jumps by {jumps.max():.3g} near x = {where!r}"
     else:
         assert jumps.max() > 10 * JUMP
+        # ... and only at the kinks it declares (catalog.Function.kinks), which
+        # test_kinks_torch.py compares with PyTorch autograd.
+        declared = np.array(function.kinks({p.name: p.default for p in function.params}))
+        assert declared.size, f"{function.name} is not C1 but declares no kink"
+        where = FINE[1:-1][jumps > JUMP]
+        stray = [x for x in where if np.abs(declared - x).min() > 1.5 * STEP]
+        assert not stray, f"f or f' jumps near x = {stray[:5]}, declared kinks {declared}"
 
 
 @pytest.mark.parametrize("function", CASES)

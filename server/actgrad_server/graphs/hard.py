@@ -1,8 +1,9 @@
 """The clipped-linear family: hardsigmoid, hardswish, hardtanh and relu6.
 
 Derivatives at the kinks follow PyTorch's autograd: hardsigmoid, hardtanh and relu6 have
-slope 0 at both ends of their linear part; hardswish's is x / 3 + 1/2 on the closed
-[-3, 3] (-1/2 at -3, 3/2 at 3). Branches are Clip and 0/1 factors (no Where, see
+slope 0 at both ends of their linear part; hardswish's is x / 3 + 1/2 on the open
+(-3, 3), the outer sides' 0 at -3 and 1 at 3 (torch 2.13; tests/unit/test_kinks_torch.py
+compares every kink with autograd). Branches are Clip and 0/1 factors (no Where, see
 _common); a factor built from a comparison gets x's NaN from `nan_or_zero`.
 """
 
@@ -112,17 +113,17 @@ def hardswish_gradient(
 ) -> GradientOutputs:
     elem_type = ELEM_TYPES[b.compute_dtype]
     three = b.const(3.0)
-    # PyTorch: 0 for x < -3, x / 3 + 1/2 for -3 <= x <= 3, 1 above. The middle is taken at
-    # x clipped to [-3, 3], finite where its factor is 0, NaN where x is.
-    from_low = b.op("Cast", b.op("GreaterOrEqual", x, b.op("Neg", three)), to=elem_type)
-    to_high = b.op("Cast", b.op("LessOrEqual", x, three), to=elem_type)
+    # PyTorch: 0 for x <= -3, x / 3 + 1/2 for -3 < x < 3, 1 from 3 on. The middle is taken
+    # at x clipped to [-3, 3], finite where its factor is 0, NaN where x is.
+    above_low = b.op("Cast", b.op("Greater", x, b.op("Neg", three)), to=elem_type)
+    below_high = b.op("Cast", b.op("Less", x, three), to=elem_type)
     middle = b.op(
         "Add", b.op("Div", b.op("Clip", x, b.op("Neg", three), three), three), b.const(0.5)
     )
     derivative = b.op(
         "Add",
-        b.op("Mul", b.op("Mul", from_low, to_high), middle),
-        b.op("Sub", b.const(1.0), to_high),
+        b.op("Mul", b.op("Mul", above_low, below_high), middle),
+        b.op("Sub", b.const(1.0), below_high),
     )
     y = _hardswish(b, x) if with_output else None
     return GradientOutputs(b.op("Mul", grad_output, derivative), y)
