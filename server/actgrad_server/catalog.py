@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from actgrad_server.errors import InvalidArgument, NotFound
+from actgrad_server.errors import InvalidArgument, NotFound, shown
 from actgrad_server.graphs import Activation
 from actgrad_server.graphs.elu import CELU, ELU
 from actgrad_server.graphs.gelu import GELU
@@ -933,14 +933,6 @@ SOFTMAX: Function = _BY_NAME["softmax"]
 #: Names longer than this (functions, parameters, OIP models) are refused before any
 #: search: a caller must not make the server spend CPU on, or echo, a megabyte name.
 MAX_NAME_LENGTH = 128
-_SHOWN = 40
-
-
-def shown(name: str) -> str:
-    """A name as error messages quote it: repr'd, cut to a few dozen characters."""
-    if len(name) <= _SHOWN:
-        return repr(name)
-    return f"{name[:_SHOWN]!r}... ({len(name)} characters)"
 
 
 def check_name_length(name: str, *, field: str) -> None:
@@ -1010,7 +1002,7 @@ def _check_value(param: Param, value: Any, where: str) -> Any:
             raise InvalidArgument(f"{where}: must be a string, got {type(value).__name__}")
         if param.choices and value not in param.choices:
             raise InvalidArgument(
-                f"{where}: must be one of {', '.join(map(repr, param.choices))}, got {value!r}"
+                f"{where}: must be one of {', '.join(map(repr, param.choices))}, got {shown(value)}"
             )
         return value
     if kind is ParamKind.BOOL:

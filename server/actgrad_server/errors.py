@@ -1,7 +1,8 @@
 """Domain errors. Each carries the name of the gRPC status code it maps to.
 
 The catalog and the engine raise these without importing grpc; `api/` turns
-them into `context.abort` in one place.
+them into `context.abort` in one place. A request's value goes into a message
+only through `shown`, cut to a few dozen characters.
 """
 
 from __future__ import annotations
@@ -12,7 +13,21 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "Unavailable",
+    "shown",
 ]
+
+# What `shown` keeps of a value. A status message travels in the call's trailer,
+# whose size gRPC limits (16 KiB, %-encoded): a value echoed whole from 16 KiB on
+# turned the caller's INVALID_ARGUMENT into RESOURCE_EXHAUSTED "Stream removed".
+_SHOWN = 40
+
+
+def shown(value: str) -> str:
+    """A request's value as error messages quote it: repr'd, cut to a few dozen
+    characters, with its length when cut."""
+    if len(value) <= _SHOWN:
+        return repr(value)
+    return f"{value[:_SHOWN]!r}... ({len(value)} characters)"
 
 
 class ActgradServerError(Exception):

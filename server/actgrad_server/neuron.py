@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actgrad.wire import dtype_info
-from actgrad_server.errors import InvalidArgument
+from actgrad_server.errors import InvalidArgument, shown
 
 __all__ = [
     "INITS",
@@ -147,12 +147,14 @@ def check_flow(
                 f"depth: {what} = {count} exceeds the limit of {max_elements} elements"
             )
     if init not in INITS:
-        raise InvalidArgument(f"init: must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+        raise InvalidArgument(
+            f"init: must be one of {', '.join(map(repr, INITS))}, got {shown(init)}"
+        )
     if init == "normal":
         if init_std is None or not math.isfinite(init_std) or init_std <= 0:
             raise InvalidArgument(f"init_std: init 'normal' needs a finite std > 0, got {init_std}")
     elif init_std is not None:
-        raise InvalidArgument(f"init_std: is only for init 'normal', not {init!r}")
+        raise InvalidArgument(f"init_std: is only for init 'normal', not {shown(init)}")
 
 
 def flow_inputs(

@@ -55,7 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actgrad.wire import check_shape, wire_dtype
-from actgrad_server.errors import ActgradServerError, ConfigError, InvalidArgument
+from actgrad_server.errors import ActgradServerError, ConfigError, InvalidArgument, shown
 
 __all__ = [
     "DEFAULT_DIRECTORY",
@@ -155,7 +155,7 @@ def check_name(name: str, *, field: str) -> None:
     """Refuses names that are not the SDK's (INVALID_ARGUMENT)."""
     if not _NAME.fullmatch(name):
         raise InvalidArgument(
-            f"{field}.segment: {name[:64]!r} is not an actgrad segment name "
+            f"{field}.segment: {shown(name)} is not an actgrad segment name "
             f"({SEGMENT_PREFIX!r} and then 1 to 200 of [A-Za-z0-9_.-])"
         )
 

@@ -13,11 +13,23 @@ import grpc
 from actgrad.wire import TensorError
 from actgrad_server.errors import ActgradServerError
 
-__all__ = ["INTERNAL_MESSAGE", "handle_errors", "handle_stream_errors", "status_for"]
+__all__ = [
+    "INTERNAL_MESSAGE",
+    "MAX_DETAILS_BYTES",
+    "capped",
+    "handle_errors",
+    "handle_stream_errors",
+    "status_for",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
+#: The most bytes (UTF-8) of a status message. Request values are cut where they are
+#: quoted (`errors.shown`); this bounds whatever else a message grows by, since it
+#: travels in the trailer, which gRPC caps at 16 KiB %-encoded (a message over it
+#: reaches the caller as RESOURCE_EXHAUSTED "Stream removed" instead).
+MAX_DETAILS_BYTES = 1024
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
@@ -25,11 +37,21 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 def status_for(exc: Exception, where: str) -> tuple[grpc.StatusCode, str]:
     """The status a caller sees for `exc`; bugs are logged with their traceback."""
     if isinstance(exc, ActgradServerError):
-        return grpc.StatusCode[exc.status], exc.message
+        return grpc.StatusCode[exc.status], capped(exc.message)
     if isinstance(exc, TensorError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        return grpc.StatusCode.INVALID_ARGUMENT, capped(str(exc))
     _LOGGER.error("unexpected error in %s", where, exc_info=exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def capped(message: str) -> str:
+    """`message` cut to MAX_DETAILS_BYTES of UTF-8, saying so when cut."""
+    data = message.encode("utf-8", "replace")
+    if len(data) <= MAX_DETAILS_BYTES:
+        return message
+    note = f"... (message cut: {len(data)} bytes)"
+    kept = data[: MAX_DETAILS_BYTES - len(note)].decode("utf-8", "ignore")
+    return kept + note
 
 
 def handle_errors(method: _Method) -> _Method:
