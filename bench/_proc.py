@@ -1,7 +1,10 @@
 """A server in a child process: start it, find its port, read its memory and CPU time.
 
 Memory and CPU are read over the server's whole process tree, so that a server that
-runs worker processes (``actgrad serve --workers N``) is measured as a whole.
+runs worker processes (``actgrad serve --workers N``) is measured as a whole. CPU time
+comes from each process's CPU clock (nanoseconds), not /proc/<pid>/stat's utime and
+stime: those count whole clock ticks (10 ms), so a short window of a light load could
+read as no CPU at all.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "ServerProcess"]
+__all__ = ["REPO_ROOT", "ServerProcess", "process_cpu_seconds"]
 
 _LOGGER = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Both servers log this line once they serve: actgrad after its warm-up.
 _LISTENING = re.compile(r"serving \S+ on \S+:(\d+)")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The kernel's CPU-time clock of a whole process (every thread, the exited ones
+# included), for clock_gettime: MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) in
+# include/linux/posix-timers.h, ((~pid) << 3) | 2. Any process's may be read.
+_CPUCLOCK_SCHED = 2
 # A harness killed outright (a test's timeout, SIGKILL) must not leave its servers
 # running: util-linux's setpriv asks the kernel to send them SIGTERM when it goes.
 # Not a preexec_fn: Python code between fork and exec in a process that uses gRPC
@@ -154,10 +160,9 @@ class ServerProcess:
         """`cpu_seconds` of each live process of the tree, by pid."""
         used = {}
         for pid in self.pids():
-            fields = _stat_fields(pid)
-            if fields is not None:
-                # After the name: utime is field 14, stime field 15 (1-based).
-                used[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+            seconds = process_cpu_seconds(pid)
+            if seconds is not None:  # else exited in between
+                used[pid] = seconds
         return used
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -177,6 +182,15 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` (all its threads) in seconds, to the
+    nanosecond; None once it has exited."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | _CPUCLOCK_SCHED)
+    except OSError:
+        return None
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -522,7 +522,7 @@ async def _throughput_cell(
     pays a GIL hand-off and a thread wake-up per call, which on a small machine costs
     more than the server's work on 16 elements, so the number would describe the
     client. One loop keeps the client's cost per call low and the same for actgrad
-    and the echo; the server's own CPU time per call is read from /proc as well, a
+    and the echo; the server's own CPU time per call is read from its CPU clock, a
     measure that does not depend on the client at all.
     """
     op = OPS["activate"]

@@ -25,7 +25,7 @@ warm-up sets one call count per payload for all subjects from ``--cell-seconds``
 and every round runs every cell with the subject order rotated by one. Throughput,
 like the harness's, keeps that many calls in flight from one asyncio event loop
 with a ``grpc.aio`` client over min(``--channels``, in flight) connections. Each
-server's CPU time (from /proc) is read around every cell. A benchmark is not a test:
+server's CPU time (its processes' CPU clocks) is read around every cell. A benchmark is not a test:
 nothing here asserts on time. Writes ``<name>.json`` and ``<name>.md`` into ``--out``.
 
     python -m bench.transport --out bench/results --name transport-2026-11-30
@@ -853,7 +853,7 @@ def _part_lines(part: dict[str, Any]) -> list[str]:
         "",
         *_grid(latency, groups, baseline, "payload", str, "p99_us", format_time, ratios=False),
         "",
-        "Server CPU time per call (from /proc; 10 ms ticks):",
+        "Server CPU time per call:",
         "",
         *_grid(
             latency, groups, baseline, "payload", str, "server_cpu_us_per_call", cpu, ratios=False
