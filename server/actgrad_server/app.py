@@ -168,6 +168,8 @@ class ActgradServer:
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 # Off for a lone server: a second one on its port fails to bind.
                 ("grpc.so_reuseport", 0 if worker is None else 1),
+                # Until the client's HTTP/2 settings arrive (after TLS), not only TLS.
+                ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout * 1000)),
                 *_connection_age_options(settings),
             ],
             interceptors=[interceptor],

@@ -103,6 +103,15 @@ class Settings:
         default=30.0,
         metadata=_opt("seconds the calls of a connection past its age get to finish"),
     )
+    # gRPC's own default is 120 s: 2,000 connections that never spoke HTTP/2 held
+    # 2,012 descriptors for that long (issue 20).
+    handshake_timeout: float = field(
+        default=10.0,
+        metadata=_opt(
+            "seconds a new connection has to finish its handshake (TLS, then the client's "
+            "HTTP/2 preface and settings) before the server closes it"
+        ),
+    )
     stream_idle_timeout: float = field(
         default=30.0,
         metadata=_opt(
@@ -203,6 +212,10 @@ class Settings:
             raise ConfigError(f"max_streams must be >= 0 (0 = threads / 2), got {self.max_streams}")
         if self.max_connection_age < 0 or self.max_connection_age_grace < 0:
             raise ConfigError("max_connection_age and its grace must be >= 0 (0 = never)")
+        if not 0 < self.handshake_timeout <= 3600:
+            raise ConfigError(
+                f"handshake_timeout must be in (0, 3600] seconds, got {self.handshake_timeout}"
+            )
         if self.stream_idle_timeout < 0:
             raise ConfigError(
                 f"stream_idle_timeout must be >= 0 (0 = never), got {self.stream_idle_timeout}"

@@ -53,6 +53,7 @@ def test_operations_defaults_are_safe() -> None:
     assert (settings.tls_cert, settings.tls_key, settings.tls_client_ca) == ("", "", "")
     assert settings.auth_token_file == "" and settings.tls is False
     assert settings.grace == 10.0
+    assert settings.handshake_timeout == 10.0  # gRPC's own is 120 s
 
 
 @pytest.mark.parametrize(
@@ -113,6 +114,8 @@ def test_flags_of_the_operations_settings(monkeypatch: pytest.MonkeyPatch) -> No
         {"ACTGRAD_TLS_KEY": "/a.key"},  # without a certificate
         {"ACTGRAD_TLS_CLIENT_CA": "/ca.pem"},  # mutual TLS without TLS
         {"ACTGRAD_GRACE": "-1"},
+        {"ACTGRAD_HANDSHAKE_TIMEOUT": "0"},
+        {"ACTGRAD_HANDSHAKE_TIMEOUT": "7200"},
     ],
 )
 def test_bad_operations_settings_are_config_errors(env: dict[str, str]) -> None:
