@@ -174,7 +174,7 @@ def wire(op: Op, x: Array, chunking: Chunking, *, serialize: bool = False) -> Wi
     else:
         rpc = builder._softmax_rpc(x, **op.params)
     streamed = isinstance(rpc, _StreamRpc)
-    requests = rpc.requests if streamed else iter((rpc.request,))
+    requests = rpc.requests() if streamed else iter((rpc.request,))
     sizes: list[int] = []
     messages: list[bytes] = []
     for request in requests:

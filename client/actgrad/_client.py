@@ -70,6 +70,17 @@ _NO_ANSWER = RETRYABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}
 DEFAULT_DENSE_ACTIVATION = "relu"
 
 
+def _refused_while_sending(exc: grpc.RpcError) -> bool:
+    """True for grpc.aio's INTERNAL "Internal error from Core" of a stream whose chunk
+    could not be sent because the server had already ended the call: grpc.aio then
+    records INTERNAL in place of the server's status (a draining server's
+    UNAVAILABLE, seen every time such a stream was refused)."""
+    if exc.code() is not grpc.StatusCode.INTERNAL:
+        return False
+    debug = getattr(exc, "debug_error_string", None)
+    return callable(debug) and "SendMessageOperation" in str(debug())
+
+
 class _BaseClient(RequestBuilder):
     """Options, request building and response decoding shared by both clients."""
 
@@ -205,10 +216,10 @@ class _BaseClient(RequestBuilder):
             self._reached = True
 
     def _retry_pause(
-        self, rpc: Rpc[Any], exc: grpc.RpcError, attempt: int, begun: float, end: float
+        self, service: str, code: grpc.StatusCode, attempt: int, begun: float, end: float
     ) -> float | None:
-        """Seconds to wait before trying `rpc` (first tried at monotonic `begun`)
-        again after `exc`, or None for no retry.
+        """Seconds to wait before trying a call of `service` (first tried at
+        monotonic `begun`) again after `exc`, or None for no retry.
 
         Calls of the activation service are retried on RETRYABLE codes, within the
         deadline and `max_attempts`; while this client has never reached its
@@ -216,11 +227,11 @@ class _BaseClient(RequestBuilder):
         of the call's start. Health checks never are (a probe wants the first
         answer).
         """
-        if rpc.service != "activation":
+        if service != "activation":
             return None
         if self._max_attempts is not None and attempt >= self._max_attempts:
             return None
-        if exc.code() not in RETRYABLE:
+        if code not in RETRYABLE:
             return None
         now = time.monotonic()
         remaining = end - now
@@ -309,8 +320,8 @@ class Client(_BaseClient):
     so a drain and restart of the server loses no call. Every RPC is a pure
     function of its request, so this is always safe. `max_attempts` caps the
     attempts (1 turns retries off; None, the default, leaves only the deadline).
-    No other status is retried, and neither are health checks nor streamed calls
-    (a stream's chunks are sent once).
+    No other status is retried, nor health checks; a streamed call is tried again
+    only when it failed before any of its answers came back.
 
     Inputs above `stream_threshold_bytes` (default 8 MiB) travel as a stream of
     chunks of about `chunk_bytes` (default 2 MiB) and are reassembled here, so a
@@ -421,7 +432,7 @@ class Client(_BaseClient):
                     response = method(rpc.request, **self._call_options(end, wait_for_ready=ready))
                 except grpc.RpcError as exc:
                     self._answered(exc.code())
-                    pause = self._retry_pause(rpc, exc, attempt, begun, end)
+                    pause = self._retry_pause(rpc.service, exc.code(), attempt, begun, end)
                     if pause is None:
                         fallback = self._fallback(rpc, exc)
                         break
@@ -436,23 +447,36 @@ class Client(_BaseClient):
         return self._run(fallback, end)
 
     def _invoke_stream(self, rpc: StreamRpc[ResultT], end: float) -> ResultT:
-        call = getattr(self._stub_in_turn("activation"), rpc.method)(
-            rpc.requests,
-            **self._call_options(end, wait_for_ready=self._waits_for_ready("activation")),
-        )
-        received = 0
-        try:
-            for response in call:
-                rpc.accept(received, response)
-                received += 1
-        except grpc.RpcError as exc:
-            self._answered(exc.code())
-            raise self._error(exc) from exc
-        except BaseException:
-            call.cancel()
-            raise
-        self._answered(None)
-        return rpc.finish(received)
+        ready = self._waits_for_ready("activation")
+        attempt = 1
+        begun = time.monotonic()
+        while True:
+            call = getattr(self._stub_in_turn("activation"), rpc.method)(
+                rpc.requests(), **self._call_options(end, wait_for_ready=ready)
+            )
+            received = 0
+            try:
+                for response in call:
+                    rpc.accept(received, response)
+                    received += 1
+            except grpc.RpcError as exc:
+                self._answered(exc.code())
+                # Tried again only while no answer came back: nothing was placed.
+                pause = (
+                    self._retry_pause("activation", exc.code(), attempt, begun, end)
+                    if received == 0
+                    else None
+                )
+                if pause is None:
+                    raise self._error(exc) from exc
+                time.sleep(pause)
+                attempt += 1
+                continue
+            except BaseException:
+                call.cancel()
+                raise
+            self._answered(None)
+            return rpc.finish(received)
 
     def activate(
         self, x: Any, function: str, /, *, timeout: float | None = None, **params: Any
@@ -774,7 +798,7 @@ class AsyncClient(_BaseClient):
                     )
                 except grpc.RpcError as exc:
                     self._answered(exc.code())
-                    pause = self._retry_pause(rpc, exc, attempt, begun, end)
+                    pause = self._retry_pause(rpc.service, exc.code(), attempt, begun, end)
                     if pause is None:
                         fallback = self._fallback(rpc, exc)
                         break
@@ -789,24 +813,44 @@ class AsyncClient(_BaseClient):
         return await self._run(fallback, end)
 
     async def _invoke_stream(self, rpc: StreamRpc[ResultT], end: float) -> ResultT:
-        stub = self._connected_stub("activation")
-        call = getattr(stub, rpc.method)(
-            rpc.requests,
-            **self._call_options(end, wait_for_ready=self._waits_for_ready("activation")),
-        )
-        received = 0
-        try:
-            async for response in call:
-                rpc.accept(received, response)
-                received += 1
-        except grpc.RpcError as exc:
-            self._answered(exc.code())
-            raise self._error(exc) from exc
-        except BaseException:
-            call.cancel()
-            raise
-        self._answered(None)
-        return rpc.finish(received)
+        ready = self._waits_for_ready("activation")
+        attempt = 1
+        begun = time.monotonic()
+        while True:
+            stub = self._connected_stub("activation")
+            call = getattr(stub, rpc.method)(
+                rpc.requests(), **self._call_options(end, wait_for_ready=ready)
+            )
+            received = 0
+            try:
+                async for response in call:
+                    rpc.accept(received, response)
+                    received += 1
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if received == 0 and _refused_while_sending(exc):
+                    code = grpc.StatusCode.UNAVAILABLE
+                self._answered(code)
+                # Tried again only while no answer came back: nothing was placed.
+                pause = (
+                    self._retry_pause("activation", code, attempt, begun, end)
+                    if received == 0
+                    else None
+                )
+                if pause is None:
+                    if code is not exc.code():
+                        raise UnavailableError(
+                            "the server ended the stream before reading it (draining?)"
+                        ) from exc
+                    raise self._error(exc) from exc
+                await asyncio.sleep(pause)
+                attempt += 1
+                continue
+            except BaseException:
+                call.cancel()
+                raise
+            self._answered(None)
+            return rpc.finish(received)
 
     async def activate(
         self, x: Any, function: str, /, *, timeout: float | None = None, **params: Any

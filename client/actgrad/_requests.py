@@ -108,14 +108,14 @@ class Rpc(Generic[ResultT]):
 class StreamRpc(Generic[ResultT]):
     """A prepared chunked call: one request per chunk, one response per chunk.
 
-    `requests` yields the chunk requests lazily (so only a few are in memory at
-    once), `accept(k, response)` writes chunk k's result into place and
-    `finish(received)` returns the whole result, or raises when the stream ended
-    before every chunk was answered.
+    `requests()` yields the chunk requests lazily (so only a few are in memory at
+    once; called again for each attempt), `accept(k, response)` writes chunk k's
+    result into place and `finish(received)` returns the whole result, or raises
+    when the stream ended before every chunk was answered.
     """
 
     method: str
-    requests: Iterator[Request]
+    requests: Callable[[], Iterator[Request]]
     accept: Callable[[int, Any], None]
     finish: Callable[[int], ResultT]
 
@@ -433,7 +433,7 @@ class RequestBuilder:
         def accept(k: int, response: activation_pb2.ActivateResponse) -> None:
             place_chunk(plan, out, k, response.output, field="output")
 
-        return StreamRpc("ActivateStream", requests(), accept, stream_finisher(plan, lambda: out))
+        return StreamRpc("ActivateStream", requests, accept, stream_finisher(plan, lambda: out))
 
     def _activate_rpc(
         self, x: Any, function: str, params: Mapping[str, Any], *, lend: bool = False
@@ -626,7 +626,7 @@ class RequestBuilder:
                 output=output,
             )
 
-        return StreamRpc("GradientStream", requests(), accept, stream_finisher(plan, result))
+        return StreamRpc("GradientStream", requests, accept, stream_finisher(plan, result))
 
     def _softmax_rpc(
         self, x: Any, *, axis: int, temperature: float, log: bool, lend: bool = False
@@ -692,7 +692,7 @@ class RequestBuilder:
         def accept(k: int, response: activation_pb2.SoftmaxResponse) -> None:
             place_chunk(plan, out, k, response.output, field="output")
 
-        return StreamRpc("SoftmaxStream", requests(), accept, stream_finisher(plan, lambda: out))
+        return StreamRpc("SoftmaxStream", requests, accept, stream_finisher(plan, lambda: out))
 
     def _dense_layer(
         self,
@@ -855,7 +855,7 @@ class RequestBuilder:
                 )
             return pick({**placed, **{n: t.astype(dtype) for n, t in totals.items()}})
 
-        return StreamRpc("DenseStream", requests(), accept, finish)
+        return StreamRpc("DenseStream", requests, accept, finish)
 
     def _gradient_flow_rpc(
         self,
