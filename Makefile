@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+TORCH_STAMP := $(VENV)/.torch-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: install lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy soak
+.PHONY: install torch lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy soak
 
 # Every version comes from the hash-pinned lock (requirements/dev.txt: runtime, dev,
-# bench, pip and setuptools); the project itself is installed editable on top.
+# bench, pip and setuptools; all from PyPI); the project itself is installed editable
+# on top.
 LOCK := requirements/dev.txt
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,18 +21,52 @@ $(STAMP): $(LOCK) pyproject.toml
 
 install: $(STAMP)
 
+# PyTorch for the cross-checks against autograd (tests that need it skip, loudly, where
+# it is missing; ACTGRAD_REQUIRE_TORCH=1 fails them instead). Its CPU build is not on
+# PyPI, whose torch for Linux is a multi-GB CUDA build: the lock pins the CPU wheel
+# (torch==2.13.0+cpu, with its hash), which installs where pip finds it (this machine's
+# find-links, or TORCH_INDEX=https://download.pytorch.org/whl/cpu); elsewhere this
+# target says how to get it and installs nothing.
+TORCH_LOCK := requirements/torch-cpu.txt
+TORCH_INDEX ?=
+TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+$(TORCH_STAMP): $(TORCH_LOCK) $(STAMP)
+	@torch=$$(sed -n 's/^\(torch==[^ ]*\).*/\1/p' $(TORCH_LOCK)); \
+	if ! out=$$($(PY) -m pip install --dry-run --no-deps $(TORCH_PIP_ARGS) "$$torch" 2>&1); then \
+		echo "$$out" | tail -n 3 >&2; \
+		echo "" >&2; \
+		echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2; \
+		echo "!! make torch: pip cannot find $$torch, PyTorch's CPU build (PyPI does not" >&2; \
+		echo "!! have it; its torch for Linux is a multi-GB CUDA build, never installed here)." >&2; \
+		echo "!! Get it from PyTorch's CPU index:" >&2; \
+		echo "!!     make torch TORCH_INDEX=https://download.pytorch.org/whl/cpu" >&2; \
+		echo "!! Until then \`make test\` skips the PyTorch cross-checks and says so at its end." >&2; \
+		echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2; \
+		exit 1; \
+	fi
+	$(PY) -m pip install --quiet --require-hashes $(TORCH_PIP_ARGS) -r $(TORCH_LOCK)
+	touch $(TORCH_STAMP)
+
+torch: $(TORCH_STAMP)
+
 # Renews the locks from pyproject.toml's ranges: the only way versions move. Then run
 # `make bench` and compare with docs/performance.md (a dependency bump once made one
 # onnxruntime kernel 16x slower). LOCK_ARGS="--upgrade-package onnxruntime" moves one.
+# All but torch's are resolved against PyPI alone, so that every pin exists there; the
+# torch lock with this machine's pip configuration, which must reach the CPU build.
 LOCK_ARGS ?= --upgrade
 PIP_COMPILE = $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links
+PYPI_ONLY := scripts/pypi_only.sh
 lock: install
-	$(PIP_COMPILE) $(LOCK_ARGS) --extra server --extra dev --extra bench \
+	$(PYPI_ONLY) $(PIP_COMPILE) $(LOCK_ARGS) --extra server --extra dev --extra bench \
 		-o requirements/dev.txt pyproject.toml requirements/tools.in
-	$(PIP_COMPILE) -o requirements/build.txt requirements/tools.in requirements/runtime.in
-	$(PIP_COMPILE) --extra server -o requirements/server.txt pyproject.toml requirements/runtime.in
-	$(PIP_COMPILE) --extra cuda -o requirements/cuda.txt pyproject.toml requirements/runtime.in
+	$(PYPI_ONLY) $(PIP_COMPILE) -o requirements/build.txt requirements/tools.in requirements/runtime.in
+	$(PYPI_ONLY) $(PIP_COMPILE) --extra server -o requirements/server.txt pyproject.toml \
+		requirements/runtime.in
+	$(PYPI_ONLY) $(PIP_COMPILE) --extra cuda -o requirements/cuda.txt pyproject.toml \
+		requirements/runtime.in
+	$(PIP_COMPILE) $(LOCK_ARGS) $(TORCH_PIP_ARGS) -o $(TORCH_LOCK) requirements/torch.in
 
 # The Node.js client test's npm packages (tests/node), pinned by its package-lock.json.
 NODE_DIR := tests/node

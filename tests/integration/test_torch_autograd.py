@@ -2,7 +2,8 @@
 
 The torch side is tests/unit/torch_reference.py (the same networks from torch's own
 operators); tests/unit/test_flow_torch.py covers every function, init and option in
-process, and says where torch is the less accurate side.
+process, and says where torch is the less accurate side. Without torch (`make torch`)
+this module is skipped, loudly (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 import torch_reference  # type: ignore[import-not-found,unused-ignore]
 
+torch = pytest.importorskip("torch")  # the skip already came with torch_reference
 torch.set_num_threads(1)
 
 
