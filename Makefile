@@ -3,11 +3,22 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+SERVE_STAMP := $(VENV)/.serve-stamp
 TORCH_STAMP := $(VENV)/.torch-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
 .PHONY: install torch lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy soak
+
+# The project editable, and its two source folders on sys.path (a .pth file): setuptools'
+# editable finder runs after the path search, so a folder named `actgrad` in the current
+# directory (this clone, seen from the folder holding it) would otherwise be imported as
+# an empty namespace package instead (tests/integration/test_install.py).
+define INSTALL_PROJECT
+$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), \
+	"actgrad-sources.pth").write_text("".join(f"{pathlib.Path(d).resolve()}\n" for d in ("client", "server")))'
+endef
 
 # Every version comes from the hash-pinned lock (requirements/dev.txt: runtime, dev,
 # bench, pip and setuptools; all from PyPI); the project itself is installed editable
@@ -16,10 +27,20 @@ LOCK := requirements/dev.txt
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(INSTALL_PROJECT)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# What serving needs and nothing else: the runtime lock (requirements/server.txt, the
+# CPU image's), pip and setuptools (requirements/build.txt) and the project. A stamp of
+# its own: `make test` after `make serve` still installs the dev lock on top.
+SERVE_LOCKS := requirements/build.txt requirements/server.txt
+$(SERVE_STAMP): $(SERVE_LOCKS) pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes $(addprefix -r ,$(SERVE_LOCKS))
+	$(INSTALL_PROJECT)
+	touch $(SERVE_STAMP)
 
 # PyTorch for the cross-checks against autograd (tests that need it skip, loudly, where
 # it is missing; ACTGRAD_REQUIRE_TORCH=1 fails them instead). Its CPU build is not on
@@ -86,7 +107,7 @@ deploy-deps:
 deploy: install deploy-deps
 	$(PY) -m pytest tests/deploy
 
-serve: install
+serve: $(SERVE_STAMP)
 	$(VENV)/bin/actgrad serve --host $(HOST) --port $(PORT)
 
 stubs: install
