@@ -1,4 +1,5 @@
-# actgrad: `make serve` and `make test` set up everything on a fresh machine.
+# actgrad: `make serve` and `make test` set up everything on a fresh machine whose pip
+# reaches PyPI (`make check-pypi` proves it on a fresh clone).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ TORCH_STAMP := $(VENV)/.torch-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: install torch lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy soak
+.PHONY: install torch check-pypi lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy soak
 
 # The project editable, and its two source folders on sys.path (a .pth file): setuptools'
 # editable finder runs after the path search, so a folder named `actgrad` in the current
@@ -69,6 +70,13 @@ $(TORCH_STAMP): $(TORCH_LOCK) $(STAMP)
 	touch $(TORCH_STAMP)
 
 torch: $(TORCH_STAMP)
+
+# The README's commands where pip reaches PyPI alone (no pip configuration, no PIP_*
+# settings: scripts/pypi_only.sh), on a fresh clone of HEAD in a temporary folder:
+# `make serve` answers, `make install` installs the dev lock, `make torch` refuses
+# without installing anything, and every other lock's pins exist there.
+check-pypi:
+	scripts/check_pypi.sh
 
 # Renews the locks from pyproject.toml's ranges: the only way versions move. Then run
 # `make bench` and compare with docs/performance.md (a dependency bump once made one
