@@ -31,7 +31,7 @@ def _forward(x: npt.NDArray[Any], name: str, params: dict[str, Any]) -> npt.NDAr
 class FakeClient:
     instances: list[FakeClient] = []  # noqa: RUF012 (test bookkeeping)
 
-    def __init__(self, target: str, *, timeout: float) -> None:
+    def __init__(self, target: str, *, timeout: float, wait_for_ready: bool) -> None:
         self.calls: list[tuple[str, str, tuple[int, ...], dict[str, Any]]] = []
         FakeClient.instances.append(self)
 
