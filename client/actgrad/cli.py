@@ -52,7 +52,10 @@ __all__ = ["build_parser", "main", "parse_param"]
 TARGET_ENV = "ACTGRAD_TARGET"
 _DTYPE_NAMES = [info.name for info in wire.DTYPES]
 _SERVER_HINT = "install the server with: pip install 'actgrad[server]'"
-_PLOT_HINT = "install it with: pip install 'actgrad[plot]'"
+_PLOT_HINT = (
+    "install it with the plot extra of your actgrad clone (PyPI's 'actgrad' is another "
+    "project): pip install '/path/to/actgrad[plot]' (`make install` has it)"
+)
 
 # A handler prints its result; it may return an exit status (None = 0).
 Handler = Callable[[Client, argparse.Namespace, TextIO], int | None]
@@ -490,10 +493,7 @@ def _pyplot() -> Any:
     try:
         matplotlib = importlib.import_module("matplotlib")
     except ImportError:
-        raise ValueError(
-            "--plot needs matplotlib, which is not installed; install it with: "
-            "pip install 'actgrad[plot]'"
-        ) from None
+        raise ValueError(f"--plot needs matplotlib, which is not installed; {_PLOT_HINT}") from None
     matplotlib.use("Agg")
     return importlib.import_module("matplotlib.pyplot")
 
