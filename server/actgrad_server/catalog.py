@@ -1095,11 +1095,11 @@ def bind(
     known = {p.name for p in function.params}
     for name in params:
         if name not in known:
-            allowed = ", ".join(sorted(known)) or "none"
-            raise InvalidArgument(
-                f"{field_prefix}[{shown(name)}]: unknown parameter for {function.name} "
-                f"(allowed: {allowed})"
-            )
+            where = f"{field_prefix}[{shown(name)}]: unknown parameter"
+            if not known:
+                raise InvalidArgument(f"{where}; {function.name} takes no parameters")
+            allowed = ", ".join(sorted(known))
+            raise InvalidArgument(f"{where} for {function.name} (allowed: {allowed})")
     scalars: dict[str, float] = {}
     tensors: dict[str, npt.NDArray[Any]] = {}
     static: list[tuple[str, Any]] = []

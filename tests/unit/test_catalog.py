@@ -112,7 +112,8 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(
     ("name", "params", "fragment"),
     [
-        ("relu", {"alpha": 0.1}, "unknown parameter"),
+        ("relu", {"alpha": 0.1}, "unknown parameter; relu takes no parameters"),
+        ("leaky_relu", {"slope": 0.1}, "unknown parameter for leaky_relu (allowed: alpha)"),
         ("leaky_relu", {"alpha": True}, "number"),
         ("leaky_relu", {"alpha": float("inf")}, "finite"),
         ("softmax", {"temperature": 0.0}, "> 0"),
