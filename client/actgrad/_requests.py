@@ -968,6 +968,7 @@ def _as_dtype(value: Any, dtype: np.dtype[Any], *, name: str) -> npt.NDArray[Any
     complex numbers and objects are not numbers the server can take.
     """
     array = np.asarray(value)
+    wire.check_numbers(value, array, name=name)
     is_bfloat16 = array.dtype == wire.dtype_info("bfloat16").numpy
     if array.dtype.kind not in "fiu" and not is_bfloat16:
         raise TypeError(f"{name}: {array.dtype} values cannot be converted to {dtype}")

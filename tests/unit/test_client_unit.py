@@ -127,6 +127,13 @@ def test_non_numeric_tensor_params_raise_type_error(value: Any) -> None:
         make_base()._activate_rpc([1.0], "prelu", {"slope": value})
 
 
+def test_a_string_in_a_companion_tensor_is_named() -> None:
+    with pytest.raises(TypeError, match=r"^parameter 'slope': expected numbers, got str 'a'$"):
+        make_base()._activate_rpc([1.0, -1.0], "prelu", {"slope": [0.1, "a"]})
+    with pytest.raises(TypeError, match=r"^grad_output: expected numbers, got None$"):
+        make_base()._gradient_rpc([1.0], "relu", {}, grad_output=[None], return_output=False)
+
+
 def test_int_param_outside_int64_is_refused() -> None:
     with pytest.raises(ValueError, match="int64"):
         make_base()._activate_rpc([1.0], "f", {"n": 2**63})

@@ -55,6 +55,25 @@ def test_lists_become_float64() -> None:
     assert to_float_array([1.5, 2.0]).dtype == np.float64
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([1.0, "2"], "x: expected numbers, got str '2'"),
+        ([[1.0], [None]], "x: expected numbers, got None"),
+        ([1.0, b"2"], "x: expected numbers, got bytes b'2'"),
+        ("abc", "x: expected numbers, got str 'abc'"),
+        ([1.0, "y" * 100], "x: expected numbers, got str '" + "y" * 39 + "..."),
+        (np.array(["1.5"]), "x: expected numbers, got an array of dtype <U3"),
+    ],
+)
+def test_text_and_objects_are_refused_as_not_numbers(value: object, message: str) -> None:
+    """numpy makes an array of strings (dtype <U32) of a list holding one string: the
+    message names what is not a number instead."""
+    with pytest.raises(TypeError) as info:
+        to_float_array(value)
+    assert str(info.value) == message
+
+
 def _raw(dtype: int, shape: list[int], data: bytes) -> tensor_pb2.Tensor:
     return tensor_pb2.Tensor(dtype=dtype, shape=shape, data=data)  # type: ignore[arg-type]
 

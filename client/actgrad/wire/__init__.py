@@ -17,6 +17,7 @@ from actgrad.wire.frames import Codec, Frame, Outgoing, Parsed, Prepared, codec_
 from actgrad.wire.params import parse_param_value
 from actgrad.wire.tensors import (
     TensorError,
+    check_numbers,
     check_shape,
     decode,
     encode,
@@ -35,6 +36,7 @@ __all__ = [
     "Parsed",
     "Prepared",
     "TensorError",
+    "check_numbers",
     "check_shape",
     "codec_for",
     "decode",

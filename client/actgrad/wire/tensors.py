@@ -42,7 +42,8 @@ def to_float_array(value: Any, *, name: str = "x") -> npt.NDArray[Any]:
     Lists and scalars become float64 unless they already are float32/16/bf16
     numpy values; non-contiguous and big-endian arrays are copied. Integer,
     boolean, complex and object arrays raise TypeError: converting them
-    silently would hide a caller's mistake.
+    silently would hide a caller's mistake; so do text and a list holding
+    anything but numbers (`check_numbers`).
     """
     if isinstance(value, np.ndarray | np.generic):
         array = np.asarray(value)
@@ -55,6 +56,7 @@ def to_float_array(value: Any, *, name: str = "x") -> npt.NDArray[Any]:
             )
         if array.dtype.kind in "iub" and array.size == 0:
             array = array.astype(np.float64)
+    check_numbers(value, array, name=name)
     try:
         info = dtype_info(array.dtype)
     except KeyError:
@@ -64,6 +66,44 @@ def to_float_array(value: Any, *, name: str = "x") -> npt.NDArray[Any]:
     if array.dtype != info.numpy or not array.flags.c_contiguous:
         array = np.ascontiguousarray(array, dtype=info.numpy)
     return array
+
+
+_SHOWN = 40
+
+
+def check_numbers(value: Any, array: npt.NDArray[Any], *, name: str) -> None:
+    """TypeError naming the first item of `value` that is not a number, where numpy made
+    `array` of text, bytes or Python objects.
+
+    Example: ``[1.0, "2"]`` (an array of dtype <U32 to numpy) gives ``x: expected
+    numbers, got str '2'``.
+    """
+    if array.dtype.kind not in "USO":
+        return
+    if isinstance(value, np.ndarray | np.generic):
+        raise TypeError(f"{name}: expected numbers, got an array of dtype {array.dtype}")
+    found = _non_number(value)
+    if found is None or found[0] is None:
+        raise TypeError(
+            f"{name}: expected numbers, got {'None' if found else type(value).__name__}"
+        )
+    text = repr(found[0])
+    if len(text) > _SHOWN:
+        text = text[:_SHOWN] + "..."
+    raise TypeError(f"{name}: expected numbers, got {type(found[0]).__name__} {text}")
+
+
+def _non_number(value: Any) -> tuple[Any] | None:
+    """(the first item of `value`, nested lists walked, that is not a number,) or None."""
+    if isinstance(value, list | tuple):
+        for item in value:
+            found = _non_number(item)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, int | float | complex | np.number | np.bool_):
+        return None
+    return (value,)
 
 
 def wire_dtype(value: int, *, field: str) -> DTypeInfo:
