@@ -17,7 +17,9 @@ Examples::
     actgrad export-triton repo/ --functions gelu   # a Triton model repository (server package)
 
 Negative numbers are values, not options (``-1``, ``-1e-3``, ``-inf``); ``--``
-also ends the options as usual. ``--target`` defaults to ``$ACTGRAD_TARGET``,
+also ends the options as usual. Values are float64 unless ``--dtype`` says
+otherwise, as the SDK takes Python numbers and lists (a numpy array keeps its own
+dtype there); results come back in that dtype. ``--target`` defaults to ``$ACTGRAD_TARGET``,
 else localhost:50051; ``--ca-file``, ``--cert-file``/``--key-file`` and
 ``--token-file`` connect to a server with TLS, mutual TLS or bearer tokens. A
 failed call prints ``error: <CODE>: <details>`` to stderr and exits with 1;
@@ -51,6 +53,8 @@ __all__ = ["build_parser", "main", "parse_param"]
 
 TARGET_ENV = "ACTGRAD_TARGET"
 _DTYPE_NAMES = [info.name for info in wire.DTYPES]
+# The dtype the SDK gives Python numbers and lists: the CLI's values are those.
+_VALUES_DTYPE = wire.to_float_array([0.0]).dtype.name
 _SERVER_HINT = "install the server with: pip install 'actgrad[server]'"
 _PLOT_HINT = (
     "install it with the plot extra of your actgrad clone (PyPI's 'actgrad' is another "
@@ -251,7 +255,11 @@ def build_parser(*, default_target: str = DEFAULT_TARGET) -> argparse.ArgumentPa
 def _add_tensor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("values", nargs="+", type=float, metavar="VALUES", help="input values")
     parser.add_argument(
-        "--dtype", choices=_DTYPE_NAMES, default="float64", help="input dtype (default: float64)"
+        "--dtype",
+        choices=_DTYPE_NAMES,
+        default=_VALUES_DTYPE,
+        help=f"input dtype, also the result's (default: {_VALUES_DTYPE}, what the SDK makes of "
+        "a Python list; a numpy array keeps its own dtype there)",
     )
     parser.add_argument(
         "--shape", nargs="+", type=int, metavar="DIM", help="reshape the values (e.g. 2 3)"
@@ -290,7 +298,8 @@ def _add_dense_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grad",
         action="store_true",
-        help="print grad_input, grad_weight, grad_bias (and parameter gradients) instead",
+        help="also print grad_input, grad_weight, grad_bias (and parameter gradients) after "
+        "the output",
     )
     parser.add_argument(
         "--grad-output",
@@ -410,7 +419,7 @@ def _cmd_dense(client: Client, args: argparse.Namespace, out: TextIO) -> None:
         if args.grad_output is not None:
             raise ValueError("--grad-output needs --grad")
         y = client.dense(x, weight, bias, activation=args.activation, **params)
-        out.write(format_values(y) + "\n")
+        out.write(f"output: {format_values(y)}\n")
         return
     grad_output = None
     if args.grad_output is not None:
@@ -423,8 +432,16 @@ def _cmd_dense(client: Client, args: argparse.Namespace, out: TextIO) -> None:
             )
         grad_output = grad_output.reshape(z_shape)
     result = client.dense_vjp(
-        x, weight, bias, activation=args.activation, grad_output=grad_output, **params
+        x,
+        weight,
+        bias,
+        activation=args.activation,
+        grad_output=grad_output,
+        return_output=True,
+        **params,
     )
+    assert result.output is not None  # asked for
+    out.write(f"output: {format_values(result.output)}\n")
     out.write(f"grad_input: {format_values(result.grad_input)}\n")
     out.write(f"grad_weight: {format_values(result.grad_weight)}\n")
     out.write(f"grad_bias: {format_values(result.grad_bias)}\n")

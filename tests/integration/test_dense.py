@@ -345,10 +345,11 @@ def test_dense_command(server: Any, capsys: pytest.CaptureFixture[str]) -> None:
     target = ["--target", f"127.0.0.1:{server.port}"]
     neuron = ["1", "2", "--weight", "0.5", "-0.25", "--bias", "0.1"]
     assert cli.main(["dense", *neuron, "--activation", "relu", *target]) == 0
-    assert capsys.readouterr().out.split() == [str(np.float64(0.1))]
+    assert capsys.readouterr().out.splitlines() == [f"output: {np.float64(0.1)}"]
     grad = ["--grad", "--grad-output", "2"]
     assert cli.main(["dense", *neuron, "--activation", "relu", *grad, *target]) == 0
     assert capsys.readouterr().out.splitlines() == [
+        f"output: {np.float64(0.1)}",
         "grad_input: 1.0 -0.5",
         "grad_weight: 2.0 4.0",
         "grad_bias: 2.0",

@@ -136,6 +136,22 @@ def test_bad_command_lines_exit_2(argv: list[str], capsys: pytest.CaptureFixture
     assert "error:" in capsys.readouterr().err
 
 
+def test_values_take_the_sdks_dtype_for_python_lists_and_help_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One rule for the CLI and the SDK: values are what the SDK makes of a Python list."""
+    sdk = wire.to_float_array([0.5]).dtype.name
+    for command in ("call", "grad", "softmax", "dense"):
+        argv = [command, *(["relu"] if command in ("call", "grad") else []), "1"]
+        if command == "dense":
+            argv += ["--weight", "1"]
+        assert parse(*argv).dtype == sdk
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"], environ={})
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"(default: {sdk}, what the SDK makes of a Python list;" in text, command
+
+
 # -- commands against a fake client ----------------------------------------------
 
 
