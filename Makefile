@@ -9,7 +9,7 @@ TORCH_STAMP := $(VENV)/.torch-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: install torch check-pypi lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy soak
+.PHONY: install torch check-pypi lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy soak soak-drain
 
 # The project editable, and its two source folders on sys.path (a .pth file): setuptools'
 # editable finder runs after the path search, so a folder named `actgrad` in the current
@@ -164,6 +164,14 @@ bench-settings: install
 SOAK_MINUTES ?= 3
 soak: install
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) scripts/soak.py
+
+# Drain/restart cycles under load (not a test): DRAIN_CYCLES (default 150) cycles of
+# SIGTERM and restart of `actgrad serve --workers 2`, then rolling drains of three
+# servers behind round_robin; lost calls by code printed, exit 1 on any.
+DRAIN_CYCLES ?= 150
+soak-drain: install
+	$(PY) scripts/drain_cycles.py --mode restart --cycles $(DRAIN_CYCLES)
+	$(PY) scripts/drain_cycles.py --mode rolling --cycles $(DRAIN_CYCLES)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -62,6 +62,8 @@ FUNCTIONS = {
     ),
 }
 BARE_TIMEOUT = 30.0
+#: gRPC channel arguments for the SDK callers (--channel-option), to try settings.
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = []
 START_TIMEOUT = 120.0
 
 
@@ -139,7 +141,9 @@ def sdk_caller(
     target: str, balancing: str | None, ready: bool, seed: int, stop: threading.Event, tally: Tally
 ) -> None:
     rng = np.random.default_rng(seed)
-    options = {"wait_for_ready": True} if ready else {}
+    options: dict[str, Any] = {"wait_for_ready": True} if ready else {}
+    if CHANNEL_OPTIONS:
+        options["options"] = CHANNEL_OPTIONS
     with Client(target, load_balancing=balancing, **options) as client:
         while not stop.is_set():
             size = int(rng.choice(SIZES))
@@ -197,7 +201,17 @@ def main() -> int:
     parser.add_argument(
         "--wait-for-ready", action="store_true", help="SDK callers wait for ready (not the default)"
     )
+    parser.add_argument(
+        "--channel-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a gRPC channel argument for the SDK callers (integers as such), repeatable",
+    )
     args = parser.parse_args()
+    for option in args.channel_option:
+        key, _, value = option.partition("=")
+        CHANNEL_OPTIONS.append((key, int(value) if value.lstrip("-").isdigit() else value))
     random.seed(args.seed)
 
     count, workers = (1, args.workers) if args.mode == "restart" else (3, 1)
