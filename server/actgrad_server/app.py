@@ -21,7 +21,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -36,7 +35,7 @@ from actgrad.v1 import activation_pb2
 from actgrad_server import health, security
 from actgrad_server._malloc import release_free_memory
 from actgrad_server.api import activation
-from actgrad_server.api._interceptors import CallInterceptor, StreamGuard
+from actgrad_server.api._interceptors import CallInterceptor, CallPool, StreamGuard
 from actgrad_server.config import OPEN_SLOTS, Settings
 from actgrad_server.engine import Engine
 from actgrad_server.errors import ConfigError
@@ -141,9 +140,7 @@ class ActgradServer:
         # Streaming calls run on their own pool, within an idle timeout.
         self._streams = StreamGuard(settings.stream_slots, settings.stream_idle_timeout)
         # Health runs on a pool of its own: a probe never waits behind the work.
-        self._open_executor = futures.ThreadPoolExecutor(
-            max_workers=OPEN_SLOTS, thread_name_prefix="actgrad-health"
-        )
+        self._open_executor = CallPool(max_workers=OPEN_SLOTS, thread_name_prefix="actgrad-health")
         # Health stays open: orchestrators probe it without credentials, and it
         # says NOT_SERVING through the drain.
         interceptor = CallInterceptor(
@@ -158,7 +155,8 @@ class ActgradServer:
             access_log=settings.access_log,
             tracing=Tracing() if settings.tracing else None,
         )
-        self._executor = futures.ThreadPoolExecutor(
+        # Calls that end while they wait for a thread are logged and counted (CallPool).
+        self._executor = CallPool(
             max_workers=settings.threads, thread_name_prefix=_RPC_THREAD_PREFIX
         )
         self._server = grpc.server(

@@ -6,7 +6,8 @@ without an accepted bearer token (UNAUTHENTICATED), except to the open services
 (`StreamGuard`); gives each call a request id (the caller's ``x-request-id`` or a
 new uuid4), returns it in the trailing metadata, makes it the current id of the
 logs, records the call's metrics, writes the access log line, and skips calls whose
-caller already gave up.
+caller already gave up. `CallPool`, the thread pool of the server's calls, logs and
+counts the calls that gRPC ended in its queue without running their handler.
 
 It wraps the method handler of any kind (unary or streaming, either direction),
 so a new servicer is covered by registering it on the server and nothing else.
@@ -14,6 +15,7 @@ so a new servicer is covered by registering it on the server and nothing else.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import os
@@ -35,7 +37,7 @@ from actgrad_server.oip import model_table
 from actgrad_server.security import TokenSet
 from actgrad_server.tracing import CallSpan, Tracing
 
-__all__ = ["REQUEST_ID_KEY", "CallInterceptor", "StreamGuard"]
+__all__ = ["REQUEST_ID_KEY", "CallInterceptor", "CallPool", "StreamGuard"]
 
 _ACCESS = logging.getLogger("actgrad_server.access")
 _LOGGER = logging.getLogger(__name__)
@@ -68,6 +70,19 @@ def _code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     return result if isinstance(result, grpc.StatusCode) else None
 
 
+# gRPC ends a call at its deadline a few milliseconds before the deadline it reports
+# (time_remaining() was 3-4 ms there): a call ended this close to it is one whose
+# deadline passed, not one its caller cancelled.
+_DEADLINE_SLACK = 0.1
+
+
+def _ended_code(remaining: float | None) -> grpc.StatusCode:
+    """Why gRPC ended a call that had `remaining` seconds to its deadline (None: none)."""
+    if remaining is not None and remaining <= _DEADLINE_SLACK:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
 def _gone(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     """DEADLINE_EXCEEDED or CANCELLED when nobody waits for the answer any more."""
     if context.is_active():
@@ -75,10 +90,7 @@ def _gone(context: grpc.ServicerContext) -> grpc.StatusCode | None:
         if remaining is None or remaining > 0:
             return None
         return grpc.StatusCode.DEADLINE_EXCEEDED
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.CANCELLED
+    return _ended_code(context.time_remaining())
 
 
 def _behavior(function: Behavior | None) -> Behavior:
@@ -250,38 +262,19 @@ class _Observed:
         if code is None:
             # A handler that returned for a caller who is gone did not deliver.
             code = _code(self._context) or _gone(self._context) or grpc.StatusCode.OK
-        code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        if self._span is not None:
-            number = code.value[0] if isinstance(code, grpc.StatusCode) else 2  # UNKNOWN
-            self._span.end(number, code_name)
-        elapsed = time.perf_counter() - self._start
-        function, dtype = self._labels or ("", "")
-        metrics = self._owner.metrics
-        metrics.in_flight.dec()
-        metrics.record_finished(
-            self.rpc, function, dtype, code_name, elapsed, self.bytes_in, self.bytes_out
+        self._owner.metrics.in_flight.dec()
+        _record(
+            self._owner,
+            self.rpc,
+            code,
+            time.perf_counter() - self._start,
+            request_id=self.request_id,
+            span=self._span,
+            labels=self._labels or ("", ""),
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            peer=self._context.peer(),
         )
-        if self._owner.access_log:
-            _ACCESS.info(
-                "%s %s %.2fms in=%dB out=%dB",
-                self.rpc,
-                code_name,
-                elapsed * 1e3,
-                self.bytes_in,
-                self.bytes_out,
-                extra={
-                    "request_id": self.request_id,
-                    "trace_id": self.trace_id,
-                    "rpc": self.rpc,
-                    "code": code_name,
-                    "duration_ms": round(elapsed * 1e3, 3),
-                    "function": function,
-                    "dtype": dtype,
-                    "bytes_in": self.bytes_in,
-                    "bytes_out": self.bytes_out,
-                    "peer": self._context.peer(),
-                },
-            )
 
     def finish_on_error(self, exc: BaseException) -> None:
         # context.abort() raises after it recorded the code; a stream the caller
@@ -295,6 +288,142 @@ class _Observed:
                 else grpc.StatusCode.UNKNOWN
             )
         self.finish(code)
+
+
+def _record(
+    owner: CallInterceptor,
+    rpc: str,
+    code: grpc.StatusCode,
+    elapsed: float,
+    *,
+    request_id: str,
+    span: CallSpan | None,
+    labels: tuple[str, str],
+    bytes_in: int,
+    bytes_out: int,
+    peer: str,
+) -> None:
+    """One finished call's span end, metrics and access log line."""
+    code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    if span is not None:
+        number = code.value[0] if isinstance(code, grpc.StatusCode) else 2  # UNKNOWN
+        span.end(number, code_name)
+    function, dtype = labels
+    owner.metrics.record_finished(rpc, function, dtype, code_name, elapsed, bytes_in, bytes_out)
+    if owner.access_log:
+        _ACCESS.info(
+            "%s %s %.2fms in=%dB out=%dB",
+            rpc,
+            code_name,
+            elapsed * 1e3,
+            bytes_in,
+            bytes_out,
+            extra={
+                "request_id": request_id,
+                "trace_id": "-" if span is None else span.trace_id,
+                "rpc": rpc,
+                "code": code_name,
+                "duration_ms": round(elapsed * 1e3, 3),
+                "function": function,
+                "dtype": dtype,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "peer": peer,
+            },
+        )
+
+
+# -- calls that end in the queue ----------------------------------------------------------
+
+
+class _Accepted:
+    """A call from the moment gRPC accepted it (the interceptor ran) until its
+    handler starts (`begun`, set by `CallInterceptor.begin`)."""
+
+    __slots__ = ("begun", "metadata", "owner", "rpc", "since")
+
+    def __init__(self, owner: CallInterceptor, rpc: str, metadata: Any) -> None:
+        self.owner = owner
+        self.rpc = rpc
+        self.metadata = metadata
+        self.since = time.perf_counter()
+        self.begun = False
+
+    def dropped(self, deadline: float | None) -> None:
+        """gRPC ended the call without running its handler: logged and counted as
+        DEADLINE_EXCEEDED or CANCELLED, with the time it waited."""
+        remaining = None if deadline is None else deadline - time.time()
+        tracing = self.owner.tracing
+        _record(
+            self.owner,
+            self.rpc,
+            _ended_code(remaining),
+            time.perf_counter() - self.since,
+            request_id=_request_id(self.metadata),
+            span=None if tracing is None else tracing.start(self.rpc, self.metadata),
+            labels=("", ""),  # the request was never read
+            bytes_in=0,
+            bytes_out=0,
+            peer="-",
+        )
+
+
+# The call gRPC accepted, set by the interceptor in the call's own contextvars.Context:
+# grpcio runs the interceptor and, later, the call's thread-pool task in that context.
+_ACCEPTED: contextvars.ContextVar[_Accepted] = contextvars.ContextVar("actgrad_accepted")
+
+
+def _accepted(task: Callable[..., Any]) -> _Accepted | None:
+    """The accepted call whose thread-pool task `task` is, None for any other task.
+
+    grpcio submits each call as ``pool.submit(state.context.run, handle, rpc_event,
+    ...)``: the task is the `run` of the call's context.
+    """
+    context = getattr(task, "__self__", None)
+    return context.get(_ACCEPTED) if isinstance(context, contextvars.Context) else None
+
+
+def _deadline(args: tuple[Any, ...]) -> float | None:
+    """The call's deadline (time.time()'s clock) from the arguments grpcio passes its
+    task: the call's event, whose call_details hold it; None if none is found."""
+    for arg in args:
+        details = getattr(arg, "call_details", None)
+        if details is not None:
+            deadline = getattr(details, "deadline", None)
+            return float(deadline) if isinstance(deadline, int | float) else None
+    return None
+
+
+def _run_accepted(
+    accepted: _Accepted,
+    task: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    try:
+        return task(*args, **kwargs)
+    finally:
+        if not accepted.begun:
+            accepted.dropped(_deadline(args))
+
+
+class CallPool(futures.ThreadPoolExecutor):
+    """A thread pool for gRPC's calls that logs and counts those it never ran.
+
+    grpcio does not run the handler of a unary-request call that its caller
+    cancelled, or whose deadline passed, before a thread took it (it does not even
+    read the request), so the interceptor never sees its end. Each call's task is
+    watched here: one whose handler never started is finished as DEADLINE_EXCEEDED
+    or CANCELLED (its access log line has no function, dtype or peer, and its
+    duration is the time it waited). Every pool that runs calls is one of these:
+    the server's, the streams' (`StreamGuard`) and the open services'.
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        accepted = _accepted(fn)
+        if accepted is None:
+            return super().submit(fn, *args, **kwargs)
+        return super().submit(_run_accepted, accepted, fn, args, kwargs)
 
 
 class CallInterceptor(_ServerInterceptor):
@@ -353,6 +482,8 @@ class CallInterceptor(_ServerInterceptor):
         # grpc runs interceptors when it accepts a call, before the call waits for a
         # thread; `requests_received - requests` is thus the calls queued or running.
         route.received.inc()
+        # Watched until its handler starts, in case it ends in the queue (`CallPool`).
+        _ACCEPTED.set(_Accepted(self, route.rpc, handler_call_details.invocation_metadata))
         if not route.open:
             if self._refusing.is_set():
                 return route.refused(handler_call_details, _UNAVAILABLE)
@@ -365,6 +496,9 @@ class CallInterceptor(_ServerInterceptor):
     def begin(self, rpc: str, context: grpc.ServicerContext, metadata: Any) -> _Observed:
         """The book-keeping of one call whose handler starts now; `metadata` is the
         call's invocation metadata, or None to read it from `context`."""
+        accepted = _ACCEPTED.get(None)
+        if accepted is not None:
+            accepted.begun = True
         if metadata is None:
             metadata = context.invocation_metadata()
         span = None if self.tracing is None else self.tracing.start(rpc, metadata)
@@ -731,9 +865,7 @@ class StreamGuard:
     """
 
     def __init__(self, slots: int, idle_timeout: float) -> None:
-        self.pool = futures.ThreadPoolExecutor(
-            max_workers=slots, thread_name_prefix="actgrad-rpc-stream"
-        )
+        self.pool = CallPool(max_workers=slots, thread_name_prefix="actgrad-rpc-stream")
         self._idle_timeout = idle_timeout
         self._lock = threading.Lock()
         self._streams: dict[int, tuple[list[float], grpc.ServicerContext]] = {}
