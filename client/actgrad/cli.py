@@ -13,7 +13,7 @@ Examples::
     actgrad info
     actgrad health --timeout 3              # exit 0 only when the server says SERVING
     actgrad plot gelu swish --grad -o act.png   # f (and f') through the server: actgrad[plot]
-    actgrad serve --help                    # needs the server: pip install 'actgrad[server]'
+    actgrad serve --help                    # needs the clone's server extra: '.[server]'
     actgrad export-triton repo/ --functions gelu   # a Triton model repository (server package)
 
 Negative numbers are values, not options (``-1``, ``-1e-3``, ``-inf``); ``--``
@@ -55,7 +55,10 @@ TARGET_ENV = "ACTGRAD_TARGET"
 _DTYPE_NAMES = [info.name for info in wire.DTYPES]
 # The dtype the SDK gives Python numbers and lists: the CLI's values are those.
 _VALUES_DTYPE = wire.to_float_array([0.0]).dtype.name
-_SERVER_HINT = "install the server with: pip install 'actgrad[server]'"
+_SERVER_HINT = (
+    "install the server extra of your actgrad clone (PyPI's 'actgrad' is another "
+    "project): pip install '/path/to/actgrad[server]' (`make serve` has it)"
+)
 _PLOT_HINT = (
     "install it with the plot extra of your actgrad clone (PyPI's 'actgrad' is another "
     "project): pip install '/path/to/actgrad[plot]' (`make install` has it)"

@@ -27,7 +27,10 @@ class Tracing:
         try:
             from opentelemetry import propagate, trace
         except ImportError:
-            raise ConfigError("tracing needs OpenTelemetry: pip install 'actgrad[otel]'") from None
+            raise ConfigError(
+                "tracing needs OpenTelemetry: pip install '/path/to/actgrad[otel]' "
+                "(the otel extra of your actgrad clone; PyPI's 'actgrad' is another project)"
+            ) from None
         self._propagate = propagate
         self._trace = trace
         self._tracer = trace.get_tracer("actgrad_server")
