@@ -2,7 +2,8 @@
 
 One module per function (or family) holds its two graph bodies, an `Activation`;
 the catalog (`actgrad_server.catalog`) names each one in its function's entry, and
-these builders take that entry. Each graph takes ``x`` (and ``grad_output`` for
+these builders take that entry, typed by what they read of it (`Entry`), so that the
+graphs never import the catalog. Each graph takes ``x`` (and ``grad_output`` for
 gradients) of the served dtype and any shape, plus one 0-d float64 input per runtime
 parameter (the catalog's ``Function.runtime_params``), and is built for opset
 :data:`OPSET`. float16 is computed in float32 inside the graph.
@@ -15,22 +16,18 @@ shape (onnxruntime then accepts any rank), which the checker's main-graph rule r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx
 
-from ._common import IR_VERSION, OPSET, Activation, GraphBuilder
+from ._common import IR_VERSION, OPSET, Activation, Entry, GraphBuilder
 from .dense import build_dense
 from .flow import FLOW_OUTPUTS, build_flow
-
-if TYPE_CHECKING:  # the catalog imports the graph modules, not the other way round
-    from actgrad_server.catalog import Function
 
 __all__ = [
     "FLOW_OUTPUTS",
     "IR_VERSION",
     "OPSET",
     "Activation",
+    "Entry",
     "build_dense",
     "build_flow",
     "build_forward",
@@ -45,7 +42,7 @@ def _rank(static: dict[str, object]) -> int | None:
     raise ValueError(f"x_rank must be an int, got {x_rank!r}")
 
 
-def build_forward(function: Function, dtype: str, **static: object) -> onnx.ModelProto:
+def build_forward(function: Entry, dtype: str, **static: object) -> onnx.ModelProto:
     """Graph ``x (+ parameters) -> y`` of a catalog function."""
     b = GraphBuilder(dtype, f"{function.name}_forward", _rank(static))
     x = b.input("x")
@@ -55,7 +52,7 @@ def build_forward(function: Function, dtype: str, **static: object) -> onnx.Mode
 
 
 def build_gradient(
-    function: Function, dtype: str, *, with_output: bool, **static: object
+    function: Entry, dtype: str, *, with_output: bool, **static: object
 ) -> onnx.ModelProto:
     """Graph ``x, grad_output (+ parameters) -> grad_input [, grad_<tensor>] [, y]``."""
     activation = function.graph

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -190,6 +190,33 @@ class Activation:
     forward: Forward
     gradient: Gradient
     gradient_in_float64: bool = False  # compute the gradient graph in float64 for every dtype
+
+
+class Entry(Protocol):
+    """What the builders read of a catalog entry (`catalog.Function` has all of it).
+
+    A protocol, so that the graphs need not import the catalog, which imports them.
+    Read-only members, as the catalog's entries are frozen.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def graph(self) -> Activation: ...
+
+    @property
+    def elementwise(self) -> bool: ...
+
+    @property
+    def runtime_params(self) -> tuple[str, ...]:
+        """Names of the 0-d float64 graph inputs, in declaration order."""
+        ...
+
+    @property
+    def tensor_params(self) -> tuple[str, ...]:
+        """Names of the tensor parameters (graph inputs of the input's dtype)."""
+        ...
 
 
 def sigmoid(b: GraphBuilder, v: str) -> str:

@@ -17,14 +17,9 @@ the matrix products accumulate in float32.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx
 
-from ._common import GraphBuilder
-
-if TYPE_CHECKING:  # the catalog imports the graph modules, not the other way round
-    from actgrad_server.catalog import Function
+from ._common import Entry, GraphBuilder
 
 __all__ = ["build_dense"]
 
@@ -45,7 +40,7 @@ def _publish_net_output(b: GraphBuilder, z: str) -> None:
 
 
 def build_dense(
-    function: Function | None,
+    function: Entry | None,
     dtype: str,
     *,
     gradient: bool,

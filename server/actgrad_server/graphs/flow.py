@@ -18,14 +18,9 @@ function's runtime parameters.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx
 
-from ._common import ELEM_TYPES, GraphBuilder
-
-if TYPE_CHECKING:  # the catalog imports the graph modules, not the other way round
-    from actgrad_server.catalog import Function
+from ._common import ELEM_TYPES, Entry, GraphBuilder
 
 __all__ = ["FLOW_OUTPUTS", "NORMALIZE_EPSILON", "SATURATION", "build_flow"]
 
@@ -65,7 +60,7 @@ def _standardise_vjp(b: GraphBuilder, dz: str, z: str, inverse: str) -> str:
 
 
 def build_flow(
-    function: Function,
+    function: Entry,
     dtype: str,
     *,
     depth: int,
