@@ -37,17 +37,20 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _runtime_imports(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Import statements that run (not those under `if TYPE_CHECKING:`)."""
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            stack.extend(node.orelse)
-            continue
+def _imports(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import, wherever it is: in a function, under `if TYPE_CHECKING:` (a circle
+    the type checker needs is still a circle), and `importlib.import_module("name")`."""
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield node
-        stack.extend(ast.iter_child_nodes(node))
+        elif (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func).endswith("import_module")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield ast.Import(names=[ast.alias(name=node.args[0].value)])
 
 
 def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool) -> set[str]:
@@ -60,7 +63,12 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool) -
             parent = parent if is_package else parent[:-1]
             parent = parent[: len(parent) - (node.level - 1)]
             base = ".".join([*parent, *([base] if base else [])])
-        names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        names = [f"{base}.{alias.name}" for alias in node.names]
+        # `from package import module` is an arrow to the module (loading the package
+        # first is implied, as for `import package.module`); any other name is the
+        # package's own, an arrow to the package.
+        if any(name not in MODULES for name in names):
+            names.append(base)
     found = set()
     for name in names:
         # The module itself, or the nearest package above it that is ours.
@@ -76,7 +84,7 @@ def _graph() -> dict[str, set[str]]:
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         edges: set[str] = set()
-        for node in _runtime_imports(tree):
+        for node in _imports(tree):
             edges |= _targets(module, node, path.name == "__init__.py")
         graph[module] = edges
     return graph
@@ -113,6 +121,23 @@ def test_the_import_graph_sees_known_edges() -> None:
     assert "actgrad_server.catalog" in graph["actgrad_server.engine"]
     assert "actgrad.wire.dtypes" in graph["actgrad_server.graphs._common"]
     assert "actgrad_server.app" in graph["actgrad_server.workers"]
+    # Seen only under `if TYPE_CHECKING:` (the package loads its client lazily).
+    assert "actgrad._client" in graph["actgrad"]
+    # Seen only as importlib.import_module("actgrad_server.cli").
+    assert "actgrad_server.cli" in graph["actgrad.cli"]
+    # `from actgrad import _malloc` is an arrow to the module, not to the package.
+    assert "actgrad" not in graph["actgrad._client"]
+
+
+def test_type_checking_imports_are_arrows() -> None:
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from actgrad_server.catalog import Function\n"
+    )
+    module = "actgrad_server.graphs.dense"
+    targets = set().union(*(_targets(module, node, False) for node in _imports(tree)))
+    assert targets == {"actgrad_server.catalog"}
 
 
 def test_no_import_circles() -> None:
