@@ -41,6 +41,7 @@ from actgrad_server.engine import Engine
 from actgrad_server.errors import ConfigError
 from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip import servicer as oip
+from actgrad_server.oip.dataplane import DataPlane
 from actgrad_server.tracing import Tracing
 
 __all__ = ["ActgradServer", "WorkerRole", "install_drain_signals"]
@@ -187,10 +188,11 @@ class ActgradServer:
             ),
             activation_pb2.DESCRIPTOR.services_by_name["ActivationService"],
         )
-        self._register(  # the Open Inference Protocol, over the same engine
-            oip.add_to_server,
-            oip.OipServicer(self.engine, limits, is_ready=lambda: self.health.serving),
-            oip.SERVICE,
+        # The Open Inference Protocol's core, over the same engine: every OIP front end
+        # calls this one DataPlane, and so shares its statistics.
+        self.oip = DataPlane(self.engine, limits, is_ready=lambda: self.health.serving)
+        self._register(
+            oip.add_to_server, oip.OipServicer(self.engine, limits, plane=self.oip), oip.SERVICE
         )
 
         self.health = health.HealthState(self._services)

@@ -108,6 +108,8 @@ VALID: dict[str, Message] = {
     "inference.GRPCInferenceService/ModelReady": oip.ModelReadyRequest(**_MODEL),
     "inference.GRPCInferenceService/ModelMetadata": oip.ModelMetadataRequest(**_MODEL),
     "inference.GRPCInferenceService/ModelConfig": oip.ModelConfigRequest(**_MODEL),
+    "inference.GRPCInferenceService/ModelStatistics": oip.ModelStatisticsRequest(**_MODEL),
+    "inference.GRPCInferenceService/RepositoryIndex": oip.RepositoryIndexRequest(),
 }
 
 _SERVICES = (
@@ -127,6 +129,9 @@ EXPECTED: dict[tuple[str, str], grpc.StatusCode] = {
     ("inference.GRPCInferenceService/ModelReady", "version"): _NOT_FOUND,
     ("inference.GRPCInferenceService/ModelMetadata", "version"): _NOT_FOUND,
     ("inference.GRPCInferenceService/ModelConfig", "version"): _NOT_FOUND,
+    ("inference.GRPCInferenceService/ModelStatistics", "version"): _NOT_FOUND,
+    # One repository: its name is not read, as in Triton.
+    ("inference.GRPCInferenceService/RepositoryIndex", "repository_name"): grpc.StatusCode.OK,
     # OIP parameters of an input or requested output are transport hints for Triton
     # (binary_data, ...), not read here.
     ("inference.GRPCInferenceService/ModelInfer", "inputs.parameters.<key>"): grpc.StatusCode.OK,

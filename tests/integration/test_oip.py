@@ -7,6 +7,7 @@ call (one engine behind both protocols: the results are bitwise identical).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -177,11 +178,70 @@ def test_bad_input_is_invalid_argument(sync_client: Any) -> None:
 
 def test_other_rpcs_are_unimplemented(sync_client: Any) -> None:
     with pytest.raises(InferenceServerException) as info:
-        sync_client.get_inference_statistics("gelu")
+        sync_client.get_system_shared_memory_status()
     assert info.value.status() == str(grpc.StatusCode.UNIMPLEMENTED)
     with pytest.raises(InferenceServerException) as info:
-        sync_client.get_model_repository_index()
+        sync_client.load_model("gelu")
     assert info.value.status() == str(grpc.StatusCode.UNIMPLEMENTED)
+
+
+def test_repository_index_lists_every_model_with_its_state(sync_client: Any) -> None:
+    index = sync_client.get_model_repository_index()
+    assert sorted(m.name for m in index.models) == sorted(m.name for m in models.MODELS)
+    assert {(m.version, m.state, m.reason) for m in index.models} == {("1", "READY", "")}
+    ready = sync_client.get_model_repository_index(as_json=True)
+    assert len(ready["models"]) == len(models.MODELS)
+
+
+def _stats(client: Any, name: str) -> Any:
+    (stats,) = client.get_inference_statistics(name).model_stats
+    return stats
+
+
+def test_statistics_count_calls_failures_and_durations(target: str, sync_client: Any) -> None:
+    before = _stats(sync_client, "swish")
+    started_ms = time.time_ns() // 1_000_000
+    x = np.linspace(-2, 2, 6, dtype=np.float32)
+    for _ in range(2):
+        sync_client.infer("silu", _inputs({"x": x}, triton))  # an alias counts for its model
+    with pytest.raises(InferenceServerException):  # refused by the core: a bad parameter
+        sync_client.infer("swish", _inputs({"x": x}, triton), parameters={"beta": "high"})
+    request = pb.ModelInferRequest(model_name="swish")  # refused while decoding: short bytes
+    request.inputs.add(name="x", datatype="FP32", shape=[2])
+    request.raw_input_contents.append(b"\x00" * 7)
+    with grpc.insecure_channel(target) as channel:
+        stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as rpc_error:
+            stub.ModelInfer(request, timeout=30)
+    assert rpc_error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    after = _stats(sync_client, "silu")
+    assert (after.name, after.version) == ("swish", "1")
+    assert after.inference_count == before.inference_count + 2
+    assert after.execution_count == before.execution_count + 2
+    stats, old = after.inference_stats, before.inference_stats
+    assert stats.success.count == old.success.count + 2 and stats.success.ns > old.success.ns
+    assert stats.fail.count == old.fail.count + 2 and stats.fail.ns > old.fail.ns
+    for stage in ("compute_input", "compute_infer", "compute_output"):
+        now, then = getattr(stats, stage), getattr(old, stage)
+        assert now.count == then.count + 2 and now.ns > then.ns, stage
+    assert (stats.queue.count, stats.queue.ns) == (0, 0)  # not measured, said as 0
+    assert after.last_inference >= started_ms
+    everything = sync_client.get_inference_statistics().model_stats
+    assert sorted(s.name for s in everything) == sorted(m.name for m in models.MODELS)
+
+
+def test_statistics_of_an_unknown_model_are_not_found(sync_client: Any) -> None:
+    for name, version in [("no_such_model", ""), ("gelu", "2")]:
+        with pytest.raises(InferenceServerException) as info:
+            sync_client.get_inference_statistics(name, version)
+        assert info.value.status() == str(grpc.StatusCode.NOT_FOUND)
+
+
+def test_model_config_says_what_metadata_cannot(sync_client: Any) -> None:
+    parameters = sync_client.get_model_config("prelu_grad").config.parameters
+    assert parameters["datatypes"].string_value == "FP32,FP64,FP16,BF16"
+    assert "any shape" in parameters["shapes"].string_value
+    assert "slope and grad_slope: broadcastable" in parameters["shapes"].string_value
 
 
 def test_typed_contents_over_the_wire(target: str, v1: Client) -> None:

@@ -109,6 +109,8 @@ def test_rpcs_match_triton() -> None:
         "ModelMetadata",
         "ModelInfer",
         "ModelConfig",
+        "ModelStatistics",
+        "RepositoryIndex",
     }
     for method in service.methods:
         their_method = theirs.methods_by_name[method.name]

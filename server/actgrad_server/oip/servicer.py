@@ -1,16 +1,17 @@
-"""The Open Inference Protocol (KServe v2 / Triton) front end: decode -> catalog -> engine.
+"""The Open Inference Protocol's gRPC front end: protobuf -> plain values -> DataPlane.
 
 `inference.GRPCInferenceService` over the same Engine as actgrad.v1, on the same port.
-Models are the catalog's functions and their gradients (see `actgrad_server.oip.model_table`).
-Inputs come as raw_input_contents or typed contents (FP32/FP64; FP16 and BF16 only
-raw), outputs always as raw_output_contents in the input's datatype and shape. Request
-parameters are the function's parameters. Requests are validated as in actgrad.v1: the
-codec's shape limits, then `catalog.bind`. RPCs of the service not declared in
-proto/oip/v2 answer UNIMPLEMENTED (gRPC does that for unregistered methods).
+Each method converts its request into the plain values of `oip.dataplane`, calls the
+DataPlane (which validates, runs the engine and counts the statistics) and converts
+the result back; it decides nothing else. Inputs come as raw_input_contents or typed
+contents (FP32/FP64; FP16 and BF16 only raw), outputs always as raw_output_contents.
+RPCs of the service not declared in proto/oip/v2 answer UNIMPLEMENTED (gRPC does that
+for unregistered methods).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,39 +19,38 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from actgrad import __version__
-from actgrad.wire import check_shape, to_float_array
-from actgrad_server import catalog
 from actgrad_server.api._errors import handle_errors
 from actgrad_server.config import Limits
 from actgrad_server.engine import Engine
-from actgrad_server.errors import InvalidArgument, NotFound
+from actgrad_server.errors import ActgradServerError, InvalidArgument
+from actgrad_server.oip import dataplane as dp
 from actgrad_server.oip import grpc_predict_v2_pb2 as pb
 from actgrad_server.oip import grpc_predict_v2_pb2_grpc
 from actgrad_server.oip import model_table as models
 
 __all__ = ["SERVER_NAME", "SERVICE", "OipServicer", "add_to_server"]
 
-SERVER_NAME = "actgrad"
+SERVER_NAME = dp.SERVER_NAME
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-# Triton's standard request parameters are scheduling hints for its own queue; a
-# generic client may send them, and they mean nothing to a stateless function.
-_SCHEDULING_PARAMS = frozenset({"priority", "timeout"})
 # The typed-contents field of each datatype that has one (FP16/BF16 are raw only).
 _TYPED_FIELDS = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
+_DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
 
 Array = npt.NDArray[Any]
 
 
 class OipServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    """inference.GRPCInferenceService over one Engine."""
+    """inference.GRPCInferenceService over one DataPlane (made from an Engine, or given)."""
 
     def __init__(
-        self, engine: Engine, limits: Limits, *, is_ready: Callable[[], bool] | None = None
+        self,
+        engine: Engine,
+        limits: Limits,
+        *,
+        is_ready: Callable[[], bool] | None = None,
+        plane: dp.DataPlane | None = None,
     ) -> None:
-        self._engine = engine
-        self._limits = limits
-        self._is_ready = is_ready or (lambda: True)
+        self._plane = plane or dp.DataPlane(engine, limits, is_ready=is_ready)
 
     # -- health and metadata ----------------------------------------------------
 
@@ -58,54 +58,81 @@ class OipServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.ServicerContext
     ) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=self._plane.server_live())
 
     @handle_errors
     def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self._is_ready())
+        return pb.ServerReadyResponse(ready=self._plane.server_ready())
 
     @handle_errors
     def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.ServicerContext
     ) -> pb.ModelReadyResponse:
-        _model(request.name, request.version)
-        return pb.ModelReadyResponse(ready=self._is_ready())
+        return pb.ModelReadyResponse(ready=self._plane.model_ready(request.name, request.version))
 
     @handle_errors
     def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ServerMetadataResponse:
+        metadata = self._plane.server_metadata()
         return pb.ServerMetadataResponse(
-            name=SERVER_NAME,
-            version=__version__,
-            extensions=["model_configuration", "parameters"],
+            name=metadata.name, version=metadata.version, extensions=metadata.extensions
         )
 
     @handle_errors
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        model = _model(request.name, request.version)
-        config = models.model_config(model)
+        # Triton's message has no parameters: ModelConfig carries metadata.parameters.
+        metadata = self._plane.model_metadata(request.name, request.version)
         response = pb.ModelMetadataResponse(
-            name=model.name, versions=[models.VERSION], platform=models.PLATFORM
+            name=metadata.name, versions=metadata.versions, platform=metadata.platform
         )
-        # Advertised as FP32 with variable dims; FP64, FP16 and BF16 are served too, in
-        # any rank, and every output takes the input's datatype.
-        for model_input in config.input:
-            response.inputs.add(name=model_input.name, datatype="FP32", shape=model_input.dims)
-        for model_output in config.output:
-            response.outputs.add(name=model_output.name, datatype="FP32", shape=model_output.dims)
+        for tensor in metadata.inputs:
+            response.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        for tensor in metadata.outputs:
+            response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         return response
 
     @handle_errors
     def ModelConfig(
         self, request: pb.ModelConfigRequest, context: grpc.ServicerContext
     ) -> pb.ModelConfigResponse:
-        model = _model(request.name, request.version)
-        return pb.ModelConfigResponse(config=models.model_config(model))
+        config = self._plane.model_config(request.name, request.version)
+        return pb.ModelConfigResponse(config=models.to_proto(config))
+
+    @handle_errors
+    def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        response = pb.RepositoryIndexResponse()
+        for entry in self._plane.repository_index(ready_only=request.ready):
+            response.models.add(
+                name=entry.name, version=entry.version, state=entry.state, reason=entry.reason
+            )
+        return response
+
+    @handle_errors
+    def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        response = pb.ModelStatisticsResponse()
+        for stats in self._plane.model_statistics(request.name, request.version):
+            entry = response.model_stats.add(
+                name=stats.name,
+                version=stats.version,
+                last_inference=stats.last_inference,
+                inference_count=stats.inference_count,
+                execution_count=stats.execution_count,
+            )
+            for name in _DURATIONS:
+                duration: dp.StatisticDuration = getattr(stats.inference_stats, name)
+                getattr(entry.inference_stats, name).CopyFrom(
+                    pb.StatisticDuration(count=duration.count, ns=duration.ns)
+                )
+        return response
 
     # -- inference --------------------------------------------------------------
 
@@ -113,105 +140,59 @@ class OipServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext
     ) -> pb.ModelInferResponse:
-        model = _model(request.model_name, request.model_version)
-        requested = _requested_outputs(request, model)
-        inputs = self._decode_inputs(request, model)
-        x = inputs["x"]
-        params = _request_params(request.parameters, model)
-        for name in model.tensor_params:
-            params[name] = inputs[name]
-        call = catalog.bind(
-            model.function, params, x_shape=x.shape, x_dtype=x.dtype, field_prefix="parameters"
-        )
-        results: dict[str, Array]
-        if model.gradient:
-            result = self._engine.gradient(call, x, inputs.get("grad_output"))
-            if result.grad_input is None:  # only with a Sink, which OIP never passes
-                raise RuntimeError("the engine returned no grad_input")
-            results = {"grad_input": result.grad_input}
-            results.update({f"grad_{n}": v for n, v in result.grad_params.items()})
-        else:
-            results = {"y": self._engine.activate(call, x)}
-        response = pb.ModelInferResponse(
-            model_name=model.name, model_version=models.VERSION, id=request.id
-        )
-        for name in requested:
-            array = to_float_array(results[name])
-            response.outputs.add(
-                name=name, datatype=models.datatype_of(array.dtype), shape=array.shape
+        started = time.perf_counter_ns()
+        try:
+            inputs = self._inputs(request)
+            parameters = _parameters(request.parameters)
+        except ActgradServerError:
+            self._plane.decode_failed(request.model_name, request.model_version, started)
+            raise
+        result = self._plane.infer(
+            dp.InferRequest(
+                model_name=request.model_name,
+                model_version=request.model_version,
+                id=request.id,
+                inputs=inputs,
+                parameters=parameters,
+                outputs=[dp.RequestedOutput(o.name) for o in request.outputs],
+                started_ns=started,
             )
-            response.raw_output_contents.append(array.tobytes())
+        )
+        response = pb.ModelInferResponse(
+            model_name=result.model_name, model_version=result.model_version, id=result.id
+        )
+        for output in result.outputs:
+            response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+            response.raw_output_contents.append(output.data.tobytes())
         return response
 
-    def _decode_inputs(
-        self, request: pb.ModelInferRequest, model: models.Model
-    ) -> dict[str, Array]:
+    def _inputs(self, request: pb.ModelInferRequest) -> list[dp.InferInput]:
         raw = request.raw_input_contents
         if raw and len(raw) != len(request.inputs):
             raise InvalidArgument(
                 f"raw_input_contents: has {len(raw)} entries for {len(request.inputs)} inputs "
                 "(one per input, in order)"
             )
-        arrays: dict[str, Array] = {}
-        for index, tensor in enumerate(request.inputs):
-            where = f"inputs[{index}]"
-            if tensor.name not in model.inputs:
-                raise InvalidArgument(
-                    f"{where}.name: model {model.name!r} has no input {catalog.shown(tensor.name)} "
-                    f"(inputs: {', '.join(model.inputs)})"
-                )
-            if tensor.name in arrays:
-                raise InvalidArgument(
-                    f"{where}.name: input {catalog.shown(tensor.name)} is given twice"
-                )
-            arrays[tensor.name] = self._decode(tensor, raw[index] if raw else None, index)
-        for name in model.inputs:
-            if name not in arrays and name not in model.optional_inputs:
-                raise InvalidArgument(f"inputs: {name!r} is required by model {model.name!r}")
-        x = arrays["x"]
-        grad_output = arrays.get("grad_output")
-        if grad_output is not None:
-            if grad_output.dtype != x.dtype:
-                raise InvalidArgument(
-                    f"inputs['grad_output']: datatype {models.datatype_of(grad_output.dtype)} "
-                    f"differs from x's {models.datatype_of(x.dtype)}"
-                )
-            if grad_output.shape != x.shape:
-                raise InvalidArgument(
-                    f"inputs['grad_output']: shape {list(grad_output.shape)} differs from "
-                    f"x's shape {list(x.shape)}"
-                )
-        return arrays
+        return [
+            dp.InferInput(tensor.name, self._decode(tensor, raw[index] if raw else None, index))
+            for index, tensor in enumerate(request.inputs)
+        ]
 
     def _decode(
         self, tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, index: int
     ) -> Array:
         where = f"inputs[{index}]"
-        dtype = models.DATATYPES.get(tensor.datatype)
-        if dtype is None:
-            raise InvalidArgument(
-                f"{where}.datatype: {catalog.shown(tensor.datatype)} is not served "
-                f"(served: {', '.join(models.DATATYPES)})"
-            )
+        dtype = self._plane.input_dtype(tensor.datatype, f"{where}.datatype")
         shape = tuple(tensor.shape)
-        count = check_shape(
-            shape,
-            field=f"{where}.shape",
-            max_rank=self._limits.max_rank,
-            max_elements=self._limits.max_elements,
-        )
+        count = self._plane.check_input_shape(shape, f"{where}.shape")
         if raw is not None:
             if tensor.HasField("contents"):
                 raise InvalidArgument(
                     f"{where}.contents: must be empty when raw_input_contents is used"
                 )
-            expected = count * dtype.itemsize
-            if len(raw) != expected:
-                raise InvalidArgument(
-                    f"raw_input_contents[{index}]: has {len(raw)} bytes "
-                    f"but shape {list(shape)} of {tensor.datatype} needs {expected}"
-                )
-            return np.frombuffer(raw, dtype=dtype).reshape(shape)
+            return self._plane.from_bytes(
+                raw, tensor.datatype, dtype, shape, f"raw_input_contents[{index}]"
+            )
         return _typed(tensor, dtype, shape, count, where)
 
 
@@ -246,44 +227,13 @@ def _typed(
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def _model(name: str, version: str) -> models.Model:
-    model = models.lookup_model(name)
-    if version not in ("", models.VERSION):
-        raise NotFound(
-            f"model {name!r} has no version {catalog.shown(version)} (versions: {models.VERSION})"
-        )
-    return model
-
-
-def _requested_outputs(request: pb.ModelInferRequest, model: models.Model) -> list[str]:
-    if not request.outputs:
-        return list(model.outputs)
-    names = []
-    for index, output in enumerate(request.outputs):
-        if output.name not in model.outputs:
-            raise InvalidArgument(
-                f"outputs[{index}].name: model {model.name!r} has no output "
-                f"{catalog.shown(output.name)} (outputs: {', '.join(model.outputs)})"
-            )
-        names.append(output.name)
-    return names
-
-
-def _request_params(
-    parameters: Mapping[str, pb.InferParameter], model: models.Model
-) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _parameters(
+    parameters: Mapping[str, pb.InferParameter],
+) -> dict[str, dp.ParameterValue | None]:
+    values: dict[str, dp.ParameterValue | None] = {}
     for name, parameter in parameters.items():
-        if name in _SCHEDULING_PARAMS:
-            continue
-        if name in model.tensor_params:
-            raise InvalidArgument(
-                f"parameters[{catalog.shown(name)}]: is a tensor; send it as the input {name!r}"
-            )
         kind = parameter.WhichOneof("parameter_choice")
-        if kind is None:
-            raise InvalidArgument(f"parameters[{catalog.shown(name)}]: no value set")
-        values[name] = getattr(parameter, kind)
+        values[name] = None if kind is None else getattr(parameter, kind)
     return values
 
 
