@@ -16,10 +16,10 @@ import pytest
 
 import actgrad
 from actgrad import Client
-from actgrad_server.api._errors import INTERNAL_MESSAGE
 from actgrad_server.app import ActgradServer
 from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
+from actgrad_server.statuses import INTERNAL_MESSAGE
 
 
 def _wait_for_port(proc: subprocess.Popen[str], deadline: float) -> int:

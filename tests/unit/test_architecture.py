@@ -145,6 +145,28 @@ def test_no_import_circles() -> None:
     assert cycle is None, " -> ".join(cycle or [])
 
 
+# The protocol front ends share code through neutral modules (`statuses`, `models`, ...),
+# never through each other, so that one can change or go without the other.
+FRONT_ENDS = ("actgrad_server.api", "actgrad_server.oip")
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_front_ends_do_not_import_each_other() -> None:
+    crossings = sorted(
+        f"{module} -> {target}"
+        for module, targets in _graph().items()
+        for front in FRONT_ENDS
+        if _within(module, front)
+        for target in targets
+        for other in FRONT_ENDS
+        if other != front and _within(target, other)
+    )
+    assert not crossings, crossings
+
+
 def test_a_circle_would_be_found() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
@@ -154,8 +176,9 @@ def test_a_circle_would_be_found() -> None:
     [
         ("actgrad.wire",),
         ("actgrad_server.engine", "actgrad_server.catalog", "actgrad_server.graphs"),
+        ("actgrad_server.oip.dataplane", "actgrad_server.models"),
     ],
-    ids=["wire", "engine-catalog"],
+    ids=["wire", "engine-catalog", "oip-core"],
 )
 def test_the_core_does_not_load_grpc(modules: tuple[str, ...]) -> None:
     code = (

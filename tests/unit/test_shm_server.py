@@ -15,9 +15,9 @@ import pytest
 
 from actgrad.v1 import tensor_pb2
 from actgrad.wire import TensorError
-from actgrad_server.api._errors import status_for
 from actgrad_server.errors import ConfigError, InvalidArgument
 from actgrad_server.shm import FailedPrecondition, Region, SharedMemory, Transfer, check_name
+from actgrad_server.statuses import status_for
 
 LIMITS = {"max_rank": 4, "max_elements": 1000}
 

@@ -1,5 +1,5 @@
 """Status messages stay short: values are cut where they are quoted (`errors.shown`),
-and `api._errors` caps whatever reaches a caller (the trailer has a size limit)."""
+and `statuses` caps whatever reaches a caller (the trailer has a size limit)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from actgrad.wire import TensorError
 from actgrad_server import catalog, neuron
-from actgrad_server.api._errors import MAX_DETAILS_BYTES, capped, status_for
 from actgrad_server.errors import InvalidArgument, NotFound, shown
+from actgrad_server.statuses import MAX_DETAILS_BYTES, capped, status_for
 
 F32 = np.dtype(np.float32)
 

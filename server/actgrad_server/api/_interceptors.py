@@ -33,7 +33,7 @@ from actgrad_server import catalog
 from actgrad_server.errors import InvalidArgument
 from actgrad_server.logs import request_id_scope
 from actgrad_server.metrics import ServerMetrics
-from actgrad_server.oip import model_table
+from actgrad_server.models import find_model
 from actgrad_server.security import TokenSet
 from actgrad_server.tracing import CallSpan, Tracing
 
@@ -164,7 +164,7 @@ def _function_label(request: Any, name_field: str) -> str:
     if name_field != "model_name":
         function = catalog.find(name)
     else:
-        model = model_table.find_model(name)
+        model = find_model(name)
         function = None if model is None else model.function
     return _UNKNOWN if function is None else function.name
 

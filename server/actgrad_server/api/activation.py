@@ -15,13 +15,13 @@ from actgrad.v1 import activation_pb2 as pb
 from actgrad.v1 import activation_pb2_grpc
 from actgrad.wire import DTYPES, codec_for, encode, frame_for
 from actgrad_server import catalog, graphs
-from actgrad_server.api._errors import handle_errors, handle_stream_errors
 from actgrad_server.api._payloads import Payloads
 from actgrad_server.config import Limits
 from actgrad_server.engine import Engine, Sink
 from actgrad_server.errors import InvalidArgument
 from actgrad_server.neuron import check_flow, dense_shape, flow_dtype, flow_inputs
 from actgrad_server.shm import SharedMemory
+from actgrad_server.statuses import handle_errors, handle_stream_errors
 
 __all__ = ["ActivationServicer", "add_to_server", "function_infos"]
 

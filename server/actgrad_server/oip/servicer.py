@@ -19,7 +19,6 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from actgrad_server.api._errors import handle_errors
 from actgrad_server.config import Limits
 from actgrad_server.engine import Engine
 from actgrad_server.errors import ActgradServerError, InvalidArgument
@@ -27,6 +26,7 @@ from actgrad_server.oip import dataplane as dp
 from actgrad_server.oip import grpc_predict_v2_pb2 as pb
 from actgrad_server.oip import grpc_predict_v2_pb2_grpc
 from actgrad_server.oip import model_table as models
+from actgrad_server.statuses import handle_errors
 
 __all__ = ["SERVER_NAME", "SERVICE", "OipServicer", "add_to_server"]
 

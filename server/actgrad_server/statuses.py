@@ -1,4 +1,5 @@
-"""The one place where exceptions become gRPC statuses."""
+"""The one place where exceptions become gRPC statuses, for every gRPC front end (actgrad.v1
+in `api/`, the Open Inference Protocol in `oip/`): neither imports the other."""
 
 from __future__ import annotations
 
