@@ -62,6 +62,8 @@ FUNCTIONS = {
     ),
 }
 BARE_TIMEOUT = 30.0
+#: A drain longer than this prints the server's last log lines.
+SLOW_DRAIN_SECONDS = 5.0
 #: gRPC channel arguments for the SDK callers (--channel-option), to try settings.
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = []
 START_TIMEOUT = 120.0
@@ -263,6 +265,9 @@ def main() -> int:
             which = cycle % count
             seconds, status = servers[which].drain()
             drains.append(seconds)
+            if seconds > SLOW_DRAIN_SECONDS:
+                print(f"cycle {cycle + 1}: a drain of {seconds:.2f} s; the server's last lines:")
+                print("".join(servers[which].lines[-15:]), flush=True)
             statuses[status] += 1
             servers[which] = Server(ports[which], workers)
             restarts.append(servers[which].wait_serving())
