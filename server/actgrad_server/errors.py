@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "InvalidArgument",
     "NotFound",
+    "OverLimit",
     "Unavailable",
     "shown",
 ]
@@ -42,6 +43,13 @@ class ActgradServerError(Exception):
 
 class InvalidArgument(ActgradServerError):
     status = "INVALID_ARGUMENT"
+
+
+class OverLimit(InvalidArgument):
+    """A request over the server's limits (`config.Limits`: elements, rank, bytes).
+
+    Still INVALID_ARGUMENT on gRPC, as the contract says; HTTP answers 413 for it.
+    """
 
 
 class NotFound(ActgradServerError):

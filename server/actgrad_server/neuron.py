@@ -19,9 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from actgrad.wire import dtype_info
-from actgrad_server.errors import InvalidArgument, shown
+from actgrad_server.errors import InvalidArgument, OverLimit, shown
 
 __all__ = [
+    "FLOW_DEFAULTS",
     "INITS",
     "MAX_DEPTH",
     "FlowInputs",
@@ -44,11 +45,13 @@ def dense_shape(
     grad_output: npt.NDArray[Any] | None,
     *,
     max_elements: int,
+    input_field: str = "input",
 ) -> tuple[int, ...]:
-    """The net output's shape [..., out], or InvalidArgument naming the field that does not fit."""
+    """The net output's shape [..., out], or InvalidArgument naming the field that does not fit
+    (the input as `input_field`: each front end names it as its wire does)."""
     if x.ndim < 1:
         raise InvalidArgument(
-            "input: must have at least one dimension ([..., in]), got a 0-d tensor"
+            f"{input_field}: must have at least one dimension ([..., in]), got a 0-d tensor"
         )
     _same_dtype(weight, x, "weight")
     if weight.ndim != 2:
@@ -70,7 +73,7 @@ def dense_shape(
             )
     z_shape = (*x.shape[:-1], out_features)
     if math.prod(z_shape) > max_elements:
-        raise InvalidArgument(
+        raise OverLimit(
             f"output: shape {list(z_shape)} has {math.prod(z_shape)} elements, over the limit "
             f"of {max_elements} per tensor"
         )
@@ -95,6 +98,18 @@ INITS: dict[str, tuple[Callable[[int, float | None], float], bool]] = {
 }
 #: The deepest probe: one graph holds some 40 nodes per layer.
 MAX_DEPTH = 1000
+#: The probe's sizes and scheme where a caller names none (the SDK's keyword defaults and
+#: the HTTP front end's; gRPC's request has no "absent" for them and needs every one).
+FLOW_DEFAULTS: dict[str, Any] = {
+    "depth": 30,
+    "width": 256,
+    "batch": 128,
+    "init": "xavier_normal",
+    "seed": 0,
+    "residual": False,
+    "normalize": False,
+    "dtype": "float64",
+}
 
 
 @dataclass(frozen=True)
@@ -110,14 +125,14 @@ class FlowInputs:
 FLOW_DTYPES = ("float32", "float64")
 
 
-def flow_dtype(wire: int) -> np.dtype[Any]:
-    """The numpy dtype of a request's DType value (0, unspecified: float64)."""
-    if wire == 0:
+def flow_dtype(value: int | str) -> np.dtype[Any]:
+    """The numpy dtype of a request's DType value or dtype name (0 or "": float64)."""
+    if value in (0, ""):
         return np.dtype(np.float64)
     try:
-        name = dtype_info(wire).name
+        name = dtype_info(value).name
     except KeyError:
-        name = f"unknown DType {wire}"
+        name = f"unknown DType {value}" if isinstance(value, int) else shown(value)
     if name not in FLOW_DTYPES:
         raise InvalidArgument(f"dtype: must be float32 or float64, got {name}")
     return np.dtype(name)
@@ -143,9 +158,7 @@ def check_flow(
         ("depth * width * width (weights)", depth * width * width),
     ):
         if count > max_elements:
-            raise InvalidArgument(
-                f"depth: {what} = {count} exceeds the limit of {max_elements} elements"
-            )
+            raise OverLimit(f"depth: {what} = {count} exceeds the limit of {max_elements} elements")
     if init not in INITS:
         raise InvalidArgument(
             f"init: must be one of {', '.join(map(repr, INITS))}, got {shown(init)}"

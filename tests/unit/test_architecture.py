@@ -167,6 +167,13 @@ def test_front_ends_do_not_import_each_other() -> None:
     assert not crossings, crossings
 
 
+def test_actgrads_core_imports_no_front_end() -> None:
+    # ops.py is what every front end of actgrad.v1 calls (gRPC's api, HTTP's routes).
+    fronts = (*FRONT_ENDS, "actgrad_server.http")
+    found = sorted(t for t in _graph()["actgrad_server.ops"] if any(_within(t, f) for f in fronts))
+    assert not found, found
+
+
 def test_a_circle_would_be_found() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
@@ -177,8 +184,9 @@ def test_a_circle_would_be_found() -> None:
         ("actgrad.wire",),
         ("actgrad_server.engine", "actgrad_server.catalog", "actgrad_server.graphs"),
         ("actgrad_server.oip.dataplane", "actgrad_server.models"),
+        ("actgrad_server.ops",),
     ],
-    ids=["wire", "engine-catalog", "oip-core"],
+    ids=["wire", "engine-catalog", "oip-core", "actgrad-core"],
 )
 def test_the_core_does_not_load_grpc(modules: tuple[str, ...]) -> None:
     code = (
