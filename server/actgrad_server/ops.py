@@ -13,8 +13,8 @@ computed, over the same `catalog.bind` and engine).
 Every check, default and error comes from its owner: functions, parameters and their
 defaults from the catalog (`catalog.lookup`, `catalog.bind`), the dense layer's shapes
 and the probe's sizes, schemes and defaults from `neuron`, the limits from
-`config.Limits` (a tensor over them is `OverLimit`, INVALID_ARGUMENT on gRPC and 413
-over HTTP). Errors name a tensor by the name of its argument here (`x`, `weight`,
+`config.Limits` (a tensor over the element limit is `OverLimit`, INVALID_ARGUMENT on
+gRPC and 413 over HTTP). Errors name a tensor by the name of its argument here (`x`, `weight`,
 `grad_output`; the input as `input_field`), a parameter as ``params['alpha']``.
 """
 
@@ -187,8 +187,13 @@ class Operations:
 
     def check_shape(self, shape: Sequence[int], field: str) -> int:
         """A tensor's shape against the limits; its element count. InvalidArgument for a
-        negative dimension, OverLimit over the rank or element limit."""
+        negative dimension or a rank over the limit (a shape, not a size), OverLimit over
+        the element limit."""
         shape = tuple(shape)
+        if len(shape) > self.limits.max_rank:
+            raise InvalidArgument(
+                f"{field}: rank {len(shape)} exceeds the limit of {self.limits.max_rank}"
+            )
         for axis, dim in enumerate(shape):
             if dim < 0:
                 raise InvalidArgument(f"{field}: shape[{axis}] is negative ({dim})")
