@@ -6,20 +6,18 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
-import numpy as np
 import onnxruntime as ort
 from google.protobuf.message import Message
 
 from actgrad import __version__
 from actgrad.v1 import activation_pb2 as pb
 from actgrad.v1 import activation_pb2_grpc
-from actgrad.wire import DTYPES, codec_for, encode, frame_for
-from actgrad_server import catalog, graphs
+from actgrad.wire import codec_for, dtype_info, encode, frame_for
+from actgrad_server import catalog, graphs, ops
 from actgrad_server.api._payloads import Payloads
 from actgrad_server.config import Limits
 from actgrad_server.engine import Engine, Sink
 from actgrad_server.errors import InvalidArgument
-from actgrad_server.neuron import check_flow, dense_shape, flow_dtype, flow_inputs
 from actgrad_server.shm import SharedMemory
 from actgrad_server.statuses import handle_errors, handle_stream_errors
 
@@ -47,57 +45,43 @@ def _param_value(value: Any) -> pb.ParamValue:
     return pb.ParamValue(text=str(value))
 
 
+def _param_info(param: ops.ParamInfo) -> pb.ParamInfo:
+    info = pb.ParamInfo(
+        name=param.name,
+        type=_PARAM_TYPES[catalog.ParamKind(param.kind)],
+        description=param.description,
+        required=param.required,
+        minimum_exclusive=param.minimum_exclusive,
+        maximum_exclusive=param.maximum_exclusive,
+        choices=param.choices,
+    )
+    if param.default is not None:
+        info.default.CopyFrom(_param_value(param.default))
+    if param.minimum is not None:
+        info.minimum = param.minimum
+    if param.maximum is not None:
+        info.maximum = param.maximum
+    return info
+
+
 def function_infos() -> list[pb.FunctionInfo]:
-    """The catalog as protobuf messages."""
-    infos = []
-    for function in catalog.CATALOG:
-        params = []
-        for param in function.params:
-            info = pb.ParamInfo(
-                name=param.name,
-                type=_PARAM_TYPES[param.kind],
-                description=param.description,
-                required=param.required,
-                minimum_exclusive=param.minimum_exclusive,
-                maximum_exclusive=param.maximum_exclusive,
-                choices=param.choices,
-            )
-            if param.default is not None:
-                info.default.CopyFrom(_param_value(param.default))
-            if param.minimum is not None:
-                info.minimum = param.minimum
-            if param.maximum is not None:
-                info.maximum = param.maximum
-            params.append(info)
-        props = function.properties
-        properties = pb.FunctionProperties(
-            output_min=props.output_range[0],
-            output_max=props.output_range[1],
-            monotonic=props.monotonic,
-            smooth=props.smooth,
-            zero_centred=props.zero_centred,
-            bounded_below=props.bounded_below,
-            bounded_above=props.bounded_above,
-            saturating_left=props.saturating_left,
-            saturating_right=props.saturating_right,
-            condition=props.condition,
+    """The catalog (`ops.function_infos`) as protobuf messages."""
+    return [
+        pb.FunctionInfo(
+            name=info.name,
+            aliases=info.aliases,
+            summary=info.summary,
+            formula=info.formula,
+            formula_latex=info.formula_latex,
+            gradient_note=info.gradient_note,
+            params=[_param_info(p) for p in info.params],
+            elementwise=info.elementwise,
+            axis_param=info.axis_param or "",
+            dtypes=[dtype_info(name).wire for name in info.dtypes],  # type: ignore[misc]
+            properties=pb.FunctionProperties(**vars(info.properties)),
         )
-        infos.append(
-            pb.FunctionInfo(
-                name=function.name,
-                aliases=function.aliases,
-                summary=function.summary,
-                formula=function.formula,
-                formula_latex=function.formula_latex,
-                gradient_note=function.gradient_note,
-                params=params,
-                elementwise=function.elementwise,
-                axis_param=function.axis_param or "",
-                dtypes=[d.wire for d in DTYPES],  # type: ignore[misc]
-                properties=properties,
-            )
-        )
-    return infos
+        for info in ops.function_infos()
+    ]
 
 
 def _output_sink(tensors: Payloads, response: Message, region: Any, like: Any) -> Sink | None:
@@ -125,6 +109,10 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
     ) -> None:
         self._engine = engine
         self._limits = limits
+        # The calls whose tensors travel in the message (Dense, GradientFlow) are the
+        # protocol-neutral core's; Activate, Gradient and Softmax keep the zero-copy,
+        # shared-memory and written-while-computed path below, over the same catalog.bind.
+        self._ops = ops.Operations(engine, limits, input_field="input")
         self._functions = pb.ListFunctionsResponse(functions=function_infos())
         self._shared = SharedMemory(allowed=allow_shared_memory)
 
@@ -226,25 +214,6 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             tensors.put(y, output, response=response, name="output", field="output_region")
         return tensors.respond(response)
 
-    def _dense_call(
-        self, request: pb.DenseRequest, tensors: Payloads, z_shape: tuple[int, ...], dtype: Any
-    ) -> catalog.Call | None:
-        params = self._params(request.params, tensors)
-        if not request.activation:
-            if params:
-                name = catalog.shown(next(iter(params)))
-                raise InvalidArgument(f"params[{name}]: no activation is given to take parameters")
-            return None
-        function = catalog.lookup(request.activation, field="activation")
-        call = catalog.bind(function, params, x_shape=z_shape, x_dtype=dtype)
-        axis = call.mixing_axis
-        if axis is not None and axis != len(z_shape) - 1:
-            raise InvalidArgument(
-                f"params[{function.axis_param!r}]: a dense layer's {function.name} is along "
-                f"the last axis (-1 or {len(z_shape) - 1}), got {axis}"
-            )
-        return call
-
     def _dense(self, request: pb.DenseRequest) -> Response:
         if request.HasField("grad_output") and not request.gradient:
             raise InvalidArgument("grad_output: is set but gradient is not")
@@ -256,19 +225,21 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             grad_output = None
             if request.HasField("grad_output"):
                 grad_output = tensors.read(request, "grad_output", "grad_output")
-            z_shape = dense_shape(
-                x, weight, bias, grad_output, max_elements=self._limits.max_elements
-            )
-            call = self._dense_call(request, tensors, z_shape, x.dtype)
-            result = self._engine.dense(
-                call,
-                x,
-                weight,
-                bias,
-                grad_output,
-                gradient=request.gradient,
-                with_output=request.return_output,
-            )
+            params = self._params(request.params, tensors)
+            if request.gradient:
+                result = self._ops.dense_vjp(
+                    x,
+                    weight,
+                    bias,
+                    activation=request.activation,
+                    params=params,
+                    grad_output=grad_output,
+                    return_output=request.return_output,
+                )
+            else:
+                result = self._ops.dense(
+                    x, weight, bias, activation=request.activation, params=params
+                )
         results = {
             name: value
             for name in ("output", "grad_input", "grad_weight", "grad_bias")
@@ -281,34 +252,23 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         return frame_for(response, results)
 
     def _gradient_flow(self, request: pb.GradientFlowRequest) -> pb.GradientFlowResponse:
-        function = catalog.lookup(request.function)
-        if not function.elementwise or function.tensor_params:
-            raise InvalidArgument(
-                f"function: the probe takes elementwise functions without tensor parameters; "
-                f"{function.name} is not one"
-            )
-        dtype = flow_dtype(int(request.dtype))
-        sizes = {"depth": request.depth, "width": request.width, "batch": request.batch}
-        init_std = request.init_std if request.HasField("init_std") else None
-        check_flow(
-            **sizes, init=request.init, init_std=init_std, max_elements=self._limits.max_elements
-        )
         with self._payloads() as tensors:
             params = self._params(request.params, tensors)
-        call = catalog.bind(function, params, x_shape=(request.batch, request.width), x_dtype=dtype)
-        drawn = flow_inputs(**sizes, init=request.init, init_std=init_std, seed=request.seed)
-        stats = self._engine.gradient_flow(
-            call,
-            [w.astype(dtype) for w in drawn.weights],
-            drawn.x.astype(dtype),
-            drawn.g.astype(dtype),
+        result = self._ops.gradient_flow(
+            request.function,
+            params,
+            depth=request.depth,
+            width=request.width,
+            batch=request.batch,
+            init=request.init,
+            init_std=request.init_std if request.HasField("init_std") else None,
+            seed=request.seed,
             residual=request.residual,
             normalize=request.normalize,
+            dtype=int(request.dtype),
         )
-        grad_rms = stats["grad_rms"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = float(grad_rms[0] / grad_rms[-1])
-        return pb.GradientFlowResponse(**{n: v.tolist() for n, v in stats.items()}, ratio=ratio)
+        stats = {n: getattr(result, n).tolist() for n in graphs.FLOW_OUTPUTS}
+        return pb.GradientFlowResponse(**stats, ratio=result.ratio)
 
     @handle_errors
     def GradientFlow(
