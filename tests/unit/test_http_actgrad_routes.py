@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from actgrad_server import catalog
-from actgrad_server.config import Limits
+from actgrad_server.config import Limits, Settings
 from actgrad_server.engine import Engine
 from actgrad_server.http.actgrad_routes import OPENAPI_COMPONENTS, OPENAPI_PATHS, routes
 from actgrad_server.ops import Operations
@@ -379,3 +381,20 @@ def test_the_openapi_defaults_are_the_owners() -> None:
     for param in catalog.SOFTMAX.params:
         assert properties[param.name]["default"] == param.default
     assert not math.isnan(catalog.SOFTMAX.params_by_name["temperature"].default)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+CURL = re.compile(r"^curl (?:-d '(?P<body>[^']*)' )?localhost:8000(?P<path>/v1/\S+)$", re.M)
+
+
+def test_the_readmes_examples_answer(ops: Operations) -> None:
+    # The served limits, not this file's small ones: the probe's defaults need them.
+    app = Starlette(routes=routes(Operations(ops.engine, Settings().limits)))
+    examples = CURL.findall(README.read_text(encoding="utf-8"))
+    verbs = {path for _, path in examples}
+    assert verbs == {p for p in OPENAPI_PATHS if "{" not in p}, "an example per verb"
+    for body, path in examples:
+        response = call(app, path, raw=body.encode()) if body else call(app, path, method="GET")
+        assert response.status_code == 200, (path, response.text)
+    seed = call(app, "/v1/softmax", raw=b'{"x": [2, 1, 0.1]}').text
+    assert f"# {seed}" in README.read_text(encoding="utf-8")
