@@ -9,7 +9,7 @@ TORCH_STAMP := $(VENV)/.torch-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: install torch check-pypi lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy soak soak-drain
+.PHONY: install torch check-pypi lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy test-containers soak soak-drain
 
 # The project editable, and its two source folders on sys.path (a .pth file): setuptools'
 # editable finder runs after the path search, so a folder named `actgrad` in the current
@@ -114,6 +114,13 @@ deploy-deps:
 # The compose file, Dockerfiles and nginx config, checked without a Docker engine.
 deploy: install deploy-deps
 	$(PY) -m pytest tests/deploy
+
+# The CPU image and docker-compose.yml on a real engine (root; a few minutes): starts
+# Docker when none runs (installing Debian's docker.io if needed) and stops it after,
+# makes the base images with debootstrap when no registry has them, builds
+# docker/Dockerfile as it is and runs tests/containers (docs/deployment.md).
+test-containers: install
+	PY=$(PY) scripts/test_containers.sh
 
 serve: $(SERVE_STAMP)
 	$(VENV)/bin/actgrad serve --host $(HOST) --port $(PORT)

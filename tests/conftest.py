@@ -16,6 +16,10 @@ import re
 
 import pytest
 
+#: tests/containers needs a container engine and minutes (make test-containers runs it,
+#: naming the folder); a plain `pytest` (make test) leaves it out.
+collect_ignore = ["containers"]
+
 #: Set to 1 where the PyTorch cross-checks must run (CI): a missing torch is an error.
 REQUIRE_TORCH = "ACTGRAD_REQUIRE_TORCH"
 #: A skip whose reason names torch (pytest.importorskip's: "could not import 'torch'").

@@ -30,6 +30,14 @@ from actgrad_server import config
 SCHEMA = json.loads((Path(__file__).parent / "compose-spec.json").read_text())
 ACTGRAD_SERVICES = ("actgrad", "actgrad-gpu", "actgrad-replica")
 SETTINGS_VARIABLES = {"ACTGRAD_" + f.name.upper() for f in dataclasses.fields(config.Settings)}
+HEALTHCHECK_KEYS_ENGINE_20_10 = {
+    "test",
+    "interval",
+    "timeout",
+    "retries",
+    "start_period",
+    "disable",
+}
 
 _VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
@@ -170,6 +178,20 @@ def test_actgrad_services_run_the_image_with_settings_only_from_the_environment(
     assert argv[argv.index("--target") + 1] == f"127.0.0.1:{settings.port}"
     assert duration_seconds(health["timeout"]) > float(argv[argv.index("--timeout") + 1])
     assert duration_seconds(health["start_period"]) > 0 and int(health["retries"]) >= 1
+    # Docker Compose refuses `start_interval` below Docker Engine 25 ("feature
+    # require Docker Engine v25 or later"): the file is for Engine 20.10+.
+    assert set(health) <= HEALTHCHECK_KEYS_ENGINE_20_10, set(health) - HEALTHCHECK_KEYS_ENGINE_20_10
+
+
+def test_load_balancer_can_write_its_rendered_configuration(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The nginx image renders its template into conf.d as uid 101. A tmpfs over an
+    # existing directory takes that directory's mode, not `mode=` (Docker 20.10 with
+    # runc: root-owned, 0775), so only uid=/gid= make it nginx's.
+    mounts = dict(entry.split(":", 1) for entry in services["actgrad-lb"]["tmpfs"])
+    options = dict(o.split("=", 1) for o in mounts["/etc/nginx/conf.d"].split(","))
+    assert options.get("uid") == "101" and options.get("gid") == "101", options
 
 
 def test_devices(services: dict[str, dict[str, Any]]) -> None:

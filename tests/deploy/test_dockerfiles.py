@@ -8,12 +8,20 @@ plays the CPU Dockerfile's build outside Docker, instruction by instruction:
   root (/wheels, /opt/actgrad, /src, /tmp); the base image's Python is a fresh
   virtualenv of the interpreter running the tests (3.11 in CI, as in the image);
 - RUN: the exact command text through `/bin/sh -c`, in order, in both stages
-  (`--mount=type=bind,from=build` binds the build stage's directory), except
-  `useradd`, which would change this machine's users;
+  (`--mount=type=bind,from=build` binds the build stage's directory; the optional
+  `pip-ca` secret is absent, as in a build without `--secret`), except the
+  `groupadd`/`useradd` line, which would change this machine's users (it runs
+  against a copy of this machine's user database in `test_user_and_group_are_10001`);
 - then the ENTRYPOINT argv exactly, with the image's environment and
-  `-e`-style overrides for the addresses (loopback, port 0), one call through the
-  SDK, the HEALTHCHECK command text through `/bin/sh -c` (exit 0 when serving,
-  non-zero once the server is gone), and STOPSIGNAL, after which it exits 0.
+  `-e`-style overrides for the addresses (loopback, port 0) and JSON logs, and HOME
+  unwritable as the image's /nonexistent is: one call through the SDK, every line on
+  stderr JSON, the HEALTHCHECK command text through `/bin/sh -c` (exit 0 when
+  serving, non-zero once the server is gone), and STOPSIGNAL, after which it exits 0.
+
+Docker Engine 20.10 and podman/buildah 4.3 (Debian 12's) are the oldest engines
+the files are for: no `# syntax=` line (it makes BuildKit fetch a front end from
+Docker Hub), no HEALTHCHECK flag newer than they know (`--start-interval` is Engine
+25's). `make test-containers` (tests/containers) builds and runs the image for real.
 
 pip reaches PyPI as `docker build` would; unlike the image (PIP_NO_CACHE_DIR=1) it
 may use its local cache. The CUDA file is linted and checked statically: its
@@ -43,6 +51,10 @@ from actgrad import Client
 CPU = DOCKER / "Dockerfile"
 CUDA = DOCKER / "Dockerfile.cuda"
 INSTALL_TIMEOUT = 900
+# What Docker Engine 20.10's built-in Dockerfile front end and buildah 1.28 read.
+OLD_ENGINE_HEALTHCHECK_FLAGS = {"interval", "timeout", "start-period", "retries"}
+OLD_ENGINE_MOUNT_TYPES = {"bind", "cache", "secret", "tmpfs"}
+IMAGE_ID = 10001  # uid and gid
 
 
 @dataclass
@@ -243,6 +255,105 @@ def test_image_shape(dockerfile: Path) -> None:
     assert entrypoint is not None and entrypoint[:2] == ["actgrad", "serve"]
 
 
+@pytest.mark.parametrize("dockerfile", [CPU, CUDA], ids=["cpu", "cuda"])
+def test_builds_on_docker_20_10_and_podman_4_3(dockerfile: Path) -> None:
+    lines = dockerfile.read_text().splitlines()
+    # Parser directives are comments of the form `# key=value` before any other line.
+    directives = []
+    for line in lines:
+        match = re.fullmatch(r"#\s*(\w+)\s*=\s*(\S+)\s*", line)
+        if not match:
+            break
+        directives.append(match.group(1).lower())
+    assert "syntax" not in directives, "a `# syntax=` line fetches a front end from Docker Hub"
+    parsed = parse_dockerfile(dockerfile)
+    flags, _ = healthcheck(parsed.final)
+    assert set(flags) <= OLD_ENGINE_HEALTHCHECK_FLAGS, f"Docker 20.10 rejects {flags}"
+    for stage in parsed.stages:
+        for run in stage.all("RUN"):
+            assert set(run.flags) <= {"mount"}, run.flags
+            if "mount" in run.flags:
+                options = dict(part.split("=", 1) for part in run.flags["mount"].split(","))
+                assert options["type"] in OLD_ENGINE_MOUNT_TYPES, run.flags
+                # `required` and `env` are front-end 1.3+/1.10+ options.
+                assert not {"env", "required"} & set(options), run.flags
+
+
+@pytest.mark.parametrize("dockerfile", [CPU, CUDA], ids=["cpu", "cuda"])
+def test_pip_ca_secret_is_used_by_the_build_only(dockerfile: Path) -> None:
+    parsed = parse_dockerfile(dockerfile)
+    secret = "type=secret,id=pip-ca"
+    installs = [r for r in parsed.stages[0].all("RUN") if "pip wheel" in r.arguments]
+    assert [r.flags.get("mount") for r in installs] == [secret]
+    assert "PIP_CERT=/run/secrets/pip-ca" in installs[0].arguments
+    # The runtime stage installs offline, from the wheels: it needs no CA at all.
+    for run in parsed.final.all("RUN"):
+        assert "secret" not in run.flags.get("mount", ""), run.arguments
+        assert "pip-ca" not in run.arguments
+    env = {k for i in parsed.final.all("ENV") for k, _ in parse_env(i.arguments)}
+    assert not {"PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"} & env
+
+
+@pytest.mark.parametrize("dockerfile", [CPU, CUDA], ids=["cpu", "cuda"])
+def test_onnxruntime_telemetry_is_off(dockerfile: Path) -> None:
+    # Else onnxruntime's Linux wheels try to keep a device ID under $HOME/.cache and,
+    # with HOME unwritable, print a non-JSON warning on stderr in every process.
+    env = {
+        k: v
+        for i in parse_dockerfile(dockerfile).final.all("ENV")
+        for k, v in parse_env(i.arguments)
+    }
+    assert env.get("ORT_DISABLE_TELEMETRY") == "1"
+
+
+def user_commands(stage: Stage) -> list[str]:
+    runs = [
+        r.arguments for r in stage.all("RUN") if re.search(r"\b(useradd|groupadd)\b", r.arguments)
+    ]
+    assert len(runs) == 1, runs
+    return [part.strip() for part in runs[0].split("&&")]
+
+
+@pytest.mark.parametrize("dockerfile", [CPU, CUDA], ids=["cpu", "cuda"])
+def test_user_and_group_are_10001(dockerfile: Path, tmp_path: Path) -> None:
+    """The image's groupadd/useradd line, run against a copy of this machine's user
+    database (`--root`): the user and its group both get id 10001, with entries."""
+    final = parse_dockerfile(dockerfile).final
+    assert final.last("USER").arguments == f"{IMAGE_ID}:{IMAGE_ID}"
+    commands = user_commands(final)
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("groupadd"):
+        pytest.skip("needs root and shadow's useradd/groupadd to run the image's line")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for name in ("passwd", "group", "shadow", "gshadow", "login.defs"):
+        if Path("/etc", name).exists():
+            shutil.copy2(Path("/etc", name), etc / name)
+    for command in commands:
+        words = shlex.split(command)
+        assert words[0] in ("groupadd", "useradd"), command
+        done = subprocess.run(
+            [words[0], "--root", str(tmp_path), *words[1:]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+    users = {
+        f[0]: f for f in (line.split(":") for line in (etc / "passwd").read_text().splitlines())
+    }
+    groups = {
+        f[0]: f for f in (line.split(":") for line in (etc / "group").read_text().splitlines())
+    }
+    matching_users = [u for u in users.values() if u[2] == str(IMAGE_ID)]
+    matching_groups = [g for g in groups.values() if g[2] == str(IMAGE_ID)]
+    assert len(matching_users) == 1, f"users with uid {IMAGE_ID}: {matching_users}"
+    assert len(matching_groups) == 1, f"groups with gid {IMAGE_ID}: {matching_groups}"
+    user, group = matching_users[0], matching_groups[0]
+    assert user[3] == str(IMAGE_ID), f"user {user[0]}'s group is {user[3]}"
+    assert user[5] == "/nonexistent" and user[6] == "/usr/sbin/nologin"
+    assert group[0] == user[0] == "actgrad"
+
+
 def test_cpu_image() -> None:
     parsed = parse_dockerfile(CPU)
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", parsed.final.base)
@@ -320,12 +431,16 @@ class ImageBuild:
 
     def run(self, instruction: Instruction, env: dict[str, str], workdir: Path) -> None:
         command = instruction.arguments
-        if command.startswith("useradd "):
+        if command.startswith(("groupadd ", "useradd ")):
             return  # creates the image's user; not ours to change here
         mount = instruction.flags.get("mount")
         if mount:
             options = dict(part.split("=", 1) for part in mount.split(","))
-            assert options["type"] == "bind" and options["source"] == options["target"]
+            if options["type"] == "secret":
+                # Not given (a build without --secret): no file in /run/secrets.
+                assert not Path("/run/secrets", options["id"]).exists()
+            else:
+                assert options["type"] == "bind" and options["source"] == options["target"]
         env = dict(env)
         env.pop("PIP_NO_CACHE_DIR", None)
         result = subprocess.run(
@@ -363,7 +478,12 @@ def test_cpu_image_commands_build_serve_and_pass_health(tmp_path: Path) -> None:
         ACTGRAD_PORT="0",
         ACTGRAD_METRICS_HOST="127.0.0.1",
         ACTGRAD_METRICS_PORT="0",
+        ACTGRAD_LOG_FORMAT="json",
+        # The image's user has HOME=/nonexistent, which it cannot create; nor can
+        # root create a directory under /proc.
+        HOME="/proc/actgrad-nonexistent",
     )
+    env.pop("XDG_CACHE_HOME", None)
     _, command = healthcheck(final)
     replica: Replica = start_replica([found, *entrypoint[1:]], env=env, cwd=workdir)
     probe_env = dict(env, ACTGRAD_PORT=str(replica.port))
@@ -383,6 +503,9 @@ def test_cpu_image_commands_build_serve_and_pass_health(tmp_path: Path) -> None:
         assert replica.proc.wait(timeout=60) == 0
     finally:
         replica.stop()
+    # JSON mode: every line the server wrote parses (none of onnxruntime's own).
+    for line in replica.lines:
+        assert isinstance(json.loads(line), dict), line
 
     # Nothing listens any more: the same health check now fails.
     probe = subprocess.run(
