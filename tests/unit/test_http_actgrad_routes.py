@@ -188,6 +188,8 @@ BAD: list[tuple[str, bytes | Any, int, str]] = [
     ("/v1/softmax", {"x": "abc"}, 400, "x: expected numbers"),
     ("/v1/softmax", {"x": [1, "2"]}, 400, "x: expected numbers, got a string '2'"),
     ("/v1/softmax", {"x": [True, 1.0]}, 400, "x: expected numbers, got a boolean"),
+    ("/v1/softmax", {"x": [[1.0, 2.0], [False, 1.0]]}, 400, "x: expected numbers, got a boolean"),
+    ("/v1/gradient", {"x": [1, 2], "function": "relu", "grad_output": [1, True]}, 400, "grad_out"),
     ("/v1/softmax", {"x": [1, None]}, 400, "x: expected numbers, got null"),
     ("/v1/softmax", {"x": [1, {"a": 1}]}, 400, "x:"),
     ("/v1/softmax", {"x": [[1, 2], [3]]}, 400, "rows of one length"),
