@@ -109,7 +109,10 @@ def main() -> None:
     load_before = os.getloadavg()
     start = time.perf_counter()
     server = ServerProcess(
-        "first-calls", "actgrad", ["serve", "--workers", "1", "--port", "0"], start_timeout=60.0
+        "first-calls",
+        "actgrad",
+        ["serve", "--workers", "1", "--port", "0", "--http-port", "0"],
+        start_timeout=60.0,
     )
     start_s = time.perf_counter() - start
     rows: list[Row] = []

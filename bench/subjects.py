@@ -182,6 +182,7 @@ class ActgradSubject(Subject):
             "serve",
             "--host=127.0.0.1",
             "--port=0",
+            "--http-port=0",
             f"--device={setup.device}",
             f"--max-message-bytes={setup.max_message_bytes}",
             f"--threads={setup.threads}",

@@ -75,7 +75,8 @@ class Server:
     def __init__(self, port: int, workers: int) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTGRAD_")}
         command = [sys.executable, "-m", "actgrad", "serve", "--host=127.0.0.1"]
-        command += [f"--port={port}", f"--workers={workers}", "--device=cpu", "--grace=10"]
+        command += [f"--port={port}", "--http-port=0", f"--workers={workers}"]
+        command += ["--device=cpu", "--grace=10"]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []

@@ -421,7 +421,8 @@ class Server:
     def __init__(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTGRAD_")}
         command = [sys.executable, "-m", "actgrad", "serve", "--host=127.0.0.1", "--port=0"]
-        command += ["--workers=2", "--device=cpu", "--log-format=json", "--grace=10"]
+        command += ["--http-port=0", "--workers=2", "--device=cpu", "--log-format=json"]
+        command += ["--grace=10"]
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

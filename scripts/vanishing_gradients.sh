@@ -9,7 +9,7 @@ PY="${1:-.venv/bin/python}"
 PORT="${PORT:-50071}"
 OUT=docs/vanishing-gradients
 mkdir -p "$OUT"
-"$PY" -m actgrad serve --port "$PORT" --log-level warning &
+"$PY" -m actgrad serve --port "$PORT" --http-port -1 --log-level warning &
 SERVER=$!
 trap 'kill "$SERVER"; wait "$SERVER" || true' EXIT
 flow() { "$PY" -m actgrad flow --target "127.0.0.1:$PORT" --timeout 120 "$@"; }

@@ -4,6 +4,9 @@ What applies to every call (request id, access log, metrics, bearer tokens, the
 drain's refusal, the stream pool) is the server's one interceptor
 (`api._interceptors.CallInterceptor`), so each front end is one `_register` line
 below and is covered by health, reflection and the interceptor without more code.
+HTTP (`--http-port`, `actgrad_server.http`: the OIP's REST binding and actgrad's JSON
+calls) runs beside gRPC on its own thread, over the same DataPlane and engine, behind
+its own pipeline (`http.pipeline`), and drains with it.
 
 `actgrad_server.cli.serve` runs one `ActgradServer` in its process (``--workers 1``)
 or hands over to the supervisor in `actgrad_server.workers`, whose worker processes
@@ -39,9 +42,12 @@ from actgrad_server.api._interceptors import CallInterceptor, CallPool, StreamGu
 from actgrad_server.config import OPEN_SLOTS, Settings
 from actgrad_server.engine import Engine
 from actgrad_server.errors import ConfigError
+from actgrad_server.http.app import build_app
+from actgrad_server.http.server import HttpServer
 from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip import servicer as oip
 from actgrad_server.oip.dataplane import DataPlane
+from actgrad_server.ops import Operations
 from actgrad_server.tracing import Tracing
 
 __all__ = ["ActgradServer", "WorkerRole", "install_drain_signals"]
@@ -133,6 +139,9 @@ class ActgradServer:
         )
         limits = settings.limits
         credentials = security.server_credentials(settings)
+        tokens = (
+            security.load_tokens(settings.auth_token_file) if settings.auth_token_file else None
+        )
         self.metrics = ServerMetrics(
             self.engine.cache_info, shared=worker is not None and worker.shared_metrics
         )
@@ -149,9 +158,7 @@ class ActgradServer:
             refusing=self.refusing,
             streams=self._streams,
             open_pool=self._open_executor,
-            tokens=(
-                security.load_tokens(settings.auth_token_file) if settings.auth_token_file else None
-            ),
+            tokens=tokens,
             open_services=[health.SERVICE_NAME],
             access_log=settings.access_log,
             tracing=Tracing() if settings.tracing else None,
@@ -221,6 +228,31 @@ class ActgradServer:
         self.uds: str | None = None
         if settings.uds:
             self.uds = self._listen_on_uds(settings.uds, credentials)
+        #: The HTTP front end (--http-port; None when off): the OIP's REST binding over
+        #: the same DataPlane, actgrad's JSON calls, on its own thread and event loop.
+        self.http: HttpServer | None = None
+        #: The port HTTP got (--http-port 0: the kernel's pick), None when off.
+        self.http_port: int | None = None
+        if settings.http_port >= 0:
+            self.http = HttpServer(
+                build_app(
+                    self.oip,
+                    Operations(self.engine, limits),
+                    refusing=self.refusing,
+                    tokens=tokens,
+                    max_body_bytes=settings.max_message_bytes,
+                    max_open=settings.call_cap,
+                    threads=settings.threads,
+                    access_log=settings.access_log,
+                ),
+                settings.host,
+                settings.http_port,
+                reuse_port=worker is not None,
+                tls_cert=settings.tls_cert,
+                tls_key=settings.tls_key,
+                tls_client_ca=settings.tls_client_ca,
+            )
+            self.http_port = self.http.port
         #: The port of /metrics once started, None when metrics are off.
         self.metrics_port: int | None = None
         self._drain_lock = threading.Lock()
@@ -271,6 +303,13 @@ class ActgradServer:
         """
         self._server.start()
         try:
+            if self.http is not None:
+                self.http.start()
+                _LOGGER.info(
+                    "HTTP on %s://%s",
+                    "https" if self.settings.tls else "http",
+                    _address(self.settings.host, self.http.port),
+                )
             if self.settings.metrics_port >= 0:
                 self.metrics_port = self.metrics.serve_http(
                     self.settings.metrics_host, self.settings.metrics_port
@@ -283,6 +322,8 @@ class ActgradServer:
             self.engine.warm_up()
         except BaseException:
             self._server.stop(0).wait()
+            if self.http is not None:
+                self.http.stop(0)
             self.metrics.stop_http()
             raise
         self.health.set_serving()
@@ -294,10 +335,11 @@ class ActgradServer:
             _LOGGER.info("worker %d serving on %s", self.worker.index, self.address)
             return
         _LOGGER.info(
-            "serving actgrad.v1 on %s (providers: %s; %s)",
+            "serving actgrad.v1 on %s (providers: %s; %s)%s",
             self.address,
             ", ".join(self.engine.providers),
             "TLS" if self.settings.tls else "plaintext",
+            "" if self.http is None else f"; HTTP on port {self.http.port}",
         )
 
     def stop(self, grace: float | None = None) -> threading.Event:
@@ -315,6 +357,8 @@ class ActgradServer:
         if not first:
             if grace <= 0:
                 self._server.stop(0)  # cancels what is left; _drain then ends at once
+                if self.http is not None:
+                    self.http.cancel()
             return self._stopped
         _LOGGER.info("draining (grace %.1fs)", grace)
         # From here the servers' calls are refused with UNAVAILABLE by our interceptor
@@ -344,15 +388,27 @@ class ActgradServer:
         the end of the answer (seen in about 1 of 30 drains). Connections that stay
         open until the calls are answered, and a moment more, lose nothing.
         """
-        while self.metrics.open_calls() > 0 and time.monotonic() < self._drain_end:
+        while self._open() > 0 and time.monotonic() < self._drain_end:
             time.sleep(0.01)
         settle = min(DRAIN_SETTLE_SECONDS, self._drain_end - time.monotonic())
         if settle > 0:
             time.sleep(settle)
         done = self._server.stop(max(self._drain_end - time.monotonic(), 0.0))
         self.health.end_watches()
+        if self.http is not None:
+            # New requests are refused (503) since the drain began; the listener and
+            # the connections close now, requests still open get what is left.
+            self.http.stop(max(self._drain_end - time.monotonic(), 0.0))
         done.wait()
         self._stopped.set()
+
+    def _open(self) -> int:
+        """Calls and HTTP requests in flight (what the drain waits for)."""
+        return self.metrics.open_calls() + (0 if self.http is None else self.http.open_requests)
+
+    def _received(self) -> int:
+        """Calls and HTTP requests received since start (what the idle trim watches)."""
+        return self.metrics.calls_received() + (0 if self.http is None else self.http.received)
 
     def _trim_when_idle(self) -> None:
         """Gives free memory back once the server has been idle IDLE_TRIM_SECONDS.
@@ -360,13 +416,13 @@ class ActgradServer:
         The allocator keeps large freed buffers for the next call (`_malloc`); after
         a burst, that high-water mark would stay resident for good.
         """
-        seen = self.metrics.calls_received()
+        seen = self._received()
         idle_since = time.monotonic()
         trimmed = True
         while not self._finished.wait(min(1.0, IDLE_TRIM_SECONDS)):
             now = time.monotonic()
-            received = self.metrics.calls_received()
-            if received != seen or self.metrics.open_calls() > 0:
+            received = self._received()
+            if received != seen or self._open() > 0:
                 seen, idle_since, trimmed = received, now, False
                 continue
             if not trimmed and now - idle_since >= IDLE_TRIM_SECONDS:

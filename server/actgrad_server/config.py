@@ -55,6 +55,14 @@ class Limits:
 class Settings:
     host: str = field(default="127.0.0.1", metadata=_opt("address to bind"))
     port: int = field(default=50051, metadata=_opt("port to bind; 0 picks a free one"))
+    # Triton's and KServe's HTTP port. Every worker serves it (SO_REUSEPORT), on --host.
+    http_port: int = field(
+        default=8000,
+        metadata=_opt(
+            "HTTP port (the Open Inference Protocol's REST binding, actgrad's JSON calls, "
+            "/openapi.json), on --host; 0 picks a free one; -1 = off"
+        ),
+    )
     uds: str = field(
         default="",
         metadata=_opt(
@@ -236,6 +244,8 @@ class Settings:
             raise ConfigError(
                 f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
             )
+        if not -1 <= self.http_port <= 65535:
+            raise ConfigError(f"http_port must be -1 (off) or 0..65535, got {self.http_port}")
         if not -1 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be -1 (off) or 0..65535, got {self.metrics_port}")
         if bool(self.tls_cert) != bool(self.tls_key):

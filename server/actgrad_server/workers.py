@@ -159,6 +159,7 @@ class _Hello:
 class _Bound:
     port: int
     address: str
+    http_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ def _worker_main(index: int, settings: Settings, conn: Connection, shared_metric
 
     try:
         server = ActgradServer(settings, worker=WorkerRole(index, shared_metrics=shared_metrics))
-        conn.send(_Bound(server.port, server.address))
+        conn.send(_Bound(server.port, server.address, server.http_port))
         server.start()
     except ConfigError as exc:
         conn.send(_Failed(str(exc), config_error=True))
@@ -459,11 +460,19 @@ class _Supervisor:
         with self._signals():
             try:
                 first = self._start_worker(0, settings)
-                if settings.port == 0:
-                    # The others bind the port the kernel gave worker 0.
+                if settings.port == 0 or settings.http_port == 0:
+                    # The others bind the ports the kernel gave worker 0.
                     self._pump(lambda: first.bound is not None or self._stopping)
                     if first.bound is not None:
-                        settings = dataclasses.replace(settings, port=first.bound.port)
+                        settings = dataclasses.replace(
+                            settings,
+                            port=first.bound.port,
+                            http_port=(
+                                settings.http_port
+                                if first.bound.http_port is None
+                                else first.bound.http_port
+                            ),
+                        )
                 if not self._stopping:
                     for index in range(1, self._count):
                         self._start_worker(index, settings)
@@ -473,11 +482,14 @@ class _Supervisor:
                 if not self._stopping and first.bound is not None and first.serving is not None:
                     self._restart_settings = settings
                     _LOGGER.info(
-                        "serving actgrad.v1 on %s (providers: %s; %s; %d workers)",
+                        "serving actgrad.v1 on %s (providers: %s; %s; %d workers)%s",
                         first.bound.address,
                         ", ".join(first.serving.providers),
                         "TLS" if self._settings.tls else "plaintext",
                         self._count,
+                        ""
+                        if first.bound.http_port is None
+                        else f"; HTTP on port {first.bound.http_port}",
                     )
                 self._pump(lambda: False)
             finally:
@@ -562,5 +574,7 @@ def supervise(settings: Settings, count: int) -> int:
         raise ValueError(f"supervise() runs 2 or more workers, got {count}")
     if settings.port != 0:
         _check_port_free(settings.host, settings.port)
+    if settings.http_port > 0:
+        _check_port_free(settings.host, settings.http_port)
     with _shared_metrics(settings) as metrics_dir:
         return _Supervisor(settings, count, metrics_dir).run()

@@ -37,6 +37,7 @@ _SERVING = re.compile(r"serving actgrad\.v1 on [^ ]+:(\d+)")
 REPLICA_ENVIRONMENT = {
     "ACTGRAD_HOST": "127.0.0.1",
     "ACTGRAD_PORT": "0",
+    "ACTGRAD_HTTP_PORT": "0",
     "ACTGRAD_DEVICE": "cpu",
     "ACTGRAD_THREADS": "4",
     "ACTGRAD_GRACE": "2",

@@ -18,6 +18,7 @@ __all__ = ["TEST_SETTINGS", "AsyncAdapter"]
 TEST_SETTINGS = Settings(
     host="127.0.0.1",
     port=0,
+    http_port=0,
     max_elements=1 << 20,
     max_rank=8,
     max_message_bytes=16 << 20,

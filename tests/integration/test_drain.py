@@ -85,6 +85,7 @@ def test_sigterm_drains_20_large_calls_in_flight_and_exits_zero() -> None:
         {
             "ACTGRAD_HOST": "127.0.0.1",
             "ACTGRAD_PORT": "0",
+            "ACTGRAD_HTTP_PORT": "0",
             "ACTGRAD_DEVICE": "cpu",
             "ACTGRAD_GRACE": "60",
             # Two threads for twenty calls: most of them are queued when SIGTERM comes.

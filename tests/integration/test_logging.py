@@ -174,6 +174,7 @@ def test_serve_logs_in_the_chosen_format(log_format: str) -> None:
         ACTGRAD_LOG_FORMAT=log_format,
         ACTGRAD_HOST="127.0.0.1",
         ACTGRAD_PORT="0",
+        ACTGRAD_HTTP_PORT="0",
         ACTGRAD_ACCESS_LOG="true",
     )
     proc = subprocess.Popen(

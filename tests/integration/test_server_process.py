@@ -39,7 +39,18 @@ def _wait_for_port(proc: subprocess.Popen[str], deadline: float) -> int:
 def test_serve_command_answers_and_exits_zero_on_sigterm() -> None:
     env = dict(os.environ, ACTGRAD_DEVICE="cpu", ACTGRAD_GRACE="2")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actgrad", "serve", "--port", "0", "--host", "127.0.0.1"],
+        [
+            sys.executable,
+            "-m",
+            "actgrad",
+            "serve",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+        ],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -62,7 +73,18 @@ def test_cuda_device_without_cuda_fails_at_start() -> None:
     if "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers():
         pytest.skip("this machine has CUDA")
     proc = subprocess.run(
-        [sys.executable, "-m", "actgrad", "serve", "--port", "0", "--device", "cuda"],
+        [
+            sys.executable,
+            "-m",
+            "actgrad",
+            "serve",
+            "--port",
+            "0",
+            "--device",
+            "cuda",
+            "--http-port",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -82,7 +104,7 @@ class _BrokenEngine(Engine):
 def test_unexpected_errors_are_internal_with_a_generic_message(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = Settings(host="127.0.0.1", port=0, device="cpu")
+    settings = Settings(host="127.0.0.1", port=0, http_port=0, device="cpu")
     server = ActgradServer(settings, engine=_BrokenEngine(device="cpu"))
     server.start()
     try:
@@ -108,6 +130,7 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1(workers: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         command = [sys.executable, "-m", "actgrad", "serve", "--host", "127.0.0.1"]
+        command += ["--http-port", "0"]
         proc = subprocess.run(
             [*command, "--port", str(port), "--workers", workers, "--device", "cpu"],
             capture_output=True,
@@ -137,7 +160,7 @@ class Stuck(Engine):
 app.DRAIN_MARGIN_SECONDS = 1.0
 configure_logging("INFO", "plain")
 server = ActgradServer(
-    Settings(host="127.0.0.1", port=0, device="cpu", grace=0.5, threads=2),
+    Settings(host="127.0.0.1", port=0, http_port=0, device="cpu", grace=0.5, threads=2),
     engine=Stuck(device="cpu"),
 )
 install_drain_signals(server)
@@ -199,7 +222,18 @@ def test_a_unix_domain_socket_besides_tcp(kind: str, tmp_path: Any) -> None:
 
 def test_uds_with_several_workers_is_refused() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "actgrad", "serve", "--uds", "/tmp/x.sock", "--workers", "2"],
+        [
+            sys.executable,
+            "-m",
+            "actgrad",
+            "serve",
+            "--uds",
+            "/tmp/x.sock",
+            "--workers",
+            "2",
+            "--http-port",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

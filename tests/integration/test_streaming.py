@@ -169,7 +169,7 @@ def test_broken_stream_returns_no_partial_result() -> None:
 
 @pytest.mark.slow
 def test_one_gibibyte_round_trip_with_default_limits() -> None:
-    settings = Settings(host="127.0.0.1", port=0, device="cpu", grace=2.0)
+    settings = Settings(host="127.0.0.1", port=0, http_port=0, device="cpu", grace=2.0)
     server = ActgradServer(settings)
     server.start()
     try:

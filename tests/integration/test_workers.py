@@ -65,6 +65,7 @@ class Serve:
                 "serve",
                 "--host=127.0.0.1",
                 "--port=0",
+                "--http-port=0",
                 "--device=cpu",
                 "--log-format=json",
                 "--access-log",

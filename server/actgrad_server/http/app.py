@@ -1,0 +1,117 @@
+"""The HTTP front end's application: the OIP REST routes, actgrad's own JSON routes, the
+OpenAPI document, all behind one `Pipeline` (request id, drain, tokens, limits, log).
+
+`build_app` makes the Starlette application; `actgrad_server.http.server` serves it.
+Route modules only convert (`oip_routes` over the process's one `DataPlane`,
+`actgrad_routes` over its `Operations`); nothing here computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from actgrad import __version__
+from actgrad_server.http import actgrad_routes, oip_routes
+from actgrad_server.http.pipeline import Pipeline
+from actgrad_server.http.responses import json_response
+from actgrad_server.oip.dataplane import DataPlane
+from actgrad_server.ops import Operations
+from actgrad_server.security import TokenSet
+
+__all__ = ["HttpApp", "build_app", "openapi_document"]
+
+
+class HttpApp:
+    """The application to serve (`pipeline`, the ASGI app around the routes) and the
+    thread pool the routes compute on; `pipeline.open_requests` is what a drain waits for."""
+
+    def __init__(self, pipeline: Pipeline, pool: ThreadPoolExecutor, routes: Starlette) -> None:
+        self.pipeline = pipeline
+        self.pool = pool
+        #: The application inside the pipeline (its routes).
+        self.routes = routes
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route: OIP's and actgrad's own."""
+    components: dict[str, Any] = {"schemas": {}}
+    for module in (oip_routes, actgrad_routes):
+        extra = getattr(module, "OPENAPI_COMPONENTS", {})
+        for kind, entries in extra.items():
+            components.setdefault(kind, {}).update(entries)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "actgrad",
+            "version": __version__,
+            "description": "Activation functions and their gradients: the Open Inference "
+            "Protocol's REST binding (KServe v2 / Triton) and actgrad's own calls as JSON.",
+        },
+        "paths": {**oip_routes.OPENAPI_PATHS, **actgrad_routes.OPENAPI_PATHS},
+        "components": components,
+    }
+
+
+def build_app(
+    plane: DataPlane,
+    ops: Operations,
+    *,
+    refusing: threading.Event,
+    tokens: TokenSet | None = None,
+    max_body_bytes: int,
+    max_open: int,
+    threads: int,
+    access_log: bool = False,
+) -> HttpApp:
+    """The Starlette application over `plane` (OIP) and `ops` (actgrad's calls)."""
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actgrad-http")
+
+    async def run(function: Callable[..., Any], *args: Any) -> Any:
+        # On the front end's own pool, with the request's context (its request id).
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+    document = openapi_document()
+
+    async def openapi(request: Request) -> Response:
+        return json_response(document)
+
+    routes: list[BaseRoute] = [
+        *oip_routes.OipRoutes(plane, run).routes(),
+        *actgrad_routes.routes(ops),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        if status == 404:
+            detail = f"no route {request.url.path} (see /openapi.json)"
+        elif status == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        headers = getattr(exc, "headers", None)
+        return json_response({"error": detail}, status, headers)
+
+    asgi = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    pipeline = Pipeline(
+        asgi,
+        refusing=refusing,
+        tokens=tokens,
+        max_body_bytes=max_body_bytes,
+        max_open=max_open,
+        access_log=access_log,
+    )
+    return HttpApp(pipeline, pool, asgi)
