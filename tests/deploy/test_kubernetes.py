@@ -299,7 +299,11 @@ def test_container_runs_the_image_with_settings_only_from_the_environment(
     assert (settings.host, settings.port) == ("0.0.0.0", 50051)
     assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", 9090)
     ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
-    assert ports == {"grpc": settings.port, "metrics": settings.metrics_port}
+    assert ports == {
+        "grpc": settings.port,
+        "http": settings.http_port,
+        "metrics": settings.metrics_port,
+    }
 
     pod = deployment(objects)["spec"]["template"]["spec"]
     # The kubelet's SIGKILL comes after terminationGracePeriodSeconds: after the drain.
@@ -406,7 +410,7 @@ def test_services_autoscaler_budget_and_policy_select_the_pods(
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
     assert policy["policyTypes"] == ["Ingress"]
     allowed = {(p["port"], p["protocol"]) for rule in policy["ingress"] for p in rule["ports"]}
-    assert allowed == {(ports["grpc"], "TCP"), (ports["metrics"], "TCP")}
+    assert allowed == {(ports[name], "TCP") for name in ("grpc", "http", "metrics")}
 
 
 # -- the probes, run as the kubelet runs them -------------------------------------------
