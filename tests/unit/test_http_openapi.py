@@ -1,0 +1,46 @@
+"""The HTTP front end's OpenAPI document: valid OpenAPI 3.1, and every route in it.
+
+No sockets: the Starlette application is built and its routes read.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from actgrad_server.config import Settings
+from actgrad_server.engine import Engine
+from actgrad_server.http.app import build_app, openapi_document
+from actgrad_server.oip.dataplane import DataPlane
+from actgrad_server.ops import Operations
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    validator: Any = pytest.importorskip("openapi_spec_validator")
+    document = openapi_document()
+    assert document["openapi"] == "3.1.0"
+    validator.validate(document)
+
+
+def test_every_route_of_the_app_is_in_the_document() -> None:
+    settings = Settings(device="cpu")
+    engine = Engine(device="cpu")
+    app = build_app(
+        DataPlane(engine, settings.limits),
+        Operations(engine, settings.limits),
+        refusing=threading.Event(),
+        max_body_bytes=settings.max_message_bytes,
+        max_open=settings.call_cap,
+        threads=1,
+    )
+    try:
+        paths = openapi_document()["paths"]
+        routes = [getattr(route, "path", "") for route in app.routes.routes]
+        assert "/v2/models/{model_name}/infer" in routes and "/openapi.json" in routes
+        for path in routes:
+            if path != "/openapi.json":
+                assert path in paths, path
+    finally:
+        app.pool.shutdown()
