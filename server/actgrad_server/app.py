@@ -244,6 +244,7 @@ class ActgradServer:
                     max_open=settings.call_cap,
                     threads=settings.threads,
                     access_log=settings.access_log,
+                    metrics=self.metrics,
                 ),
                 settings.host,
                 settings.http_port,

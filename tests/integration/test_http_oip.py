@@ -10,6 +10,7 @@ what a client library would never send: the errors, each a 4xx with the protocol
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -402,3 +403,53 @@ def test_openapi_document_lists_every_route(http: httpx.Client, server: ActgradS
         path = getattr(route, "path", "")
         if path != "/openapi.json":
             assert path in paths, path
+
+
+def _mutations(seed: int, count: int) -> Iterator[tuple[bytes, dict[str, str]]]:
+    """Seeded mutations of good requests: bytes flipped, cut, repeated, and values
+    swapped for other JSON values, with and without the binary extension's header."""
+    rng = np.random.default_rng(seed)
+    good = _request([1.0, -2.0, 3.5], parameters={"alpha": 0.3}, outputs=[{"name": "y"}])
+    values: list[Any] = [None, True, -1, 0, 2**70, 1e308, "x", "", [], {}, [[[]]], [1] * 70]
+    for _ in range(count):
+        kind = rng.integers(4)
+        if kind == 0:  # a JSON value replaced somewhere
+            request = orjson.loads(orjson.dumps(good))
+            tensor = request["inputs"][0]
+            key = ["name", "datatype", "shape", "data", "parameters"][rng.integers(5)]
+            tensor[key] = values[rng.integers(len(values))]
+            body = json.dumps(request).encode()
+        else:
+            body = bytearray(orjson.dumps(good))
+            position = int(rng.integers(len(body)))
+            if kind == 1:
+                body[position] = int(rng.integers(256))
+            elif kind == 2:
+                del body[position:]
+            else:
+                body[position:position] = body[: int(rng.integers(1, 40))]
+            body = bytes(body)
+        headers = {}
+        if rng.integers(4) == 0:
+            headers["Inference-Header-Content-Length"] = str(int(rng.integers(-1, len(body) + 2)))
+        yield body, headers
+
+
+def test_fuzzed_requests_are_never_a_500(http: httpx.Client) -> None:
+    statuses: dict[int, int] = {}
+    for body, headers in _mutations(seed=21, count=400):
+        answer = http.post("/v2/models/leaky_relu/infer", content=body, headers=headers)
+        statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+        assert answer.status_code < 500, (body, headers, answer.text)
+        if answer.status_code != 200:
+            assert "Traceback" not in answer.text and "error" in answer.json()
+    assert statuses.get(400, 0) > 100, statuses
+    assert http.get("/v2/health/ready").status_code == 200
+
+
+def test_a_deeply_nested_data_array_is_400(http: httpx.Client) -> None:
+    data: Any = [1.0]
+    for _ in range(80):
+        data = [data]
+    answer = http.post("/v2/models/relu/infer", json=_request(data, shape=[1]))
+    assert answer.status_code == 400 and "inputs[0].data" in answer.json()["error"]

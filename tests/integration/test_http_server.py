@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from _running import SlowEngine, running, settings
+from _running import SlowEngine, running, sample, scrape, settings
 
 from actgrad_server.app import ActgradServer
 
@@ -84,6 +84,21 @@ def test_drain_refuses_new_requests_and_finishes_those_in_flight() -> None:
         engine.release.set()
         server.stop(0)
         server.wait()
+
+
+def test_requests_are_in_the_metrics_by_route() -> None:
+    with running(settings(metrics_port=0)) as server, httpx.Client(timeout=30.0) as http:
+        for _ in range(2):
+            assert http.post(_url(server, "/v2/models/silu/infer"), json=_INFER_X).is_success
+        assert http.get(_url(server, "/v2/models/nope")).status_code == 404
+        assert server.metrics_port is not None
+        text = scrape(server.metrics_port)
+    infer = "HTTP POST /v2/models/{model_name}/infer"
+    ok = {"rpc": infer, "function": "swish", "code": "200"}  # silu is swish's alias
+    assert sample(text, "actgrad_requests_total", **ok) == 2
+    missing = {"rpc": "HTTP GET /v2/models/{model_name}", "function": "unknown", "code": "404"}
+    assert sample(text, "actgrad_requests_total", **missing) == 1
+    assert sample(text, "actgrad_request_duration_seconds_count", rpc=infer) == 2
 
 
 def test_http_can_be_turned_off() -> None:

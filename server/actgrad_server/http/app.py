@@ -26,6 +26,7 @@ from actgrad import __version__
 from actgrad_server.http import actgrad_routes, oip_routes
 from actgrad_server.http.pipeline import Pipeline
 from actgrad_server.http.responses import json_response
+from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip.dataplane import DataPlane
 from actgrad_server.ops import Operations
 from actgrad_server.security import TokenSet
@@ -74,6 +75,7 @@ def build_app(
     max_open: int,
     threads: int,
     access_log: bool = False,
+    metrics: ServerMetrics | None = None,
 ) -> HttpApp:
     """The Starlette application over `plane` (OIP) and `ops` (actgrad's calls)."""
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actgrad-http")
@@ -113,5 +115,6 @@ def build_app(
         max_body_bytes=max_body_bytes,
         max_open=max_open,
         access_log=access_log,
+        metrics=metrics,
     )
     return HttpApp(pipeline, pool, asgi)

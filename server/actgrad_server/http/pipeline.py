@@ -6,7 +6,9 @@ with ``Retry-After`` and ``Connection: close``, but for the health routes, which
 the truth themselves); bearer tokens (the same `TokenSet` as gRPC; health is open);
 the body limit (``--max-message-bytes``: 413 from Content-Length, or once a streamed
 body passes it); the concurrency cap (429 with ``Retry-After`` over what gRPC calls
-may hold); the count of open requests, which the drain waits for; an access log line.
+may hold); the count of open requests, which the drain waits for; the server's
+metrics (finished requests, latency, bytes; `rpc` is ``HTTP <method> <route>``); an
+access log line.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actgrad_server.http.responses import HttpError, json_response
 from actgrad_server.logs import request_id_scope
+from actgrad_server.metrics import ServerMetrics
+from actgrad_server.models import find_model
 from actgrad_server.security import TokenSet
 
 __all__ = ["OPEN_PATHS", "Pipeline", "RequestTooLarge"]
@@ -58,6 +62,7 @@ class Pipeline:
         max_body_bytes: int,
         max_open: int,
         access_log: bool,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._app = app
         self._refusing = refusing
@@ -65,6 +70,7 @@ class Pipeline:
         self._max_body = max_body_bytes
         self._max_open = max_open
         self._access_log = access_log
+        self._metrics = metrics
         #: Requests being answered now (read by the drain from another thread).
         self.open_requests = 0
         #: Requests received, refused ones included (the idle trim watches it).
@@ -116,8 +122,11 @@ class Pipeline:
                     )
                 finally:
                     self.open_requests -= 1
+            elapsed = time.perf_counter() - started
+            if self._metrics is not None:
+                self._record(scope, state, elapsed)
             if self._access_log:
-                self._log(scope, path, request_id, state, time.perf_counter() - started)
+                self._log(scope, path, request_id, state, elapsed)
 
     def _refusal(
         self, path: str, headers: dict[bytes, bytes]
@@ -151,6 +160,22 @@ class Pipeline:
 
     def _too_large(self) -> str:
         return f"body: over the server's limit of {self._max_body} bytes (--max-message-bytes)"
+
+    def _record(self, scope: Scope, state: dict[str, Any], elapsed: float) -> None:
+        """The request in the server's metrics, labelled by its route's template (not
+        its path, whose model names are the caller's) and its model's function."""
+        assert self._metrics is not None
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        rpc = f"HTTP {scope['method']} {template}"
+        name = scope.get("path_params", {}).get("model_name")
+        found = find_model(name) if isinstance(name, str) else None
+        function = (
+            found.function.name if found is not None else ("-" if name is None else "unknown")
+        )
+        self._metrics.record_finished(
+            rpc, function, "-", str(state["status"]), elapsed, state["bytes_in"], state["bytes_out"]
+        )
 
     def _log(
         self, scope: Scope, path: str, request_id: str, state: dict[str, Any], elapsed: float
