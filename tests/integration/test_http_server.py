@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,26 @@ def test_requests_are_in_the_metrics_by_route() -> None:
     missing = {"rpc": "HTTP GET /v2/models/{model_name}", "function": "unknown", "code": "404"}
     assert sample(text, "actgrad_requests_total", **missing) == 1
     assert sample(text, "actgrad_request_duration_seconds_count", rpc=infer) == 2
+
+
+def test_a_stalled_body_neither_blocks_others_nor_outlives_the_grace() -> None:
+    server = ActgradServer(settings(grace=1.0))
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.http_port), 10) as stalled:
+            stalled.sendall(
+                b"POST /v2/models/relu/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 1000\r\n\r\n" + b'{"inputs": ['
+            )
+            with httpx.Client(timeout=10.0) as http:
+                answer = http.post(_url(server, "/v2/models/relu/infer"), json=_INFER_X)
+                assert answer.status_code == 200
+            started = time.monotonic()
+            assert server.stop().wait(10)
+            assert time.monotonic() - started < 1.0 + 3.0
+    finally:
+        server.stop(0)
+        server.wait()
 
 
 def test_http_can_be_turned_off() -> None:
