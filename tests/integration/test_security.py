@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from _running import make_client, running, sample, scrape, settings
@@ -359,3 +361,39 @@ def test_a_rotated_certificate_is_used_by_new_connections_without_a_restart(
                 stale.activate([3.0], "relu")
             # The connection made before the rotation goes on with the old one.
             assert old.activate([4.0], "relu").tolist() == [4.0]
+
+
+# -- HTTP (--http-port) with the same files -------------------------------------------
+
+
+def _https_context(pki: _Pki, tmp_path: Path, *, client: _Pem | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=pki.ca.cert.decode())
+    if client is not None:
+        (tmp_path / "client.pem").write_bytes(client.cert)
+        (tmp_path / "client.key").write_bytes(client.key)
+        context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+    return context
+
+
+def test_https_with_the_server_certificate(
+    pki: _Pki, tls_server: ActgradServer, tmp_path: Path
+) -> None:
+    url = f"https://localhost:{tls_server.http_port}/v2/health/ready"
+    with httpx.Client(verify=_https_context(pki, tmp_path), timeout=10.0) as http:
+        assert http.get(url).status_code == 200
+    with pytest.raises(httpx.HTTPError), httpx.Client(timeout=10.0) as plain:
+        plain.get(url.replace("https://", "http://"))
+
+
+def test_https_with_mutual_tls_needs_a_client_certificate(
+    pki: _Pki, mtls_server: ActgradServer, tmp_path: Path
+) -> None:
+    url = f"https://localhost:{mtls_server.http_port}/v2/health/ready"
+    context = _https_context(pki, tmp_path, client=pki.client)
+    with httpx.Client(verify=context, timeout=10.0) as http:
+        assert http.get(url).status_code == 200
+    with (
+        pytest.raises(httpx.HTTPError),
+        httpx.Client(verify=_https_context(pki, tmp_path), timeout=10.0) as anonymous,
+    ):
+        anonymous.get(url)
