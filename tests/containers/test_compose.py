@@ -48,13 +48,11 @@ class Compose:
 
     def __init__(self, files: list[Path]) -> None:
         self.files = files
-        self.env = dict(
-            os.environ,
-            ACTGRAD_PUBLISH_PORT="0",
-            ACTGRAD_GPU_PUBLISH_PORT="0",
-            ACTGRAD_LB_PUBLISH_PORT="0",
-            ACTGRAD_REPLICAS=str(REPLICAS),
-        )
+        # Every host port the file publishes: any free one, never a port in use here.
+        ports = set(re.findall(r"\$\{(ACTGRAD_\w*PUBLISH_PORT)\b", COMPOSE_FILE.read_text()))
+        assert "ACTGRAD_PUBLISH_PORT" in ports and "ACTGRAD_LB_PUBLISH_PORT" in ports
+        self.env = dict(os.environ, ACTGRAD_REPLICAS=str(REPLICAS))
+        self.env.update(dict.fromkeys(ports, "0"))
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         command = [docker_command(), "compose", "--project-name", PROJECT]
