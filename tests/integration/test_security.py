@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 import os
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,3 +398,31 @@ def test_https_with_mutual_tls_needs_a_client_certificate(
         httpx.Client(verify=_https_context(pki, tmp_path), timeout=10.0) as anonymous,
     ):
         anonymous.get(url)
+
+
+def test_https_takes_a_rotated_certificate_without_a_restart(pki: _Pki, tmp_path: Path) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(pki.server.cert)
+    key.write_bytes(pki.server.key)
+    with running(settings(tls_cert=str(cert), tls_key=str(key))) as server:
+        url = f"https://127.0.0.1:{server.http_port}/v2/health/live"
+        with httpx.Client(verify=_https_context(pki, tmp_path), timeout=10.0) as http:
+            assert http.get(url).status_code == 200
+        new_ca = _ca("the rotated CA")
+        new_leaf = _leaf("localhost", new_ca, server=True)
+        # A pair that does not match is refused; the current one keeps serving.
+        cert.write_bytes(new_leaf.cert)
+        time.sleep(2.5)
+        with httpx.Client(verify=_https_context(pki, tmp_path), timeout=10.0) as http:
+            assert http.get(url).status_code == 200
+        key.write_bytes(new_leaf.key)
+        context = ssl.create_default_context(cadata=new_ca[0].cert.decode())
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                with httpx.Client(verify=context, timeout=10.0) as http:
+                    assert http.get(url).status_code == 200
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the new certificate was never served"
+                time.sleep(0.2)

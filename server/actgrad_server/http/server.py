@@ -5,12 +5,15 @@ port 0 is resolved at once; worker processes bind with SO_REUSEPORT, as gRPC doe
 serves from `start()` on an event loop of its own, and stops in `stop()`: the
 listener closes, idle keep-alive connections are closed, requests in flight get
 what is left of the grace. `ActgradServer` drives it: its drain first turns the
-pipeline's refusal on and waits for the open requests (`open_requests`).
+pipeline's refusal on and waits for the open requests (`open_requests`). With TLS, a
+changed certificate and key are loaded for new connections, as gRPC's are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -25,6 +28,19 @@ __all__ = ["HttpServer"]
 
 _LOGGER = logging.getLogger(__name__)
 _START_SECONDS = 10.0
+_TLS_POLL_SECONDS = 1.0
+
+
+def _stamps(paths: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
+    stamps = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            stamps.append((0, 0, 0))
+        else:
+            stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamps)
 
 
 def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -68,8 +84,9 @@ class HttpServer:
         self.app = app
         self._socket = _bind(host, port, reuse_port)
         self.port: int = self._socket.getsockname()[1]
-        # TLS with the gRPC port's files, read once at start-up: unlike gRPC's, HTTP's
-        # certificate is not reloaded when the files change (a restart picks it up).
+        # TLS with the gRPC port's files; a changed certificate and key are loaded into
+        # the live context for new connections (`_watch_tls`), as gRPC's are.
+        self._tls_files = (tls_cert, tls_key)
         tls: dict[str, Any] = {}
         if tls_cert:
             tls = {"ssl_certfile": tls_cert, "ssl_keyfile": tls_key}
@@ -87,6 +104,8 @@ class HttpServer:
             **tls,
         )
         self._server = uvicorn.Server(self._config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
         # uvicorn's own start and stop lines would repeat ours, without the port.
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         self._thread: threading.Thread | None = None
@@ -101,9 +120,7 @@ class HttpServer:
 
     def start(self) -> None:
         """Serves on a thread of its own; returns once uvicorn listens."""
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, name="actgrad-http"
-        )
+        self._thread = threading.Thread(target=self._run, name="actgrad-http")
         self._thread.start()
         end = time.monotonic() + _START_SECONDS
         while not self._server.started:
@@ -112,9 +129,48 @@ class HttpServer:
             if time.monotonic() > end:
                 raise OSError("the HTTP server did not start within 10 s")
             time.sleep(0.005)
+        if self._tls_files[0]:
+            threading.Thread(target=self._watch_tls, name="actgrad-http-tls", daemon=True).start()
+
+    def _run(self) -> None:
+        # uvicorn's Server.run, keeping the loop (the TLS reload runs on it).
+        with asyncio.Runner(loop_factory=self._config.get_loop_factory()) as runner:
+            self._loop = runner.get_loop()
+            runner.run(self._server.serve(sockets=[self._socket]))
+
+    def _watch_tls(self) -> None:
+        """Loads a changed certificate and key for new connections (cert-manager rotating
+        a Secret). A pair that does not load (mid-rotation, or not matching) is logged
+        and the current one kept; the next change tries again. The client CA
+        (--tls-client-ca) is read once: Python cannot take a CA out of a context."""
+        seen = _stamps(self._tls_files)
+        while not self._stopping.wait(_TLS_POLL_SECONDS):
+            stamps = _stamps(self._tls_files)
+            if stamps == seen:
+                continue
+            seen = stamps
+            cert, key = self._tls_files
+            try:  # on a scratch context first: a bad pair must not half-replace the live one
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                _LOGGER.warning("HTTP: TLS files changed but cannot be loaded yet: %s", exc)
+                continue
+            loop, context = self._loop, self._config.ssl
+            if loop is not None and context is not None:
+                # On the loop's thread, between handshakes.
+                loop.call_soon_threadsafe(self._reload, context, cert, key)
+
+    def _reload(self, context: ssl.SSLContext, cert: str, key: str) -> None:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            _LOGGER.warning("HTTP: TLS files changed but cannot be loaded yet: %s", exc)
+            return
+        _LOGGER.info("HTTP: TLS certificate reloaded from %s, %s", cert, key)
 
     def stop(self, timeout: float) -> None:
         """Closes the listener and the connections; requests in flight get `timeout` s."""
+        self._stopping.set()
         self._config.timeout_graceful_shutdown = max(int(timeout), 1)
         self._server.should_exit = True
         if self._thread is not None:
@@ -127,5 +183,6 @@ class HttpServer:
 
     def cancel(self) -> None:
         """Stops at once: requests in flight are abandoned (a second signal)."""
+        self._stopping.set()
         self._server.should_exit = True
         self._server.force_exit = True
