@@ -142,6 +142,7 @@ class ActgradServer:
         tokens = (
             security.load_tokens(settings.auth_token_file) if settings.auth_token_file else None
         )
+        tracing = Tracing() if settings.tracing else None
         self.metrics = ServerMetrics(
             self.engine.cache_info, shared=worker is not None and worker.shared_metrics
         )
@@ -161,7 +162,7 @@ class ActgradServer:
             tokens=tokens,
             open_services=[health.SERVICE_NAME],
             access_log=settings.access_log,
-            tracing=Tracing() if settings.tracing else None,
+            tracing=tracing,
         )
         # Calls that end while they wait for a thread are logged and counted (CallPool).
         self._executor = CallPool(
@@ -245,6 +246,7 @@ class ActgradServer:
                     threads=settings.threads,
                     access_log=settings.access_log,
                     metrics=self.metrics,
+                    tracing=tracing,
                 ),
                 settings.host,
                 settings.http_port,

@@ -48,13 +48,26 @@ class Tracing:
         )
         return CallSpan(span, self._trace)
 
+    def start_http(self, method: str, path: str, headers: dict[str, str]) -> CallSpan:
+        """The span of an HTTP request, child of the caller's (`traceparent` header);
+        named ``<method> <route>`` once the route is known (`CallSpan.end_http`)."""
+        parent = self._propagate.extract(headers)
+        span = self._tracer.start_span(
+            method,
+            context=parent,
+            kind=self._trace.SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": path},
+        )
+        return CallSpan(span, self._trace, method)
+
 
 class CallSpan:
     """One call's span: labelled when the request is read, ended with the status."""
 
-    def __init__(self, span: Any, trace: Any) -> None:
+    def __init__(self, span: Any, trace: Any, method: str = "") -> None:
         self._span = span
         self._trace = trace
+        self._method = method  # an HTTP request's
         context = span.get_span_context()
         self.trace_id = f"{context.trace_id:032x}" if context.is_valid else _NO_TRACE
 
@@ -65,6 +78,17 @@ class CallSpan:
             self._span.set_attribute("actgrad.dtype", dtype)
         if elements is not None:
             self._span.set_attribute("actgrad.elements", elements)
+
+    def end_http(self, route: str | None, status: int) -> None:
+        """Ends an HTTP request's span; 5xx answers are errors (OpenTelemetry's rule for
+        server spans: a 4xx is the caller's)."""
+        if route:
+            self._span.update_name(f"{self._method} {route}")
+            self._span.set_attribute("http.route", route)
+        self._span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            self._span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(status)))
+        self._span.end()
 
     def end(self, code: int, code_name: str) -> None:
         self._span.set_attribute("rpc.grpc.status_code", code)

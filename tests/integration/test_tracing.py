@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import pytest
 from _running import make_client, running, settings
@@ -88,3 +89,23 @@ def test_json_log_lines_of_a_traced_call_carry_its_trace_id(
     handler.setFormatter(JsonFormatter())
     handler.handle(record)
     assert json.loads(stream.getvalue())["trace_id"] == f"{span.context.trace_id:032x}"
+
+
+def test_http_requests_are_spans_child_of_the_traceparent(exporter: InMemorySpanExporter) -> None:
+    exporter.clear()
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    headers = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, -1]}]}
+    with running(settings(tracing=True)) as server, httpx.Client(timeout=30.0) as http:
+        url = f"http://127.0.0.1:{server.http_port}/v2/models/silu/infer"
+        assert http.post(url, json=body, headers=headers).status_code == 200
+        assert http.post(url.replace("silu", "nope"), json=body).status_code == 404
+    ok, missing = _server_spans(exporter)
+    assert ok.name == "POST /v2/models/{model_name}/infer"
+    assert f"{ok.context.trace_id:032x}" == trace_id
+    assert ok.parent is not None and f"{ok.parent.span_id:016x}" == parent_id
+    assert ok.attributes is not None and missing.attributes is not None
+    assert ok.attributes["http.response.status_code"] == 200
+    assert ok.attributes["url.path"] == "/v2/models/silu/infer"
+    assert missing.attributes["http.response.status_code"] == 404
+    assert missing.status.is_ok  # a 4xx is the caller's, not the server's error

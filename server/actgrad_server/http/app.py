@@ -30,6 +30,7 @@ from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip.dataplane import DataPlane
 from actgrad_server.ops import Operations
 from actgrad_server.security import TokenSet
+from actgrad_server.tracing import Tracing
 
 __all__ = ["HttpApp", "build_app", "openapi_document"]
 
@@ -76,6 +77,7 @@ def build_app(
     threads: int,
     access_log: bool = False,
     metrics: ServerMetrics | None = None,
+    tracing: Tracing | None = None,
 ) -> HttpApp:
     """The Starlette application over `plane` (OIP) and `ops` (actgrad's calls)."""
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actgrad-http")
@@ -116,5 +118,6 @@ def build_app(
         max_open=max_open,
         access_log=access_log,
         metrics=metrics,
+        tracing=tracing,
     )
     return HttpApp(pipeline, pool, asgi)

@@ -7,8 +7,9 @@ the truth themselves); bearer tokens (the same `TokenSet` as gRPC; health is ope
 the body limit (``--max-message-bytes``: 413 from Content-Length, or once a streamed
 body passes it); the concurrency cap (429 with ``Retry-After`` over what gRPC calls
 may hold); the count of open requests, which the drain waits for; the server's
-metrics (finished requests, latency, bytes; `rpc` is ``HTTP <method> <route>``); an
-access log line.
+metrics (finished requests, latency, bytes; `rpc` is ``HTTP <method> <route>``); with
+``--tracing``, an OpenTelemetry span, child of the caller's ``traceparent``; an access
+log line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from actgrad_server.logs import request_id_scope
 from actgrad_server.metrics import ServerMetrics
 from actgrad_server.models import find_model
 from actgrad_server.security import TokenSet
+from actgrad_server.tracing import Tracing
 
 __all__ = ["OPEN_PATHS", "Pipeline", "RequestTooLarge"]
 
@@ -63,6 +65,7 @@ class Pipeline:
         max_open: int,
         access_log: bool,
         metrics: ServerMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._app = app
         self._refusing = refusing
@@ -71,6 +74,7 @@ class Pipeline:
         self._max_open = max_open
         self._access_log = access_log
         self._metrics = metrics
+        self._tracing = tracing
         #: Requests being answered now (read by the drain from another thread).
         self.open_requests = 0
         #: Requests received, refused ones included (the idle trim watches it).
@@ -104,7 +108,14 @@ class Pipeline:
                     raise RequestTooLarge(413, self._too_large(), {"Connection": "close"})
             return message
 
-        with request_id_scope(request_id):
+        span = None
+        if self._tracing is not None:
+            span = self._tracing.start_http(
+                scope["method"],
+                path,
+                {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()},
+            )
+        with request_id_scope(request_id, "-" if span is None else span.trace_id):
             refusal = self._refusal(path, headers)
             if refusal is not None:
                 status, message, extra = refusal
@@ -123,6 +134,8 @@ class Pipeline:
                 finally:
                     self.open_requests -= 1
             elapsed = time.perf_counter() - started
+            if span is not None:
+                span.end_http(getattr(scope.get("route"), "path", None), state["status"])
             if self._metrics is not None:
                 self._record(scope, state, elapsed)
             if self._access_log:
