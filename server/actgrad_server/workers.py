@@ -62,6 +62,7 @@ from actgrad_server._malloc import retain_large_buffers
 from actgrad_server.app import ActgradServer, WorkerRole, install_drain_signals
 from actgrad_server.config import Settings
 from actgrad_server.errors import ConfigError
+from actgrad_server.http.server import HTTP_PORT_HINT
 from actgrad_server.logs import configure_logging
 
 __all__ = ["cgroup_cpu_limit", "supervise", "usable_cpus", "worker_count"]
@@ -504,7 +505,7 @@ class _Supervisor:
         return 1 if self._failed else 0
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, what: str = "", hint: str = "") -> None:
     """Raises OSError when host:port is taken, by a listener of any kind.
 
     The workers bind with SO_REUSEPORT, which would let them join the listeners of
@@ -525,7 +526,9 @@ def _check_port_free(host: str, port: int) -> None:
             try:
                 probe.bind(address)
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot bind {host}:{port}: {exc.strerror}") from None
+                raise OSError(
+                    exc.errno, f"cannot bind {what}{host}:{port}: {exc.strerror}{hint}"
+                ) from None
 
 
 @contextlib.contextmanager
@@ -575,6 +578,6 @@ def supervise(settings: Settings, count: int) -> int:
     if settings.port != 0:
         _check_port_free(settings.host, settings.port)
     if settings.http_port > 0:
-        _check_port_free(settings.host, settings.http_port)
+        _check_port_free(settings.host, settings.http_port, "HTTP ", HTTP_PORT_HINT)
     with _shared_metrics(settings) as metrics_dir:
         return _Supervisor(settings, count, metrics_dir).run()

@@ -132,8 +132,20 @@ def test_a_taken_http_port_fails_at_start() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError, match=f"cannot bind HTTP 127.0.0.1:{port}"):
+        with pytest.raises(OSError, match=f"cannot bind HTTP 127.0.0.1:{port}") as info:
             ActgradServer(settings(http_port=port))
+        assert "--http-port" in str(info.value)
+        command = [sys.executable, "-m", "actgrad", "serve", "--host=127.0.0.1", "--port=0"]
+        for workers in ("1", "2"):
+            done = subprocess.run(
+                [*command, f"--http-port={port}", f"--workers={workers}", "--device=cpu"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 1, done.stderr
+            last = done.stderr.strip().splitlines()[-1]
+            assert f"cannot bind HTTP 127.0.0.1:{port}" in last and "--http-port" in last
 
 
 def test_workers_share_the_http_port() -> None:

@@ -24,11 +24,13 @@ import uvicorn
 
 from actgrad_server.http.app import HttpApp
 
-__all__ = ["HttpServer"]
+__all__ = ["HTTP_PORT_HINT", "HttpServer"]
 
 _LOGGER = logging.getLogger(__name__)
 _START_SECONDS = 10.0
 _TLS_POLL_SECONDS = 1.0
+#: Said when the HTTP port is taken: 8000 is a common port for other servers.
+HTTP_PORT_HINT = " (--http-port: another port, 0 = any free one, -1 = no HTTP)"
 
 
 def _stamps(paths: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
@@ -62,7 +64,9 @@ def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot bind HTTP {host}:{port}: {exc.strerror or exc}") from None
+        raise OSError(
+            exc.errno, f"cannot bind HTTP {host}:{port}: {exc.strerror or exc}{HTTP_PORT_HINT}"
+        ) from None
     sock.set_inheritable(False)
     return sock
 
