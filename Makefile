@@ -8,6 +8,7 @@ SERVE_STAMP := $(VENV)/.serve-stamp
 TORCH_STAMP := $(VENV)/.torch-stamp
 HOST ?= 127.0.0.1
 PORT ?= 50051
+HTTP_PORT ?= 8000
 
 .PHONY: install torch check-pypi lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy test-containers soak soak-drain
 
@@ -123,7 +124,7 @@ test-containers: install
 	PY=$(PY) scripts/test_containers.sh
 
 serve: $(SERVE_STAMP)
-	$(VENV)/bin/actgrad serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/actgrad serve --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT)
 
 stubs: install
 	scripts/generate_stubs.sh $(PY)

@@ -27,10 +27,12 @@ cd "$clone"
 say "fresh clone of $(git rev-parse --short HEAD) in $clone, pip isolated to PyPI"
 
 # make serve, in a venv of its own, until it answers.
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+http_port=$(free_port)
 serve_venv=.venv-serve
 start=$SECONDS
-setsid "${pypi_only[@]}" make --no-print-directory serve VENV="$serve_venv" PORT="$port" \
+setsid "${pypi_only[@]}" make --no-print-directory serve VENV="$serve_venv" PORT="$port" HTTP_PORT="$http_port" \
     >"$work/serve.log" 2>&1 &
 server_group=$!
 until "$serve_venv/bin/actgrad" health --timeout 1 --target "127.0.0.1:$port" >/dev/null 2>&1; do
@@ -43,6 +45,12 @@ until "$serve_venv/bin/actgrad" health --timeout 1 --target "127.0.0.1:$port" >/
 done
 answer=$("$serve_venv/bin/actgrad" call relu -1 2 --target "127.0.0.1:$port")
 say "make serve answered after $((SECONDS - start)) s: relu(-1, 2) = $answer"
+# HTTP too (the server lock's starlette and uvicorn): the Open Inference Protocol's REST.
+http_answer=$("$serve_venv/bin/python" -c 'import sys, urllib.request
+body = b"{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [2], \"data\": [-1, 2]}]}"
+url = f"http://127.0.0.1:{sys.argv[1]}/v2/models/relu/infer"
+print(urllib.request.urlopen(urllib.request.Request(url, body), timeout=30).read().decode())' "$http_port")
+say "make serve answered over HTTP: $http_answer"
 extra=$("$serve_venv/bin/python" -m pip list --format=freeze | grep -i -E '^(mypy|ruff|pytest|matplotlib|torch)==' || true)
 if [[ -n $extra ]]; then
     say "FAILED: make serve installed the dev toolchain: $extra" >&2
