@@ -10,6 +10,7 @@ what a client library would never send: the errors, each a 4xx with the protocol
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -453,3 +454,30 @@ def test_a_deeply_nested_data_array_is_400(http: httpx.Client) -> None:
         data = [data]
     answer = http.post("/v2/models/relu/infer", json=_request(data, shape=[1]))
     assert answer.status_code == 400 and "inputs[0].data" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_from_tritonclient(
+    triton_client: triton.InferenceServerClient, sdk: Client, algorithm: str
+) -> None:
+    x = np.linspace(-2, 2, 1000, dtype=np.float32)
+    tensor = triton.InferInput("x", [1000], "FP32")
+    tensor.set_data_from_numpy(x)
+    result = triton_client.infer("gelu", [tensor], request_compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("y"), sdk.activate(x, "gelu"))
+
+
+def test_bad_compressed_requests_are_4xx(http: httpx.Client) -> None:
+    url = "/v2/models/relu/infer"
+    body = orjson.dumps(_request([1.0, 2.0, 3.0]))
+    answer = http.post(url, content=body, headers={"Content-Encoding": "br"})
+    assert answer.status_code == 415 and "Content-Encoding" in answer.json()["error"]
+    answer = http.post(url, content=body, headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 400 and "gzip" in answer.json()["error"]
+    answer = http.post(url, content=gzip.compress(body)[:-12], headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 400 and "truncated" in answer.json()["error"]
+    bomb = gzip.compress(b" " * (TEST_SETTINGS.max_message_bytes + 1))  # a few KiB
+    answer = http.post(url, content=bomb, headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 413 and "inflated" in answer.json()["error"]
+    ok = http.post(url, content=gzip.compress(body), headers={"Content-Encoding": "GZIP"})
+    assert ok.status_code == 200 and ok.json()["outputs"][0]["data"] == [1.0, 2.0, 3.0]

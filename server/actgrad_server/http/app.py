@@ -94,7 +94,7 @@ def build_app(
         return json_response(document)
 
     routes: list[BaseRoute] = [
-        *oip_routes.OipRoutes(plane, run).routes(),
+        *oip_routes.OipRoutes(plane, run, max_body_bytes=max_body_bytes).routes(),
         *actgrad_routes.routes(ops),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

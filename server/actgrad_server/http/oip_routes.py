@@ -14,6 +14,7 @@ the front end's thread pool, never on the event loop.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import wraps
@@ -68,9 +69,10 @@ def _answers(endpoint: _Endpoint) -> _Endpoint:
 class OipRoutes:
     """The REST routes over one DataPlane; `run` runs a function on the front end's pool."""
 
-    def __init__(self, plane: dp.DataPlane, run: RunInThread) -> None:
+    def __init__(self, plane: dp.DataPlane, run: RunInThread, *, max_body_bytes: int) -> None:
         self._plane = plane
         self._run = run
+        self._max_body = max_body_bytes
 
     def routes(self) -> list[BaseRoute]:
         model = "/v2/models/{model_name}"
@@ -206,13 +208,23 @@ class OipRoutes:
         name, version = _model_of(request)
         body = await request.body()
         header_length = request.headers.get(HEADER_LENGTH)
-        content, headers = await self._run(self._infer, name, version, body, header_length, started)
+        encoding = request.headers.get("content-encoding")
+        content, headers = await self._run(
+            self._infer, name, version, body, header_length, encoding, started
+        )
         return Response(content, headers=headers)
 
     def _infer(
-        self, name: str, version: str, body: bytes, header_length: str | None, started: int
+        self,
+        name: str,
+        version: str,
+        body: bytes,
+        header_length: str | None,
+        encoding: str | None,
+        started: int,
     ) -> tuple[bytes, dict[str, str]]:
         try:
+            body = _decompressed(body, encoding, self._max_body)
             request, binary_output = _request(self._plane, name, version, body, header_length)
         except (HttpError, InvalidArgument):
             self._plane.decode_failed(name, version, started)
@@ -240,6 +252,31 @@ class _Decoded:
     inputs: list[dp.InferInput]
     parameters: dict[str, dp.ParameterValue | None]
     outputs: list[dp.RequestedOutput]
+
+
+def _decompressed(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body of a compressed request (tritonclient's request_compression_algorithm:
+    gzip or deflate, which is zlib's format), at most `limit` bytes once inflated."""
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return body
+    kind = encoding.strip().lower()
+    if kind not in ("gzip", "deflate"):
+        raise HttpError(
+            415, f"Content-Encoding: {shown(encoding)} is not served (gzip, deflate, identity)"
+        )
+    inflater = zlib.decompressobj(wbits=31 if kind == "gzip" else 15)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HttpError(400, f"body: not valid {kind} data ({exc})") from None
+    if len(data) > limit:
+        raise HttpError(
+            413,
+            f"body: over the server's limit of {limit} bytes once inflated (--max-message-bytes)",
+        )
+    if not inflater.eof:
+        raise HttpError(400, f"body: truncated {kind} data")
+    return data
 
 
 def _model_of(request: Request) -> tuple[str, str]:
