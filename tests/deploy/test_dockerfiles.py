@@ -373,6 +373,43 @@ def test_cuda_image() -> None:
     assert healthcheck(parsed.final)[1] == healthcheck(parse_dockerfile(CPU).final)[1]
 
 
+def _as_cpu(instruction: Instruction) -> Instruction | None:
+    """A CUDA instruction written as the CPU file writes it, or None for the steps
+    that only a base without Python needs (Ubuntu's python3 from apt)."""
+    text = instruction.arguments
+    if instruction.keyword == "RUN" and text.startswith("apt-get update"):
+        return None
+    if instruction.keyword == "ENV":
+        text = text.replace("DEBIAN_FRONTEND=noninteractive ", "")
+        text = text.replace("ACTGRAD_DEVICE=cuda", "ACTGRAD_DEVICE=cpu")
+    text = text.replace(
+        "python3 -m venv /opt/build && /opt/build/bin/pip install", "python -m pip install"
+    )
+    text = text.replace("/opt/build/bin/pip wheel", "python -m pip wheel")
+    text = text.replace("python3 -m venv", "python -m venv")
+    text = text.replace("requirements/cuda.txt", "requirements/server.txt")
+    text = text.replace('".[cuda]"', '".[server]"').replace('"actgrad[cuda]"', '"actgrad[server]"')
+    if instruction.keyword == "HEALTHCHECK":
+        text = re.sub(r"--start-period=\w+", "--start-period=60s", text)  # CUDA starts slower
+    if instruction.keyword == "ENTRYPOINT":
+        text = text.replace(', "--device", "cuda"', "")
+    return Instruction(instruction.keyword, text, dict(instruction.flags))
+
+
+def test_cuda_image_shares_every_step_but_the_base_and_the_onnxruntime_package() -> None:
+    """The CUDA file is the CPU file with another base (plus Python from apt, which
+    that base lacks), the `cuda` extra and lock (onnxruntime-gpu), the device, and a
+    longer start period: a fix to one (user, telemetry, secret, health) reaches both."""
+    cpu, cuda = parse_dockerfile(CPU), parse_dockerfile(CUDA)
+    assert len(cpu.stages) == len(cuda.stages)
+    for cpu_stage, cuda_stage in zip(cpu.stages, cuda.stages, strict=True):
+        assert cuda_stage.name == cpu_stage.name
+        mapped = [m for i in cuda_stage.instructions if (m := _as_cpu(i)) is not None]
+        assert [(i.keyword, i.arguments, i.flags) for i in mapped] == [
+            (i.keyword, i.arguments, i.flags) for i in cpu_stage.instructions
+        ]
+
+
 # -- the CPU Dockerfile, run ------------------------------------------------------------
 
 
