@@ -239,3 +239,16 @@ def test_curl_sees_an_error_as_json(curl: str, server: ActgradServer) -> None:
     body, _, code = done.stdout.rpartition("\n")
     assert code == "400" and "inputs[0].datatype" in json.loads(body)["error"]
     assert httpx.get(f"http://127.0.0.1:{server.http_port}/v2/health/ready").status_code == 200
+
+
+def test_the_seeds_example_over_a_real_server(curl: str, server: ActgradServer) -> None:
+    # actgrad's own JSON calls (http/actgrad_routes.py) are mounted beside the OIP's.
+    url = f"http://127.0.0.1:{server.http_port}/v1/softmax"
+    done = subprocess.run(
+        [curl, "-sS", "--fail-with-body", "-d", '{"x": [2, 1, 0.1]}', url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(json.loads(done.stdout)["output"], [0.659, 0.242, 0.099], atol=5e-4)

@@ -95,7 +95,7 @@ def build_app(
 
     routes: list[BaseRoute] = [
         *oip_routes.OipRoutes(plane, run, max_body_bytes=max_body_bytes).routes(),
-        *actgrad_routes.routes(ops),
+        *actgrad_routes.routes(ops, run),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
 
