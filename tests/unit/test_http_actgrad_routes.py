@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import math
 import re
 from pathlib import Path
@@ -367,7 +368,7 @@ def test_every_route_is_in_the_openapi_paths(ops: Operations) -> None:
 
 
 def test_the_openapi_document_is_valid() -> None:
-    validator = pytest.importorskip("openapi_spec_validator")
+    validator: Any = importlib.import_module("openapi_spec_validator")  # a dev pin
     document = {
         "openapi": "3.1.0",
         "info": {"title": "actgrad", "version": "test"},

@@ -5,10 +5,9 @@ No sockets: the Starlette application is built and its routes read.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from typing import Any
-
-import pytest
 
 from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
@@ -18,7 +17,7 @@ from actgrad_server.ops import Operations
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:
-    validator: Any = pytest.importorskip("openapi_spec_validator")
+    validator: Any = importlib.import_module("openapi_spec_validator")  # a dev pin
     document = openapi_document()
     assert document["openapi"] == "3.1.0"
     validator.validate(document)
