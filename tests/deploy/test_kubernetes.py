@@ -11,9 +11,11 @@
   `spec.predictor` kept under `spec` (everything kept is verbatim). An object whose
   properties are declared is checked as closed, as the API server's strict field
   validation (kubectl's default) does.
-- What the manifests promise (hardening, resources, the grace ordering, workers
-  matched to the CPU limit, settings only from ACTGRAD_* variables that exist, the
-  GPU overlay, Services, the autoscaler, the disruption budget, the network policy).
+- What the manifests promise (hardening, Guaranteed resources, the preStop pause
+  and the grace ordering, workers matched to the CPU limit, settings only from
+  ACTGRAD_* variables that exist, the GPU overlay and what it scales on, topology
+  spread, Services, the autoscaler, the disruption budget, the network policy, the
+  optional ServiceMonitor component).
 - The probes, for real: `actgrad serve` started with exactly the rendered
   Deployment's environment (addresses swapped for loopback and free ports), each
   probe run as the kubelet would during the warm-up, while serving, and during the
@@ -51,11 +53,17 @@ from actgrad import Client
 from actgrad.v1 import activation_pb2, activation_pb2_grpc
 from actgrad.wire import encode
 from actgrad_server import config
+from actgrad_server.engine import CacheInfo
 from actgrad_server.health import LIVENESS
+from actgrad_server.metrics import ServerMetrics
 
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("cpu", "gpu")
 TLS_COMPONENT = K8S / "components" / "tls"
+SERVICE_MONITOR_COMPONENT = K8S / "components" / "servicemonitor"
+# Who the NetworkPolicy admits: labelled clients (gRPC, HTTP) and Prometheus (/metrics).
+CLIENT_LABEL = {"actgrad.io/client": "true"}
+SCRAPER_LABEL = {"app.kubernetes.io/name": "prometheus"}
 INFERENCE_SERVICE = REPO / "deploy" / "kserve" / "inferenceservice.yaml"
 KSERVE_SCHEMA = Path(__file__).parent / "kserve-inferenceservice-v1beta1.json"
 # The oldest Kubernetes the manifests need (gRPC probes GA), and the newest bundled.
@@ -111,25 +119,33 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
     return {overlay: render(K8S / "overlays" / overlay) for overlay in OVERLAYS}
 
 
-@pytest.fixture(scope="module")
-def rendered_tls(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """The CPU overlay with the TLS component, as docs/kubernetes.md says to add it.
+def render_with_component(directory: Path, component: Path) -> list[dict[str, Any]]:
+    """The CPU overlay with `component`, as docs/kubernetes.md says to add it.
 
     Kustomize takes relative paths only, so the kustomization names both by a path
     relative to its own (temporary) directory.
     """
-    directory = tmp_path_factory.mktemp("k8s-tls")
     (directory / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
                 "resources": [os.path.relpath(K8S / "overlays" / "cpu", directory)],
-                "components": [os.path.relpath(TLS_COMPONENT, directory)],
+                "components": [os.path.relpath(component, directory)],
             }
         )
     )
     return render(directory)
+
+
+@pytest.fixture(scope="module")
+def rendered_tls(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return render_with_component(tmp_path_factory.mktemp("k8s-tls"), TLS_COMPONENT)
+
+
+@pytest.fixture(scope="module")
+def rendered_monitor(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return render_with_component(tmp_path_factory.mktemp("k8s-monitor"), SERVICE_MONITOR_COMPONENT)
 
 
 def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -306,14 +322,10 @@ def test_container_runs_the_image_with_settings_only_from_the_environment(
     }
 
     pod = deployment(objects)["spec"]["template"]["spec"]
-    # The kubelet's SIGKILL comes after terminationGracePeriodSeconds: after the drain.
-    assert pod["terminationGracePeriodSeconds"] > settings.grace + 5
-
-    limits, requests = spec["resources"]["limits"], spec["resources"]["requests"]
-    assert quantity(limits["cpu"]) == 2 and quantity(requests["cpu"]) == 1
-    assert quantity(requests["memory"]) <= quantity(limits["memory"])
+    limits = spec["resources"]["limits"]
+    assert quantity(limits["cpu"]) == 2
     if overlay == "cpu":
-        assert quantity(limits["memory"]) == 2 * 2**30 and quantity(requests["memory"]) == 2**30
+        assert quantity(limits["memory"]) == 2 * 2**30
         assert settings.device == "cpu"
         # One server process per CPU of the limit.
         assert settings.workers == quantity(limits["cpu"])
@@ -398,8 +410,6 @@ def test_services_autoscaler_budget_and_policy_select_the_pods(
     assert autoscaler["apiVersion"] == "autoscaling/v2"
     target = autoscaler["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", "actgrad")
-    (metric,) = autoscaler["spec"]["metrics"]
-    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
     assert autoscaler["spec"]["minReplicas"] >= 2
 
     budget = objects["PodDisruptionBudget", "actgrad"]["spec"]
@@ -408,9 +418,211 @@ def test_services_autoscaler_budget_and_policy_select_the_pods(
 
     policy = objects["NetworkPolicy", "actgrad"]["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
-    assert policy["policyTypes"] == ["Ingress"]
-    allowed = {(p["port"], p["protocol"]) for rule in policy["ingress"] for p in rule["ports"]}
-    assert allowed == {(ports[name], "TCP") for name in ("grpc", "http", "metrics")}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_resources_are_guaranteed(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    """Requests equal to limits for every resource, in whole CPUs: Guaranteed QoS.
+
+    The pod is never throttled below the CPUs its workers run on, gets exclusive
+    cores under the kubelet's static CPU manager, and is evicted last.
+    """
+    resources = container(rendered[overlay])["resources"]
+    assert resources["requests"] == resources["limits"], resources
+    assert set(resources["limits"]) >= {"cpu", "memory"}
+    assert quantity(resources["limits"]["cpu"]).is_integer()
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, selector  # all the manifests use
+    return bool(selector.get("matchLabels", {}).items() <= labels.items())
+
+
+def _admitted(policy: dict[str, Any], client: dict[str, str], port: int) -> bool:
+    """Whether a pod with labels `client`, in any namespace, reaches `port` over TCP."""
+    for rule in policy.get("ingress", []):
+        if (port, "TCP") not in {(p["port"], p["protocol"]) for p in rule["ports"]}:
+            continue
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector", "podSelector"}, peer
+            assert peer["namespaceSelector"] == {}  # any namespace
+            if _matches(peer["podSelector"], client):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policy_admits_only_clients_and_the_scraper(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    objects = by_kind(rendered[overlay])
+    policy = objects["NetworkPolicy", "actgrad"]["spec"]
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    # Every ingress rule names its peers: none admits every pod.
+    assert all(rule.get("from") for rule in policy["ingress"]), policy["ingress"]
+    ports = {p["name"]: p["containerPort"] for p in container(rendered[overlay])["ports"]}
+    stranger = {"app.kubernetes.io/name": "something-else"}
+    for name in ("grpc", "http"):
+        assert _admitted(policy, CLIENT_LABEL, ports[name]), name
+        assert not _admitted(policy, SCRAPER_LABEL, ports[name]), name
+        assert not _admitted(policy, stranger, ports[name]), name
+    assert _admitted(policy, SCRAPER_LABEL, ports["metrics"])
+    assert not _admitted(policy, CLIENT_LABEL, ports["metrics"])
+    assert not _admitted(policy, stranger, ports["metrics"])
+    # Egress: DNS only (to any address: the cluster's DNS or a node-local cache).
+    (egress,) = policy["egress"]
+    assert "to" not in egress
+    assert {(p["port"], p["protocol"]) for p in egress["ports"]} == {(53, "UDP"), (53, "TCP")}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_spread_over_nodes_and_zones(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    template = deployment(rendered[overlay])["spec"]["template"]
+    constraints = {c["topologyKey"]: c for c in template["spec"]["topologySpreadConstraints"]}
+    assert set(constraints) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in constraints.values():
+        assert constraint["maxSkew"] == 1
+        # A preference: a hard rule would leave the autoscaler's pods Pending when a
+        # zone or node is full (docs/kubernetes.md says why).
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert _matches(constraint["labelSelector"], template["metadata"]["labels"])
+        # Tainted nodes the pods cannot use are no empty domains to spread over.
+        assert constraint["nodeTaintsPolicy"] == "Honor"
+        # Spread each rolling update's new ReplicaSet on its own.
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pre_stop_pause_then_drain_within_the_grace_period(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    spec = container(rendered[overlay])
+    settings = config.load(environ=environment(spec))
+    # An exec of the image's coreutils `sleep`, not `lifecycle.preStop.sleep`,
+    # which needs Kubernetes 1.30 (the 1.27 schema refuses it: below).
+    command = spec["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and len(command) == 2
+    pause = float(command[1])
+    assert 3 <= pause <= 15
+    pod = deployment(rendered[overlay])["spec"]["template"]["spec"]
+    # The kubelet's SIGKILL comes after terminationGracePeriodSeconds, counted from
+    # the start of preStop: after the pause, the drain and its 5 s bound, plus margin.
+    assert pod["terminationGracePeriodSeconds"] >= pause + settings.grace + 5 + 5
+    sleeping = copy.deepcopy(deployment(rendered[overlay]))
+    handler = sleeping["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
+    handler.clear()
+    handler["sleep"] = {"seconds": int(pause)}
+    kubernetes_validate.validate(sleeping, "1.30.0", strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(sleeping, K8S_VERSIONS[0], strict=True)
+
+
+def test_autoscalers_scale_on_what_loads_the_device(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    cpu = by_kind(rendered["cpu"])["HorizontalPodAutoscaler", "actgrad"]["spec"]
+    assert [(m["type"], m["resource"]["name"]) for m in cpu["metrics"]] == [("Resource", "cpu")]
+    gpu = by_kind(rendered["gpu"])["HorizontalPodAutoscaler", "actgrad"]["spec"]
+    first, *rest = gpu["metrics"]
+    # On a GPU: calls in flight per pod, the server's own gauge (as /metrics names it).
+    assert first["type"] == "Pods"
+    name = first["pods"]["metric"]["name"]
+    metrics = ServerMetrics(lambda: CacheInfo(size=0, capacity=0, builds=0))
+    assert name == metrics.in_flight._name
+    threads = config.load(environ=environment(container(rendered["gpu"]))).threads
+    assert first["pods"]["target"] == {"type": "AverageValue", "averageValue": str(threads)}
+    assert [(m["type"], m["resource"]["name"]) for m in rest] == [("Resource", "cpu")]
+
+
+# What the manifests use of the Prometheus Operator's ServiceMonitor (v1), closed:
+# the field names and types of its CRD (monitoring.coreos.com_servicemonitors.yaml).
+_DURATION = (
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "matchLabels": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        }
+                    },
+                },
+                "endpoints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                            "interval": {"type": "string", "pattern": _DURATION},
+                            "scrapeTimeout": {"type": "string", "pattern": _DURATION},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_service_monitor_is_optional(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay in OVERLAYS:
+        assert "ServiceMonitor" not in {o["kind"] for o in rendered[overlay]}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_service_monitor_component_renders_and_validates(
+    rendered_monitor: list[dict[str, Any]], version: str
+) -> None:
+    monitors = [o for o in rendered_monitor if o["kind"] == "ServiceMonitor"]
+    assert len(monitors) == 1
+    jsonschema.Draft7Validator(SERVICE_MONITOR_SCHEMA).validate(monitors[0])
+    for obj in rendered_monitor:
+        if obj["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_service_monitor_scrapes_each_pod_once_where_the_annotations_say(
+    rendered_monitor: list[dict[str, Any]],
+) -> None:
+    objects = by_kind(rendered_monitor)
+    monitor = objects["ServiceMonitor", "actgrad"]["spec"]
+    (endpoint,) = monitor["endpoints"]
+    # The Services it selects, by label; the endpoint's port is named in one only,
+    # so each pod is one target (the headless Service has no metrics port).
+    services = [
+        o["spec"]
+        for (kind, _), o in objects.items()
+        if kind == "Service" and _matches(monitor["selector"], o["metadata"]["labels"])
+    ]
+    with_port = [s for s in services if endpoint["port"] in {p["name"] for p in s["ports"]}]
+    assert len(with_port) == 1
+    (port,) = (p for p in with_port[0]["ports"] if p["name"] == endpoint["port"])
+    annotations = deployment(rendered_monitor)["spec"]["template"]["metadata"]["annotations"]
+    assert str(port["port"]) == annotations["prometheus.io/port"]
+    assert endpoint["path"] == annotations["prometheus.io/path"]
+    # The NetworkPolicy admits the Prometheus Operator's pods to that port.
+    policy = objects["NetworkPolicy", "actgrad"]["spec"]
+    assert _admitted(policy, SCRAPER_LABEL, port["port"])
 
 
 # -- the probes, run as the kubelet runs them -------------------------------------------
@@ -460,10 +672,12 @@ class Pod:
 def pod(rendered: dict[str, list[dict[str, Any]]], tmp_path: Path) -> Iterator[Pod]:
     env = environment(container(rendered["cpu"]))
     port, metrics_port = _free_port(), _free_port()
-    # What a docker test's `-e` would change: loopback addresses and free ports.
+    # What a docker test's `-e` would change: loopback addresses and free ports (the
+    # HTTP port too: a fixed 8000 failed here while another server held it).
     env.update(
         ACTGRAD_HOST="127.0.0.1",
         ACTGRAD_PORT=str(port),
+        ACTGRAD_HTTP_PORT=str(_free_port()),
         ACTGRAD_METRICS_HOST="127.0.0.1",
         ACTGRAD_METRICS_PORT=str(metrics_port),
     )
