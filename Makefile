@@ -46,15 +46,18 @@ $(SERVE_STAMP): $(SERVE_LOCKS) pyproject.toml
 
 # PyTorch for the cross-checks against autograd (tests that need it skip, loudly, where
 # it is missing; ACTGRAD_REQUIRE_TORCH=1 fails them instead). Its CPU build is not on
-# PyPI, whose torch for Linux is a multi-GB CUDA build: the lock pins the CPU wheel
-# (torch==2.13.0+cpu, with its hash), which installs where pip finds it (this machine's
-# find-links, or TORCH_INDEX=https://download.pytorch.org/whl/cpu); elsewhere this
-# target says how to get it and installs nothing.
+# PyPI, whose torch for Linux is a multi-GB CUDA build: the lock pins torch==2.13.0 (a
+# version PyPI has) with the hash of the CPU wheel (2.13.0+cpu, which ==2.13.0 matches),
+# so only that file can install; it does where pip finds it (this machine's find-links,
+# or TORCH_INDEX=https://download.pytorch.org/whl/cpu). Elsewhere this target asks for
+# the CPU build by its label first, fails at once, says how to get it and installs
+# nothing.
 TORCH_LOCK := requirements/torch-cpu.txt
+TORCH_CPU_BUILD := $(shell sed -n 's/^\(torch==[^ ]*+cpu\).*/\1/p' requirements/torch.in)
 TORCH_INDEX ?=
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 $(TORCH_STAMP): $(TORCH_LOCK) $(STAMP)
-	@torch=$$(sed -n 's/^\(torch==[^ ]*\).*/\1/p' $(TORCH_LOCK)); \
+	@torch=$(TORCH_CPU_BUILD); \
 	if ! out=$$($(PY) -m pip install --dry-run --no-deps $(TORCH_PIP_ARGS) "$$torch" 2>&1); then \
 		echo "$$out" | tail -n 3 >&2; \
 		echo "" >&2; \
@@ -97,6 +100,7 @@ lock: install
 	$(PYPI_ONLY) $(PIP_COMPILE) --extra cuda -o requirements/cuda.txt pyproject.toml \
 		requirements/runtime.in
 	$(PIP_COMPILE) $(LOCK_ARGS) $(TORCH_PIP_ARGS) -o $(TORCH_LOCK) requirements/torch.in
+	sed -i 's/^torch==\([0-9.]*\)+cpu /torch==\1 /' $(TORCH_LOCK)  # the version PyPI has
 
 # The Node.js client test's npm packages (tests/node), pinned by its package-lock.json.
 NODE_DIR := tests/node
