@@ -52,10 +52,10 @@ _MAX_ATTEMPTS_LIMIT = 1000
 #: whole deadline: it is draining or restarting, and will be back.
 FIRST_CONTACT_SECONDS = 2.0
 # A channel whose connection failed tries again after gRPC's reconnect backoff,
-# which starts at 1 s and grows 1.6x to 120 s while the server is away: a server
-# back after a 3 s restart was reached up to 2 s late, and calls waiting on it
-# (wait-for-ready) were held for the backoff after each refused connect. Capped
-# at 1 s, a restarted server is reached within a second of listening.
+# which starts at 1 s and grows 1.6x to 120 s while the server is away (connect
+# attempts at 1, 2.6, 5.2, 9.4 s ... after the first refusal), so a server back after
+# a 3-5 s restart could be reached seconds late. Capped at 1 s, a restarted server
+# is reached within a second of listening.
 _RECONNECT_BACKOFF = {
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,

@@ -219,7 +219,8 @@ class _BaseClient(RequestBuilder):
         self, service: str, code: grpc.StatusCode, attempt: int, begun: float, end: float
     ) -> float | None:
         """Seconds to wait before trying a call of `service` (first tried at
-        monotonic `begun`) again after `exc`, or None for no retry.
+        monotonic `begun`) again after an attempt that ended in `code`, or None for
+        no retry.
 
         Calls of the activation service are retried on RETRYABLE codes, within the
         deadline and `max_attempts`; while this client has never reached its
@@ -239,13 +240,12 @@ class _BaseClient(RequestBuilder):
             remaining = min(remaining, begun + FIRST_CONTACT_SECONDS - now)
         return retry_pause(attempt, remaining)
 
-    def _error(self, exc: grpc.RpcError) -> Exception:
+    def _error(self, exc: grpc.RpcError) -> ActgradError:
         """The SDK's error for `exc`; UNAVAILABLE from a server never reached names
         the target (gRPC's details name the address tried and the cause)."""
         error = from_grpc_error(exc)
         if error.code is grpc.StatusCode.UNAVAILABLE and not self._reached:
-            how = "" if self._max_attempts == 1 else f" (tried for {FIRST_CONTACT_SECONDS:g} s)"
-            return UnavailableError(f"cannot reach {self._target}{how}: {error.details}")
+            return UnavailableError(f"cannot reach {self._target}: {error.details}")
         return error
 
     def _fallback(self, rpc: Rpc[ResultT], exc: grpc.RpcError) -> AnyRpc[ResultT]:
@@ -255,11 +255,7 @@ class _BaseClient(RequestBuilder):
         shared memory (then this client stops asking).
         """
         error = self._error(exc)
-        if (
-            rpc.fallback is None
-            or not isinstance(error, ActgradError)
-            or error.code is not grpc.StatusCode.FAILED_PRECONDITION
-        ):
+        if rpc.fallback is None or error.code is not grpc.StatusCode.FAILED_PRECONDITION:
             raise error from exc
         self._stop_sharing(f"the server answered {error.code.name}: {error.details}")
         return rpc.fallback()
