@@ -23,19 +23,13 @@ import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 from _common import TEST_SETTINGS
+from _oip_cases import PARAMS, model_arrays, v1_answers
 from tritonclient.utils import InferenceServerException
 
 from actgrad import Client
 from actgrad_server.app import ActgradServer
 from actgrad_server.oip import model_table as models
 
-PARAMS: dict[str, dict[str, Any]] = {
-    "leaky_relu": {"alpha": 0.2},
-    "swish": {"beta": 1.5},
-    "gelu": {"approximate": "tanh"},
-    "selu": {"alpha": 1.5, "gamma": 1.25},
-    "softmax": {"axis": 0, "temperature": 0.7, "log": True},
-}
 DTYPES = {
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
@@ -77,32 +71,6 @@ def http(http_url: str) -> Iterator[httpx.Client]:
 def sdk(server: ActgradServer) -> Iterator[Client]:
     with Client(f"127.0.0.1:{server.port}", timeout=30.0) as client:
         yield client
-
-
-def _arrays(model: models.Model, dtype: np.dtype[Any]) -> dict[str, np.ndarray[Any, Any]]:
-    rng = np.random.default_rng(7)
-    arrays = {"x": rng.uniform(-4, 4, size=(3, 5)).astype(dtype)}
-    if model.gradient:
-        arrays["grad_output"] = rng.uniform(-2, 2, size=(3, 5)).astype(dtype)
-    if "slope" in model.inputs:
-        arrays["slope"] = np.array([0.1, 0.2, 0.3, 0.4, 0.5]).astype(dtype)
-    return arrays
-
-
-def _expected(
-    sdk: Client, model: models.Model, arrays: dict[str, np.ndarray[Any, Any]]
-) -> dict[str, np.ndarray[Any, Any]]:
-    name = model.function.name
-    params = dict(PARAMS.get(name, {}))
-    if "slope" in arrays:
-        params["slope"] = arrays["slope"]
-    if not model.gradient:
-        return {"y": sdk.activate(arrays["x"], name, **params)}
-    result = sdk.vjp(arrays["x"], name, grad_output=arrays["grad_output"], **params)
-    return {
-        "grad_input": result.grad_input,
-        **{f"grad_{k}": v for k, v in result.grad_params.items()},
-    }
 
 
 # -- tritonclient.http ---------------------------------------------------------------
@@ -161,7 +129,7 @@ def test_infer_equals_actgrad_v1(
     case: tuple[models.Model, str, bool],
 ) -> None:
     model, datatype, binary = case
-    arrays = _arrays(model, DTYPES[datatype])
+    arrays = model_arrays(model, DTYPES[datatype])
     inputs = []
     for name, array in arrays.items():
         tensor = triton.InferInput(name, list(array.shape), datatype)
@@ -177,7 +145,7 @@ def test_infer_equals_actgrad_v1(
     )
     response = result.get_response()
     assert response["model_name"] == model.name and response["id"] == "case-1"
-    for name, want in _expected(sdk, model, arrays).items():
+    for name, want in v1_answers(sdk, model, arrays).items():
         got = result.as_numpy(name)
         if datatype == "BF16":  # tritonclient reads BF16 outputs as float32
             got = got.astype(want.dtype)
@@ -188,13 +156,13 @@ def test_infer_equals_actgrad_v1(
 def test_outputs_binary_by_default_and_by_choice(
     triton_client: triton.InferenceServerClient, sdk: Client
 ) -> None:
-    arrays = _arrays(models.lookup_model("prelu_grad"), np.dtype(np.float32))
+    arrays = model_arrays(models.lookup_model("prelu_grad"), np.dtype(np.float32))
     inputs = []
     for name, array in arrays.items():
         tensor = triton.InferInput(name, list(array.shape), "FP32")
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    want = _expected(sdk, models.lookup_model("prelu_grad"), arrays)
+    want = v1_answers(sdk, models.lookup_model("prelu_grad"), arrays)
     # No outputs named: every output, binary (tritonclient asks binary_data_output).
     result = triton_client.infer("prelu_grad", inputs)
     assert {o["name"] for o in result.get_response()["outputs"]} == set(want)

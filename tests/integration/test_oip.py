@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 import tritonclient.grpc.aio as triton_aio
+from _oip_cases import PARAMS, model_arrays, v1_answers
 from tritonclient.utils import InferenceServerException
 
 from actgrad import Client
@@ -25,46 +26,12 @@ from actgrad_server.oip import grpc_predict_v2_pb2 as pb
 from actgrad_server.oip import grpc_predict_v2_pb2_grpc
 from actgrad_server.oip import model_table as models
 
-# Non-default request parameters, so that passing them is tested too.
-PARAMS: dict[str, dict[str, Any]] = {
-    "leaky_relu": {"alpha": 0.2},
-    "swish": {"beta": 1.5},
-    "gelu": {"approximate": "tanh"},
-    "selu": {"alpha": 1.5, "gamma": 1.25},
-    "softmax": {"axis": 0, "temperature": 0.7, "log": True},
-}
 DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64"}
 CASES = [(m, d) for m in models.MODELS for d in DTYPES]
 
 
 def _ids(case: tuple[models.Model, np.dtype[Any]]) -> str:
     return f"{case[0].name}-{case[1].name}"
-
-
-def _arrays(model: models.Model, dtype: np.dtype[Any]) -> dict[str, np.ndarray[Any, Any]]:
-    rng = np.random.default_rng(7)
-    arrays = {"x": rng.uniform(-4, 4, size=(3, 5)).astype(dtype)}
-    if model.gradient:
-        arrays["grad_output"] = rng.uniform(-2, 2, size=(3, 5)).astype(dtype)
-    if "slope" in model.inputs:
-        arrays["slope"] = np.array([0.1, 0.2, 0.3, 0.4, 0.5], dtype=dtype)
-    return arrays
-
-
-def _expected(
-    client: Client, model: models.Model, arrays: dict[str, np.ndarray[Any, Any]]
-) -> dict[str, np.ndarray[Any, Any]]:
-    name = model.function.name
-    params = dict(PARAMS.get(name, {}))
-    if "slope" in arrays:
-        params["slope"] = arrays["slope"]
-    if not model.gradient:
-        return {"y": client.activate(arrays["x"], name, **params)}
-    result = client.vjp(arrays["x"], name, grad_output=arrays["grad_output"], **params)
-    return {
-        "grad_input": result.grad_input,
-        **{f"grad_{k}": v for k, v in result.grad_params.items()},
-    }
 
 
 def _inputs(arrays: dict[str, np.ndarray[Any, Any]], module: Any) -> list[Any]:
@@ -123,12 +90,12 @@ def test_health_and_metadata_sync(sync_client: Any) -> None:
 def test_infer_matches_actgrad_v1_sync(
     sync_client: Any, v1: Client, model: models.Model, dtype: np.dtype[Any]
 ) -> None:
-    arrays = _arrays(model, dtype)
+    arrays = model_arrays(model, dtype)
     parameters = PARAMS.get(model.function.name) or None
     result = sync_client.infer(
         model.name, _inputs(arrays, triton), parameters=parameters, client_timeout=30
     )
-    _check(result, _expected(v1, model, arrays))
+    _check(result, v1_answers(v1, model, arrays))
 
 
 async def test_every_model_matches_actgrad_v1_asyncio(target: str, v1: Client) -> None:
@@ -139,14 +106,14 @@ async def test_every_model_matches_actgrad_v1_asyncio(target: str, v1: Client) -
         metadata = await client.get_model_metadata("softmax_grad")
         assert [t.name for t in metadata.inputs] == ["x", "grad_output"]
         for model, dtype in CASES:
-            arrays = _arrays(model, dtype)
+            arrays = model_arrays(model, dtype)
             result = await client.infer(
                 model.name,
                 _inputs(arrays, triton_aio),
                 parameters=PARAMS.get(model.function.name) or None,
                 client_timeout=30,
             )
-            _check(result, _expected(v1, model, arrays))
+            _check(result, v1_answers(v1, model, arrays))
         with pytest.raises(InferenceServerException) as info:
             await client.infer("no_such_model", _inputs({"x": np.zeros(2)}, triton_aio))
         assert info.value.status() == str(grpc.StatusCode.NOT_FOUND)
