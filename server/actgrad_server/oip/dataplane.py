@@ -104,12 +104,11 @@ class ModelMetadata:
 
 
 @dataclass(frozen=True)
-class InferInput:
-    """One decoded input tensor; its datatype and shape are the array's."""
+class _Tensor:
+    """A named tensor whose datatype and shape are its array's."""
 
     name: str
     data: Array
-    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
 
     @property
     def datatype(self) -> str:
@@ -118,6 +117,13 @@ class InferInput:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape)
+
+
+@dataclass(frozen=True)
+class InferInput(_Tensor):
+    """One decoded input tensor."""
+
+    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,19 +149,8 @@ class InferRequest:
 
 
 @dataclass(frozen=True)
-class InferOutput:
-    """One output tensor (C-contiguous, little-endian); datatype and shape are the array's."""
-
-    name: str
-    data: Array
-
-    @property
-    def datatype(self) -> str:
-        return models.datatype_of(self.data.dtype)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
+class InferOutput(_Tensor):
+    """One output tensor (C-contiguous, little-endian)."""
 
 
 @dataclass(frozen=True)
