@@ -64,8 +64,6 @@ FUNCTIONS = {
 BARE_TIMEOUT = 30.0
 #: A drain longer than this prints the server's last log lines.
 SLOW_DRAIN_SECONDS = 5.0
-#: gRPC channel arguments for the SDK callers (--channel-option), to try settings.
-CHANNEL_OPTIONS: list[tuple[str, int | str]] = []
 START_TIMEOUT = 120.0
 
 
@@ -141,13 +139,10 @@ class Tally:
 
 
 def sdk_caller(
-    target: str, balancing: str | None, ready: bool, seed: int, stop: threading.Event, tally: Tally
+    target: str, options: dict[str, Any], seed: int, stop: threading.Event, tally: Tally
 ) -> None:
     rng = np.random.default_rng(seed)
-    options: dict[str, Any] = {"wait_for_ready": True} if ready else {}
-    if CHANNEL_OPTIONS:
-        options["options"] = CHANNEL_OPTIONS
-    with Client(target, load_balancing=balancing, **options) as client:
+    with Client(target, **options) as client:
         while not stop.is_set():
             size = int(rng.choice(SIZES))
             name = str(rng.choice(list(FUNCTIONS)))
@@ -212,9 +207,10 @@ def main() -> int:
         help="a gRPC channel argument for the SDK callers (integers as such), repeatable",
     )
     args = parser.parse_args()
+    channel_options: list[tuple[str, int | str]] = []
     for option in args.channel_option:
         key, _, value = option.partition("=")
-        CHANNEL_OPTIONS.append((key, int(value) if value.lstrip("-").isdigit() else value))
+        channel_options.append((key, int(value) if value.lstrip("-").isdigit() else value))
     random.seed(args.seed)
 
     count, workers = (1, args.workers) if args.mode == "restart" else (3, 1)
@@ -227,6 +223,12 @@ def main() -> int:
     else:
         target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
         balancing = "round_robin"
+    # The SDK callers' Client options: defaults but what the flags ask for.
+    client_options: dict[str, Any] = {"load_balancing": balancing}
+    if args.wait_for_ready:
+        client_options["wait_for_ready"] = True
+    if channel_options:
+        client_options["options"] = channel_options
 
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.hogs)]
     tally = Tally()
@@ -246,7 +248,7 @@ def main() -> int:
     threads = [
         threading.Thread(
             target=guarded(sdk_caller),
-            args=(target, balancing, args.wait_for_ready, args.seed + i, stop, tally),
+            args=(target, client_options, args.seed + i, stop, tally),
         )
         for i in range(args.callers)
     ] + [
