@@ -247,6 +247,7 @@ class ActgradServer:
                     access_log=settings.access_log,
                     metrics=self.metrics,
                     tracing=tracing,
+                    with_playground=settings.playground,
                 ),
                 settings.host,
                 settings.http_port,

@@ -63,6 +63,13 @@ class Settings:
             "/openapi.json), on --host; 0 picks a free one; -1 = off"
         ),
     )
+    playground: bool = field(
+        default=True,
+        metadata=_opt(
+            "serve the playground page at / of the HTTP port (a client of the JSON API; "
+            "docs/playground.md); --no-playground to leave it out"
+        ),
+    )
     uds: str = field(
         default="",
         metadata=_opt(

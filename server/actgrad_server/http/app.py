@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from actgrad import __version__
-from actgrad_server.http import actgrad_routes, oip_routes
+from actgrad_server.http import actgrad_routes, oip_routes, playground
 from actgrad_server.http.pipeline import Pipeline
 from actgrad_server.http.responses import json_response
 from actgrad_server.metrics import ServerMetrics
@@ -46,8 +46,9 @@ class HttpApp:
         self.routes = routes
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route: OIP's and actgrad's own."""
+def openapi_document(*, with_playground: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route: OIP's, actgrad's own and, unless
+    `with_playground` is false, the playground page's."""
     components: dict[str, Any] = {"schemas": {}}
     for module in (oip_routes, actgrad_routes):
         extra = getattr(module, "OPENAPI_COMPONENTS", {})
@@ -61,7 +62,11 @@ def openapi_document() -> dict[str, Any]:
             "description": "Activation functions and their gradients: the Open Inference "
             "Protocol's REST binding (KServe v2 / Triton) and actgrad's own calls as JSON.",
         },
-        "paths": {**oip_routes.OPENAPI_PATHS, **actgrad_routes.OPENAPI_PATHS},
+        "paths": {
+            **oip_routes.OPENAPI_PATHS,
+            **actgrad_routes.OPENAPI_PATHS,
+            **(playground.OPENAPI_PATHS if with_playground else {}),
+        },
         "components": components,
     }
 
@@ -78,8 +83,10 @@ def build_app(
     access_log: bool = False,
     metrics: ServerMetrics | None = None,
     tracing: Tracing | None = None,
+    with_playground: bool = True,
 ) -> HttpApp:
-    """The Starlette application over `plane` (OIP) and `ops` (actgrad's calls)."""
+    """The Starlette application over `plane` (OIP) and `ops` (actgrad's calls), and
+    the playground page at / unless `with_playground` is false."""
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actgrad-http")
 
     async def run(function: Callable[..., Any], *args: Any) -> Any:
@@ -88,7 +95,7 @@ def build_app(
         call = functools.partial(context.run, function, *args)
         return await asyncio.get_running_loop().run_in_executor(pool, call)
 
-    document = openapi_document()
+    document = openapi_document(with_playground=with_playground)
 
     async def openapi(request: Request) -> Response:
         return json_response(document)
@@ -97,6 +104,7 @@ def build_app(
         *oip_routes.OipRoutes(plane, run, max_body_bytes=max_body_bytes).routes(),
         *actgrad_routes.routes(ops, run),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *(playground.routes() if with_playground else []),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -119,5 +127,6 @@ def build_app(
         access_log=access_log,
         metrics=metrics,
         tracing=tracing,
+        public_paths=playground.PUBLIC_PATHS if with_playground else frozenset(),
     )
     return HttpApp(pipeline, pool, asgi)

@@ -3,7 +3,8 @@
 In order: a request id (the caller's ``X-Request-Id`` when sane, else a new one; sent
 back on every answer and on the log lines of the request); the drain's refusal (503
 with ``Retry-After`` and ``Connection: close``, but for the health routes, which say
-the truth themselves); bearer tokens (the same `TokenSet` as gRPC; health is open);
+the truth themselves); bearer tokens (the same `TokenSet` as gRPC; health and the
+`public_paths`, the playground page's files, are open);
 the body limit (``--max-message-bytes``: 413 from Content-Length, or once a streamed
 body passes it); the concurrency cap (429 with ``Retry-After`` over what gRPC calls
 may hold); the count of open requests, which the drain waits for; the server's
@@ -66,8 +67,10 @@ class Pipeline:
         access_log: bool,
         metrics: ServerMetrics | None = None,
         tracing: Tracing | None = None,
+        public_paths: frozenset[str] = frozenset(),
     ) -> None:
         self._app = app
+        self._public = public_paths
         self._refusing = refusing
         self._tokens = tokens
         self._max_body = max_body_bytes
@@ -152,7 +155,7 @@ class Pipeline:
                 "the server is draining; try again (another replica, or once restarted)",
                 {"Retry-After": "1", "Connection": "close"},
             )
-        if self._tokens is not None:
+        if self._tokens is not None and path not in self._public:
             given = headers.get(b"authorization")
             if not self._tokens.accepts(given.decode("latin-1") if given else None):
                 return (
