@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 HTTP_PORT ?= 8000
 
-.PHONY: install torch check-pypi lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy test-containers soak soak-drain
+.PHONY: install torch check-pypi lock serve test check lint format types stubs stubs-check unit integration clean bench bench-settings node-deps deploy-deps deploy test-containers soak soak-drain screenshots
 
 # The project editable, and its two source folders on sys.path (a .pth file): setuptools'
 # editable finder runs after the path search, so a folder named `actgrad` in the current
@@ -184,6 +184,12 @@ DRAIN_CYCLES ?= 150
 soak-drain: install
 	$(PY) scripts/drain_cycles.py --mode restart --cycles $(DRAIN_CYCLES)
 	$(PY) scripts/drain_cycles.py --mode rolling --cycles $(DRAIN_CYCLES)
+
+# The playground's screenshots, docs/images/playground-*.png (README, docs/playground.md),
+# from a real server and Debian's headless Chromium (apt-get install chromium
+# chromium-driver).
+screenshots: install
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -190,7 +190,8 @@
     const ty = (v) => (opts.log ? Math.log10(v) : v);
     svg.append(svgEl("text", { x: m.l, y: 16, class: "title" }, opts.title));
     let yTicks;
-    if (opts.log && y1 - y0 < 2) {
+    const fewDecades = opts.log && y1 - y0 < 2;
+    if (fewDecades) {
       // Less than two decades: 1, 2 and 5 times powers of ten.
       yTicks = [];
       for (let e = Math.floor(y0); e <= Math.ceil(y1); e += 1) {
@@ -210,7 +211,7 @@
       const y = sy(t);
       svg.append(svgEl("line", { x1: m.l, x2: W - m.r, y1: y, y2: y, class: "grid" }));
       svg.append(svgEl("text", { x: m.l - 6, y: y + 4, "text-anchor": "end" },
-        !opts.log ? short(t) : Number.isInteger(t) ? `1e${t}` : short(10 ** t)));
+        !opts.log ? short(t) : fewDecades ? short(10 ** t) : `1e${t}`));
     }
     for (const t of niceTicks(x0, x1, 8)) {
       const x = sx(t);
