@@ -236,7 +236,9 @@ def build_parser(*, default_target: str = DEFAULT_TARGET) -> argparse.ArgumentPa
         help="draw functions (and their derivatives) into a PNG (needs actgrad[plot])",
     )
     plot.add_argument("functions", nargs="+", metavar="FUNCTION", help="function names or aliases")
-    plot.add_argument("--grad", action="store_true", help="also draw f' (dashed)")
+    plot.add_argument(
+        "--grad", action="store_true", help="also draw f', on a panel of its own under f"
+    )
     plot.add_argument(
         "--range",
         nargs=2,
@@ -557,29 +559,51 @@ def _cmd_plot(client: Client, args: argparse.Namespace, out: TextIO) -> int | No
     if unused and len(found) == len(infos):  # else the server names the unknown function
         raise ValueError(f"--param {sorted(unused)[0]}: none of {' '.join(args.functions)} has it")
     x = np.linspace(low, high, args.points)
-    fig, ax = pyplot.subplots(figsize=(7, 4.2))
+    curves = []
+    for name, info in zip(args.functions, infos, strict=True):
+        # Each function gets the parameters it declares (--param alpha=0.1 for several).
+        own = (
+            params
+            if info is None
+            else {p.name: params[p.name] for p in info.params if p.name in params}
+        )
+        y, dy = _sample(client, name, info, x, own)
+        shown = ", ".join(f"{k}={v}" for k, v in own.items())
+        curves.append((f"{name} ({shown})" if shown else name, y, dy))
+    fig = _plot_figure(pyplot, x, curves, grad=args.grad)
     try:
-        ax.axhline(0, color="0.7", linewidth=0.8)
-        for name, info in zip(args.functions, infos, strict=True):
-            # Each function gets the parameters it declares (--param alpha=0.1 for several).
-            own = (
-                params
-                if info is None
-                else {p.name: params[p.name] for p in info.params if p.name in params}
-            )
-            y, dy = _sample(client, name, info, x, own)
-            (line,) = ax.plot(x, y, label=f"{name}(x)")
-            if args.grad:
-                ax.plot(x, dy, "--", color=line.get_color(), label=f"{name}'(x)")
-        ax.set_xlabel("x")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="best")
-        fig.tight_layout()
         fig.savefig(args.output)
     finally:
         pyplot.close(fig)
     out.write(f"wrote {args.output}\n")
     return None
+
+
+def _plot_figure(
+    pyplot: Any,
+    x: npt.NDArray[np.float64],
+    curves: list[tuple[str, npt.NDArray[Any], npt.NDArray[Any]]],
+    *,
+    grad: bool,
+) -> Any:
+    """f on one panel and, with `grad`, f' on a second one under it, sharing the x axis
+    (as the playground page draws them): f' keeps a scale of its own instead of being
+    squashed onto f's. Each panel has its title and y label; a function has one colour."""
+    names = ", ".join(label for label, _, _ in curves)
+    rows = 2 if grad else 1
+    fig, axes = pyplot.subplots(rows, 1, sharex=True, figsize=(7, 3.4 * rows), squeeze=False)
+    panels = [(axes[0][0], "f(x)", 1)] + ([(axes[1][0], "f'(x)", 2)] if grad else [])
+    for ax, what, column in panels:
+        ax.axhline(0, color="0.7", linewidth=0.8)
+        for label, *values in curves:
+            ax.plot(x, values[column - 1], label=label)
+        ax.set_title(f"{what}: {names}", fontsize=10)
+        ax.set_ylabel(what)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    panels[-1][0].set_xlabel("x")
+    fig.tight_layout()
+    return fig
 
 
 def _sample(
