@@ -33,6 +33,8 @@ from actgrad.v1 import activation_pb2 as pb
 from actgrad.wire import codec_for, decode, encode
 from actgrad_server.api import activation
 from actgrad_server.api._interceptors import CallInterceptor, StreamGuard
+from actgrad_server.calls.admission import Admission
+from actgrad_server.calls.records import CallRecords
 from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
 from actgrad_server.metrics import ServerMetrics
@@ -101,10 +103,9 @@ def measure(*, calls: int = 3000, rounds: int = 5, access_log: bool = False) -> 
     pipeline = _interceptor.service_pipeline(
         [
             CallInterceptor(
-                ServerMetrics(engine.cache_info),
-                refusing=threading.Event(),
+                CallRecords(ServerMetrics(engine.cache_info), access_log=access_log),
+                Admission(threading.Event()),
                 streams=streams,
-                access_log=access_log,
             )
         ]
     )

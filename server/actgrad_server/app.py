@@ -1,12 +1,13 @@
 """Assembles the server: front ends, health, reflection, limits, security, metrics, drain.
 
 What applies to every call (request id, access log, metrics, bearer tokens, the
-drain's refusal, the stream pool) is the server's one interceptor
-(`api._interceptors.CallInterceptor`), so each front end is one `_register` line
-below and is covered by health, reflection and the interceptor without more code.
-HTTP (`--http-port`, `actgrad_server.http`: the OIP's REST binding and actgrad's JSON
-calls) runs beside gRPC on its own thread, over the same DataPlane and engine, behind
-its own pipeline (`http.pipeline`), and drains with it.
+drain's refusal and open-call account) is `actgrad_server.calls`, one `Admission` and
+one `CallRecords` per process, run by each transport's adapter: on gRPC the server's
+one interceptor (`api._interceptors.CallInterceptor`, also the stream pool), so each
+gRPC service is one `_register` line below and is covered by health, reflection and
+the interceptor without more code; on HTTP (`--http-port`, `actgrad_server.http`: the
+OIP's REST binding and actgrad's JSON calls, on its own thread, over the same
+DataPlane and engine) its pipeline (`http.pipeline`). Both drain together.
 
 `actgrad_server.cli.serve` runs one `ActgradServer` in its process (``--workers 1``)
 or hands over to the supervisor in `actgrad_server.workers`, whose worker processes
@@ -39,6 +40,8 @@ from actgrad_server import health, security
 from actgrad_server._malloc import release_free_memory
 from actgrad_server.api import activation
 from actgrad_server.api._interceptors import CallInterceptor, CallPool, StreamGuard
+from actgrad_server.calls.admission import Admission
+from actgrad_server.calls.records import CallRecords
 from actgrad_server.config import OPEN_SLOTS, Settings
 from actgrad_server.engine import Engine
 from actgrad_server.errors import ConfigError
@@ -154,14 +157,16 @@ class ActgradServer:
         self._open_executor = CallPool(max_workers=OPEN_SLOTS, thread_name_prefix="actgrad-health")
         # Health stays open: orchestrators probe it without credentials, and it
         # says NOT_SERVING through the drain.
+        #: The account and record of every front end's calls (metrics, access log).
+        self.records = CallRecords(self.metrics, access_log=settings.access_log)
+        # Whether a call may start: the drain, tokens; one for every front end.
+        admission = Admission(self.refusing, tokens)
         interceptor = CallInterceptor(
-            self.metrics,
-            refusing=self.refusing,
+            self.records,
+            admission,
             streams=self._streams,
             open_pool=self._open_executor,
-            tokens=tokens,
             open_services=[health.SERVICE_NAME],
-            access_log=settings.access_log,
             tracing=tracing,
         )
         # Calls that end while they wait for a thread are logged and counted (CallPool).
@@ -239,15 +244,12 @@ class ActgradServer:
                 build_app(
                     self.oip,
                     Operations(self.engine, limits),
-                    refusing=self.refusing,
-                    tokens=tokens,
+                    admission=admission,
+                    records=self.records,
                     max_body_bytes=settings.max_message_bytes,
                     max_open=settings.call_cap,
                     threads=settings.threads,
-                    access_log=settings.access_log,
-                    metrics=self.metrics,
                     tracing=tracing,
-                    with_playground=settings.playground,
                 ),
                 settings.host,
                 settings.http_port,
@@ -407,12 +409,12 @@ class ActgradServer:
         self._stopped.set()
 
     def _open(self) -> int:
-        """Calls and HTTP requests in flight (what the drain waits for)."""
-        return self.metrics.open_calls() + (0 if self.http is None else self.http.open_requests)
+        """Calls in flight, gRPC and HTTP (what the drain waits for)."""
+        return self.records.open_calls()
 
     def _received(self) -> int:
-        """Calls and HTTP requests received since start (what the idle trim watches)."""
-        return self.metrics.calls_received() + (0 if self.http is None else self.http.received)
+        """Calls received since start, gRPC and HTTP (what the idle trim watches)."""
+        return self.records.calls_received()
 
     def _trim_when_idle(self) -> None:
         """Gives free memory back once the server has been idle IDLE_TRIM_SECONDS.

@@ -1,7 +1,8 @@
 """Prometheus metrics of one server, in a registry of its own (no module globals).
 
-Each `ActgradServer` owns a `ServerMetrics`; the interceptor records every call in
-it, and the engine's session cache is read at scrape time. `serve_http` exposes
+Each `ActgradServer` owns a `ServerMetrics`; every front end records its calls in it
+through `calls.records.CallRecords` (labelled by protocol, "grpc" or "http"), and the
+engine's session cache is read at scrape time. `serve_http` exposes
 ``/metrics`` on its own port (prometheus-client's WSGI server, a daemon thread).
 
 A worker of ``actgrad serve --workers N`` records in prometheus-client's
@@ -88,9 +89,9 @@ class _Tally:
     def __init__(self) -> None:
         # Taken by its own thread once per call and by the flush: never contended long.
         self.lock = threading.Lock()
-        self.outcomes: dict[tuple[str, str, str, str], int] = {}
-        # rpc -> [bytes in, bytes out, latencies]
-        self.per_rpc: dict[str, list[Any]] = {}
+        self.outcomes: dict[tuple[str, str, str, str, str], int] = {}
+        # (protocol, rpc) -> [bytes in, bytes out, latencies]
+        self.per_rpc: dict[tuple[str, str], list[Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -115,39 +116,39 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
             "actgrad_requests_received",
-            "Calls accepted, counted before they wait for a thread, by rpc",
-            ["rpc"],
+            "Calls accepted, counted before they wait for a thread, by protocol and rpc",
+            ["protocol", "rpc"],
             registry=self.registry,
         )
         self.requests = Counter(
             "actgrad_requests",
-            "Finished calls by rpc, function, dtype and status code",
-            ["rpc", "function", "dtype", "code"],
+            "Finished calls by protocol, rpc, function, dtype and status code",
+            ["protocol", "rpc", "function", "dtype", "code"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "actgrad_request_duration_seconds",
-            "Time from the handler's start to its end, by rpc",
-            ["rpc"],
+            "Time from the handler's start to its end, by protocol and rpc",
+            ["protocol", "rpc"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.in_flight = Gauge(
             "actgrad_requests_in_flight",
-            "Calls being handled now",
+            "Calls being handled now, every protocol together",
             registry=self.registry,
             multiprocess_mode="livesum",
         )
         self.bytes_in = Counter(
             "actgrad_request_bytes",
-            "Serialized request message bytes, by rpc",
-            ["rpc"],
+            "Serialized request message bytes (HTTP: body bytes), by protocol and rpc",
+            ["protocol", "rpc"],
             registry=self.registry,
         )
         self.bytes_out = Counter(
             "actgrad_response_bytes",
-            "Serialized response message bytes, by rpc",
-            ["rpc"],
+            "Serialized response message bytes (HTTP: body bytes), by protocol and rpc",
+            ["protocol", "rpc"],
             registry=self.registry,
         )
         self.serving = Gauge(
@@ -162,8 +163,8 @@ class ServerMetrics:
         # Label children, looked up once each: `labels()` validates and locks on every
         # call, about 3 us, five times per call. The label values are bounded (served
         # methods, catalog names, dtypes, status codes), and so are these dicts.
-        self._per_rpc: dict[str, RpcChildren] = {}
-        self._outcomes: dict[tuple[str, str, str, str], Any] = {}
+        self._per_rpc: dict[tuple[str, str], RpcChildren] = {}
+        self._outcomes: dict[tuple[str, str, str, str, str], Any] = {}
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._sync_stop = threading.Event()
@@ -194,21 +195,23 @@ class ServerMetrics:
         self._builds_seen = 0
         self._sync_lock = threading.Lock()
 
-    def rpc(self, rpc: str) -> RpcChildren:
-        """The children of one method's metrics labelled by rpc alone."""
-        found = self._per_rpc.get(rpc)
+    def rpc(self, rpc: str, protocol: str = "grpc") -> RpcChildren:
+        """The children of one method's metrics labelled by protocol and rpc alone."""
+        found = self._per_rpc.get((protocol, rpc))
         if found is None:
-            found = self._per_rpc[rpc] = RpcChildren(
-                received=self.received.labels(rpc),
-                latency=self.latency.labels(rpc),
-                bytes_in=self.bytes_in.labels(rpc),
-                bytes_out=self.bytes_out.labels(rpc),
+            found = self._per_rpc[protocol, rpc] = RpcChildren(
+                received=self.received.labels(protocol, rpc),
+                latency=self.latency.labels(protocol, rpc),
+                bytes_in=self.bytes_in.labels(protocol, rpc),
+                bytes_out=self.bytes_out.labels(protocol, rpc),
             )
         return found
 
-    def finished(self, rpc: str, function: str, dtype: str, code: str) -> Any:
+    def finished(
+        self, rpc: str, function: str, dtype: str, code: str, protocol: str = "grpc"
+    ) -> Any:
         """The `requests` counter child of one outcome."""
-        key = (rpc, function, dtype, code)
+        key = (protocol, rpc, function, dtype, code)
         found = self._outcomes.get(key)
         if found is None:
             found = self._outcomes[key] = self.requests.labels(*key)
@@ -223,22 +226,23 @@ class ServerMetrics:
         elapsed: float,
         bytes_in: int,
         bytes_out: int,
+        protocol: str = "grpc",
     ) -> None:
         """One finished call: its outcome, latency and sizes (tallied when shared)."""
         if not self._shared:
-            self.finished(rpc, function, dtype, code).inc()
-            children = self.rpc(rpc)
+            self.finished(rpc, function, dtype, code, protocol).inc()
+            children = self.rpc(rpc, protocol)
             children.latency.observe(elapsed)
             children.bytes_in.inc(bytes_in)
             children.bytes_out.inc(bytes_out)
             return
         tally = self._tally()
-        key = (rpc, function, dtype, code)
+        key = (protocol, rpc, function, dtype, code)
         with tally.lock:
             tally.outcomes[key] = tally.outcomes.get(key, 0) + 1
-            sums = tally.per_rpc.get(rpc)
+            sums = tally.per_rpc.get((protocol, rpc))
             if sums is None:
-                sums = tally.per_rpc[rpc] = [0, 0, []]
+                sums = tally.per_rpc[protocol, rpc] = [0, 0, []]
             sums[0] += bytes_in
             sums[1] += bytes_out
             sums[2].append(elapsed)
@@ -259,10 +263,10 @@ class ServerMetrics:
             with tally.lock:
                 outcomes, tally.outcomes = tally.outcomes, {}
                 per_rpc, tally.per_rpc = tally.per_rpc, {}
-            for key, count in outcomes.items():
-                self.finished(*key).inc(count)
-            for rpc, (bytes_in, bytes_out, latencies) in per_rpc.items():
-                children = self.rpc(rpc)
+            for (protocol, rpc, function, dtype, code), count in outcomes.items():
+                self.finished(rpc, function, dtype, code, protocol).inc(count)
+            for (protocol, rpc), (bytes_in, bytes_out, latencies) in per_rpc.items():
+                children = self.rpc(rpc, protocol)
                 children.bytes_in.inc(bytes_in)
                 children.bytes_out.inc(bytes_out)
                 for elapsed in latencies:

@@ -248,7 +248,7 @@ def test_clients_that_never_read_do_not_starve_other_callers(
     # cancelled are exactly those the server says it cancelled.
     config = settings(threads=8, max_streams=4, stream_idle_timeout=2.0, max_concurrent_rpcs=64)
     big = [("grpc.max_receive_message_length", 1 << 26), ("grpc.max_send_message_length", 1 << 26)]
-    caplog.set_level(logging.WARNING, logger="actgrad_server.api._interceptors")
+    caplog.set_level(logging.WARNING, logger="actgrad_server.api._streams")
     with (
         running(config) as server,
         grpc.insecure_channel(f"127.0.0.1:{server.port}", options=big) as hog,

@@ -102,7 +102,7 @@ def pair(request: pytest.FixtureRequest, shm_server: ActgradServer) -> Iterator[
 
 def _received(server: ActgradServer, rpc: str) -> float:
     value = server.metrics.registry.get_sample_value(
-        "actgrad_requests_received_total", {"rpc": f"{SERVICE}/{rpc}"}
+        "actgrad_requests_received_total", {"protocol": "grpc", "rpc": f"{SERVICE}/{rpc}"}
     )
     return value or 0.0
 
@@ -111,7 +111,7 @@ def _request_bytes(server: ActgradServer, *rpcs: str) -> float:
     total = 0.0
     for rpc in rpcs:
         value = server.metrics.registry.get_sample_value(
-            "actgrad_request_bytes_total", {"rpc": f"{SERVICE}/{rpc}"}
+            "actgrad_request_bytes_total", {"protocol": "grpc", "rpc": f"{SERVICE}/{rpc}"}
         )
         total += value or 0.0
     return total

@@ -9,9 +9,12 @@ import importlib
 import threading
 from typing import Any
 
+from actgrad_server.calls.admission import Admission
+from actgrad_server.calls.records import CallRecords
 from actgrad_server.config import Settings
 from actgrad_server.engine import Engine
 from actgrad_server.http.app import build_app, openapi_document
+from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip.dataplane import DataPlane
 from actgrad_server.ops import Operations
 
@@ -29,7 +32,8 @@ def test_every_route_of_the_app_is_in_the_document() -> None:
     app = build_app(
         DataPlane(engine, settings.limits),
         Operations(engine, settings.limits),
-        refusing=threading.Event(),
+        admission=Admission(threading.Event()),
+        records=CallRecords(ServerMetrics(engine.cache_info)),
         max_body_bytes=settings.max_message_bytes,
         max_open=settings.call_cap,
         threads=1,

@@ -8,7 +8,7 @@ from actgrad import wire
 from actgrad.v1 import activation_pb2 as pb
 from actgrad.v1 import tensor_pb2
 from actgrad.wire import frames
-from actgrad_server.api._interceptors import _labels
+from actgrad_server.api._labels import labels as _labels
 
 
 def test_labels_of_requests_in_messages_and_in_shared_memory() -> None:

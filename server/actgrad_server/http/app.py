@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,13 +22,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from actgrad import __version__
-from actgrad_server.http import actgrad_routes, oip_routes, playground
+from actgrad_server.calls.admission import Admission
+from actgrad_server.calls.records import CallRecords
+from actgrad_server.http import actgrad_routes, oip_routes
 from actgrad_server.http.pipeline import Pipeline
 from actgrad_server.http.responses import json_response
-from actgrad_server.metrics import ServerMetrics
 from actgrad_server.oip.dataplane import DataPlane
 from actgrad_server.ops import Operations
-from actgrad_server.security import TokenSet
 from actgrad_server.tracing import Tracing
 
 __all__ = ["HttpApp", "build_app", "openapi_document"]
@@ -65,7 +64,6 @@ def openapi_document(*, with_playground: bool = True) -> dict[str, Any]:
         "paths": {
             **oip_routes.OPENAPI_PATHS,
             **actgrad_routes.OPENAPI_PATHS,
-            **(playground.OPENAPI_PATHS if with_playground else {}),
         },
         "components": components,
     }
@@ -75,13 +73,11 @@ def build_app(
     plane: DataPlane,
     ops: Operations,
     *,
-    refusing: threading.Event,
-    tokens: TokenSet | None = None,
+    admission: Admission,
+    records: CallRecords,
     max_body_bytes: int,
     max_open: int,
     threads: int,
-    access_log: bool = False,
-    metrics: ServerMetrics | None = None,
     tracing: Tracing | None = None,
     with_playground: bool = True,
 ) -> HttpApp:
@@ -104,7 +100,6 @@ def build_app(
         *oip_routes.OipRoutes(plane, run, max_body_bytes=max_body_bytes).routes(),
         *actgrad_routes.routes(ops, run),
         Route("/openapi.json", openapi, methods=["GET"]),
-        *(playground.routes() if with_playground else []),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -120,13 +115,11 @@ def build_app(
     asgi = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     pipeline = Pipeline(
         asgi,
-        refusing=refusing,
-        tokens=tokens,
+        routes,
+        admission=admission,
+        records=records,
         max_body_bytes=max_body_bytes,
         max_open=max_open,
-        access_log=access_log,
-        metrics=metrics,
         tracing=tracing,
-        public_paths=playground.PUBLIC_PATHS if with_playground else frozenset(),
     )
     return HttpApp(pipeline, pool, asgi)

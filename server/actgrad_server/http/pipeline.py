@@ -1,56 +1,59 @@
-"""What surrounds every HTTP request, whichever route answers it (one ASGI middleware).
+"""The HTTP adapter of what surrounds every call (one ASGI middleware).
 
-In order: a request id (the caller's ``X-Request-Id`` when sane, else a new one; sent
-back on every answer and on the log lines of the request); the drain's refusal (503
-with ``Retry-After`` and ``Connection: close``, but for the health routes, which say
-the truth themselves); bearer tokens (the same `TokenSet` as gRPC; health and the
-`public_paths`, the playground page's files, are open);
-the body limit (``--max-message-bytes``: 413 from Content-Length, or once a streamed
-body passes it); the concurrency cap (429 with ``Retry-After`` over what gRPC calls
-may hold); the count of open requests, which the drain waits for; the server's
-metrics (finished requests, latency, bytes; `rpc` is ``HTTP <method> <route>``); with
-``--tracing``, an OpenTelemetry span, child of the caller's ``traceparent``; an access
-log line.
+The concerns are the ones the gRPC interceptor runs, from `actgrad_server.calls`; this
+module only reads them from HTTP and writes their answers back. In order: a request id
+(`calls.request_ids`: the caller's ``X-Request-Id`` when sane, else a new one; sent
+back on every answer and on the log lines of the request); the route's template (the
+metrics' `rpc`, ``HTTP <method> <template>``) and the received count; admission
+(`calls.admission`: the drain's refusal, 503 with ``Retry-After`` and ``Connection:
+close``; bearer tokens, 401; the health routes and the `public_paths`, the playground
+page's files, need neither, and health says the truth through the drain itself); the
+body limit (``--max-message-bytes``: 413 from Content-Length, or once a streamed body
+passes it); the concurrency cap (429 with ``Retry-After`` over what gRPC calls may
+hold); the open-call account the drain waits for (`calls.records`, shared with gRPC);
+with ``--tracing``, an OpenTelemetry span, child of the caller's ``traceparent``; and
+the finished request's record (metrics with protocol "http", access log).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from actgrad_server.calls import admission as admitting
+from actgrad_server.calls.admission import Admission, Refusal
+from actgrad_server.calls.labels import model_label
+from actgrad_server.calls.records import HTTP, CallRecords
+from actgrad_server.calls.request_ids import request_id
 from actgrad_server.http.responses import HttpError, json_response
 from actgrad_server.logs import request_id_scope
-from actgrad_server.metrics import ServerMetrics
-from actgrad_server.models import find_model
-from actgrad_server.security import TokenSet
 from actgrad_server.tracing import Tracing
 
 __all__ = ["OPEN_PATHS", "Pipeline", "RequestTooLarge"]
 
-_ACCESS = logging.getLogger("actgrad_server.access")
-_MAX_REQUEST_ID = 128
 #: Answered without a token and during the drain: probes need neither.
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+# Route templates remembered per (method, path): paths carry the caller's model names,
+# so only this many are kept (the rest are matched each time).
+_MAX_TEMPLATES = 4096
+_UNMATCHED = "unmatched"
 
 
 class RequestTooLarge(HttpError):
     """A body that passed the limit while it was read."""
 
 
-def _request_id(given: bytes | None) -> str:
-    if given and len(given) <= _MAX_REQUEST_ID:
-        text = given.decode("latin-1")
-        if text.isascii() and text.isprintable():
-            return text
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return raw.hex()
+# The status and headers of each refusal `Admission` gives.
+_STATUS: dict[str, tuple[int, dict[str, str]]] = {
+    "draining": (503, {"Retry-After": "1", "Connection": "close"}),
+    "unauthenticated": (401, {"WWW-Authenticate": "Bearer"}),
+    "overloaded": (429, {"Retry-After": "1"}),
+    "too_large": (413, {"Connection": "close"}),
+}
 
 
 class Pipeline:
@@ -59,41 +62,64 @@ class Pipeline:
     def __init__(
         self,
         app: ASGIApp,
+        routes: Sequence[BaseRoute],
         *,
-        refusing: threading.Event,
-        tokens: TokenSet | None,
+        admission: Admission,
+        records: CallRecords,
         max_body_bytes: int,
         max_open: int,
-        access_log: bool,
-        metrics: ServerMetrics | None = None,
         tracing: Tracing | None = None,
         public_paths: frozenset[str] = frozenset(),
     ) -> None:
         self._app = app
+        self._routes = tuple(routes)
+        self._templates: dict[tuple[str, str], str] = {}
+        self._received: dict[str, Any] = {}
         self._public = public_paths
-        self._refusing = refusing
-        self._tokens = tokens
+        self._admission = admission
+        self._records = records
         self._max_body = max_body_bytes
+        self._too_large = admitting.too_large(max_body_bytes)
         self._max_open = max_open
-        self._access_log = access_log
-        self._metrics = metrics
+        self._overloaded = admitting.overloaded(max_open)
         self._tracing = tracing
-        #: Requests being answered now (read by the drain from another thread).
+        #: HTTP requests being answered now (also in the shared in-flight account).
         self.open_requests = 0
-        #: Requests received, refused ones included (the idle trim watches it).
-        self.received = 0
+
+    def _template(self, scope: Scope) -> str:
+        """The template of the route a request goes to ("unmatched" for none): the
+        metrics' label, known before the route runs."""
+        key = (scope["method"], scope["path"])
+        found = self._templates.get(key)
+        if found is not None:
+            return found
+        template = _UNMATCHED
+        for route in self._routes:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                template = getattr(route, "path", _UNMATCHED)
+                if match is Match.FULL:
+                    break
+        if len(self._templates) < _MAX_TEMPLATES:
+            self._templates[key] = template
+        return template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
-        self.received += 1
+        rpc = f"HTTP {scope['method']} {self._template(scope)}"
+        counter = self._received.get(rpc)
+        if counter is None:
+            counter = self._received[rpc] = self._records.received(HTTP, rpc)
+        counter.inc()
         headers = dict(scope["headers"])
-        request_id = _request_id(headers.get(b"x-request-id"))
+        given = headers.get(b"x-request-id")
+        rid = request_id(given.decode("latin-1") if given else None)
         path: str = scope["path"]
         state: dict[str, Any] = {"status": 0, "bytes_out": 0, "bytes_in": 0}
-        id_header = (b"x-request-id", request_id.encode("ascii"))
+        id_header = (b"x-request-id", rid.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -108,7 +134,7 @@ class Pipeline:
             if message["type"] == "http.request":
                 state["bytes_in"] += len(message.get("body", b""))
                 if state["bytes_in"] > self._max_body:
-                    raise RequestTooLarge(413, self._too_large(), {"Connection": "close"})
+                    raise RequestTooLarge(413, self._too_large.message, {"Connection": "close"})
             return message
 
         span = None
@@ -118,13 +144,15 @@ class Pipeline:
                 path,
                 {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()},
             )
-        with request_id_scope(request_id, "-" if span is None else span.trace_id):
+        with request_id_scope(rid, "-" if span is None else span.trace_id):
             refusal = self._refusal(path, headers)
             if refusal is not None:
-                status, message, extra = refusal
-                await json_response({"error": message}, status, extra)(scope, receive, send_with_id)
+                status, extra = _STATUS[refusal.reason]
+                answer = json_response({"error": refusal.message}, status, extra)
+                await answer(scope, receive, send_with_id)
             else:
                 self.open_requests += 1
+                self._records.opened()
                 try:
                     await self._app(scope, counted_receive, send_with_id)
                 except RequestTooLarge as exc:
@@ -136,83 +164,40 @@ class Pipeline:
                     )
                 finally:
                     self.open_requests -= 1
+                    self._records.closed()
             elapsed = time.perf_counter() - started
             if span is not None:
                 span.end_http(getattr(scope.get("route"), "path", None), state["status"])
-            if self._metrics is not None:
-                self._record(scope, state, elapsed)
-            if self._access_log:
-                self._log(scope, path, request_id, state, elapsed)
+            name = scope.get("path_params", {}).get("model_name")
+            client = scope.get("client")
+            self._records.finished(
+                HTTP,
+                rpc,
+                str(state["status"]),
+                elapsed,
+                request_id=rid,
+                trace_id="-" if span is None else span.trace_id,
+                function=model_label(name) if isinstance(name, str) else "",
+                dtype="",
+                bytes_in=state["bytes_in"],
+                bytes_out=state["bytes_out"],
+                peer=f"{client[0]}:{client[1]}" if client else "-",
+                target=f"{scope['method']} {path}",
+            )
 
-    def _refusal(
-        self, path: str, headers: dict[bytes, bytes]
-    ) -> tuple[int, str, dict[str, str]] | None:
+    def _refusal(self, path: str, headers: dict[bytes, bytes]) -> Refusal | None:
         if path in OPEN_PATHS:
             return None
-        if self._refusing.is_set():
-            return (
-                503,
-                "the server is draining; try again (another replica, or once restarted)",
-                {"Retry-After": "1", "Connection": "close"},
-            )
-        if self._tokens is not None and path not in self._public:
+        if path in self._public:
+            refusal = admitting.DRAINING if self._admission.draining else None
+        else:
             given = headers.get(b"authorization")
-            if not self._tokens.accepts(given.decode("latin-1") if given else None):
-                return (
-                    401,
-                    "a valid bearer token is required (Authorization: Bearer <token>)",
-                    {"WWW-Authenticate": "Bearer"},
-                )
+            refusal = self._admission.check(given.decode("latin-1") if given else None)
+        if refusal is not None:
+            return refusal
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
-            return 413, self._too_large(), {"Connection": "close"}
+            return self._too_large
         if self.open_requests >= self._max_open:
-            return (
-                429,
-                f"the server holds {self._max_open} requests; try again shortly",
-                {"Retry-After": "1"},
-            )
+            return self._overloaded
         return None
-
-    def _too_large(self) -> str:
-        return f"body: over the server's limit of {self._max_body} bytes (--max-message-bytes)"
-
-    def _record(self, scope: Scope, state: dict[str, Any], elapsed: float) -> None:
-        """The request in the server's metrics, labelled by its route's template (not
-        its path, whose model names are the caller's) and its model's function."""
-        assert self._metrics is not None
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        rpc = f"HTTP {scope['method']} {template}"
-        name = scope.get("path_params", {}).get("model_name")
-        found = find_model(name) if isinstance(name, str) else None
-        function = (
-            found.function.name if found is not None else ("-" if name is None else "unknown")
-        )
-        self._metrics.record_finished(
-            rpc, function, "-", str(state["status"]), elapsed, state["bytes_in"], state["bytes_out"]
-        )
-
-    def _log(
-        self, scope: Scope, path: str, request_id: str, state: dict[str, Any], elapsed: float
-    ) -> None:
-        client = scope.get("client")
-        peer = f"{client[0]}:{client[1]}" if client else "-"
-        rpc = f"{scope['method']} {path}"
-        _ACCESS.info(
-            "%s %d %.2fms in=%dB out=%dB",
-            rpc,
-            state["status"],
-            elapsed * 1e3,
-            state["bytes_in"],
-            state["bytes_out"],
-            extra={
-                "request_id": request_id,
-                "rpc": rpc,
-                "code": state["status"],
-                "duration_ms": round(elapsed * 1e3, 3),
-                "bytes_in": state["bytes_in"],
-                "bytes_out": state["bytes_out"],
-                "peer": peer,
-            },
-        )

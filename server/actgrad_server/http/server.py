@@ -118,10 +118,6 @@ class HttpServer:
     def open_requests(self) -> int:
         return self.app.pipeline.open_requests
 
-    @property
-    def received(self) -> int:
-        return self.app.pipeline.received
-
     def start(self) -> None:
         """Serves on a thread of its own; returns once uvicorn listens."""
         self._thread = threading.Thread(target=self._run, name="actgrad-http")
