@@ -1,6 +1,6 @@
 """The playground page at ``/`` of the HTTP port: static files, no computing here.
 
-The page (``playground/index.html``, its script and style sheet) is one more client of
+The page (``static/index.html``, its script and style sheet) is one more client of
 the public JSON API (`actgrad_routes`): it reads the catalog from ``GET /v1/functions``
 and the gradient-flow probe's defaults and inits from ``/openapi.json``, and every
 number it shows comes from a ``/v1/`` call. The files are package data, read once when
@@ -43,7 +43,7 @@ _HEADERS = {
 
 
 def _read(name: str) -> bytes:
-    return (resources.files(__package__) / "playground" / name).read_bytes()
+    return (resources.files(__package__) / "static" / name).read_bytes()
 
 
 def page_bytes() -> int:
