@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import numpy as np
@@ -184,6 +184,12 @@ def test_a_change_of_function_or_parameter_replots_and_the_url_keeps_it(
     assert _settled(page, "functions", before) == "ready"
     assert "1. elu f(x)" in _table(page, "fn-values")
     assert page.find_element("css selector", "#fn-about h3").text == "1. elu"
+    # The parameter as the catalog states it (GET /v1/functions), beside the plots.
+    with httpx.Client(base_url=_origin(page_server), timeout=60.0) as http:
+        (alpha,) = http.get("/v1/functions/elu").json()["params"]
+    about = page.find_element("id", "fn-about").text
+    assert f"param alpha\n{alpha['kind']}, default {alpha['default']:g}" in about
+    assert alpha["description"] in about
     before = _renders(page, "functions")
     _change(page, "fn-0-alpha", "2")
     assert _settled(page, "functions", before) == "ready"
@@ -295,6 +301,16 @@ def test_the_neuron_shows_the_sdks_dense_vjp_and_the_chain_rules_factors(
         np.testing.assert_array_equal(
             _numbers(_table(page, "nn-grad-input")["∂L/∂x"]), result.grad_input
         )
+    # A tensor parameter (prelu's slope, a number: 0-d) and its gradient.
+    before = _renders(page, "neuron")
+    _change(page, "nn-activation", "prelu")
+    assert _settled(page, "neuron", before) == "ready"
+    slope = float(page.find_element("id", "nn-p-slope").get_attribute("value"))
+    result = sdk.dense_vjp(
+        x, weight, bias, activation="prelu", grad_output=g, slope=np.array(slope)
+    )
+    (shown,) = _table(page, "nn-grad-slope")["slope"]
+    assert float(shown) == result.grad_params["slope"]
     assert console_errors(page) == []
 
 
@@ -335,6 +351,18 @@ def test_the_flow_presets_show_the_vanishing_and_the_rescue(
     )
     summary = page.find_element("id", "flow-summary").text
     assert "residual" in summary and "normalize" in summary
+
+    # init 'normal' takes its std from its own field.
+    before = _renders(page, "flow")
+    _change(page, "flow-0-init_std", "0.2")
+    _change(page, "flow-0-init", "normal")
+    assert _settled(page, "flow", before) == "ready"
+    np.testing.assert_array_equal(
+        _flow_column(_table(page, "flow-values"), "1 grad_rms"),
+        sdk.gradient_flow("sigmoid", init="normal", init_std=0.2).grad_rms,
+    )
+    flow = parse_qs(urlsplit(page.current_url).query)["flow"][0]
+    assert flow.split(",")[0] == "sigmoid:normal:30:256:0:0:0:0.2"
     assert console_errors(page) == []
 
 

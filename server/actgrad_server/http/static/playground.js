@@ -504,12 +504,24 @@
         for (const k of ["monotonic", "smooth", "zero_centred", "saturating_left",
           "saturating_right"]) add(k.replace("_", " "), p[k] ? "yes" : "no");
         if (p.condition) add("holds", p.condition);
+        for (const param of f.params) add(`param ${param.name}`, describe(param));
         return el("article", { class: `c${c.index}` },
           el("h3", {}, `${c.index + 1}. ${f.name}${f.aliases.length ? ` (${f.aliases.join(", ")})` : ""}`),
           el("p", {}, f.summary), el("p", { class: "formula" }, f.formula),
           el("p", { class: "formula" }, f.gradient_note), dl);
       });
       $("fn-about").replaceChildren(...articles);
+    }
+
+    // A parameter as the catalog states it: kind, default, range or choices, meaning.
+    function describe(p) {
+      const parts = [p.kind];
+      if (p.required) parts.push("required");
+      else if (p.default !== null) parts.push(`default ${p.default}`);
+      if (p.minimum !== null) parts.push(`${p.minimum_exclusive ? ">" : ">="} ${p.minimum}`);
+      if (p.maximum !== null) parts.push(`${p.maximum_exclusive ? "<" : "<="} ${p.maximum}`);
+      if (p.choices.length) parts.push(`one of ${p.choices.join(", ")}`);
+      return `${parts.join(", ")}: ${p.description}`;
     }
 
     function point(k) {
@@ -691,7 +703,8 @@
         ];
         for (const [name, value] of Object.entries(r.gp || {})) {
           const v = nums(value);
-          tables.push(table(`∂L/∂${name}`, [name], [[Array.isArray(v) ? v.join(", ") : v]]));
+          tables.push(table(`∂L/∂${name}`, [name], [[Array.isArray(v) ? v.join(", ") : v]],
+            `nn-grad-${name}`));
         }
         $("nn-tables").replaceChildren(tables[0], ...tables.slice(1).map((t) => el("div", {
           class: "table-wrap" }, t)));
@@ -726,17 +739,24 @@
       const depth = number("depth", 1);
       const width = number("width", 1);
       const seed = number("seed", 0);
+      const initStd = el("input", { id: id("init_std"), type: "number", step: "any", min: 0,
+        value: c.init_std ?? "", title: flowSpec.init_std.description });
       const residual = el("input", { id: id("residual"), type: "checkbox", checked: !!c.residual });
       const normalize = el("input", { id: id("normalize"), type: "checkbox", checked: !!c.normalize });
-      const fields = [["function", fn], ["init", init], ["depth", depth], ["width", width],
-        ["seed", seed]];
+      const fields = [["function", fn], ["init", init], ["init_std", initStd], ["depth", depth],
+        ["width", width], ["seed", seed]];
       const set = el("fieldset", { class: `flow-config c${i}` }, el("legend", {}, `configuration ${i + 1}`));
       for (const [name, input] of fields) {
         set.append(el("label", { for: input.id }, `${name} `), input);
       }
       set.append(el("label", {}, residual, " residual"), el("label", {}, normalize, " normalize"));
       for (const input of [fn, init, residual, normalize]) input.addEventListener("change", rerun);
-      for (const input of [depth, width, seed]) {
+      const showStd = () => {
+        initStd.disabled = init.value !== "normal";
+      };
+      showStd();
+      init.addEventListener("change", showStd);
+      for (const input of [depth, width, seed, initStd]) {
         input.addEventListener("input", soon);
         input.addEventListener("change", rerun);
       }
@@ -745,7 +765,9 @@
         set,
         read: () => ({ function: fn.value, init: init.value, depth: Number(depth.value),
           width: Number(width.value), seed: Number(seed.value), residual: residual.checked,
-          normalize: normalize.checked }),
+          normalize: normalize.checked,
+          ...(init.value === "normal" && initStd.value !== ""
+            ? { init_std: Number(initStd.value) } : {}) }),
       });
     }
 
@@ -764,12 +786,13 @@
     }
 
     const encode = (c) => [c.function, c.init, c.depth, c.width, c.seed, c.residual ? 1 : 0,
-      c.normalize ? 1 : 0].join(":");
+      c.normalize ? 1 : 0, c.init_std ?? ""].join(":");
     const decode = (s) => {
-      const [fn, init, depth, width, seed, residual, normalize] = s.split(":");
+      const [fn, init, depth, width, seed, residual, normalize, std] = s.split(":");
       return { function: fn, init, depth: Number(depth) || undefined,
         width: Number(width) || undefined, seed: Number(seed) || 0,
-        residual: residual === "1", normalize: normalize === "1" };
+        residual: residual === "1", normalize: normalize === "1",
+        init_std: std ? Number(std) : undefined };
     };
     const presets = {
       vanish: [{ function: "sigmoid", init: "xavier_normal" }, { function: "relu", init: "he_normal" }],
@@ -794,7 +817,8 @@
       rerun();
     });
 
-    const label = (c, i) => `${i + 1}. ${c.function}, ${c.init}${c.residual ? ", residual" : ""}${
+    const label = (c, i) => `${i + 1}. ${c.function}, ${c.init}${
+      c.init_std !== undefined ? ` ${c.init_std}` : ""}${c.residual ? ", residual" : ""}${
       c.normalize ? ", normalize" : ""}`;
     const work = {
       async compute() {
