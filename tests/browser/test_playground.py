@@ -264,7 +264,7 @@ def test_the_neuron_shows_the_sdks_dense_vjp_and_the_chain_rules_factors(
     x = np.array([1.0, -2.0, 0.5])
     weight = np.array([[0.2, -0.5, 1.0], [0.7, 0.1, -0.3]])
     bias = np.array([0.1, -0.2])
-    g = np.array([1.0, 1.0])
+    g = np.array([1.0, -0.5])
     for activation in ("sigmoid", "softmax"):
         if activation != "sigmoid":
             before = _renders(page, "neuron")
