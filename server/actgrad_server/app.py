@@ -250,6 +250,7 @@ class ActgradServer:
                     max_open=settings.call_cap,
                     threads=settings.threads,
                     tracing=tracing,
+                    with_playground=settings.playground,
                 ),
                 settings.host,
                 settings.http_port,

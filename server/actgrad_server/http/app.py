@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from actgrad import __version__
 from actgrad_server.calls.admission import Admission
 from actgrad_server.calls.records import CallRecords
-from actgrad_server.http import actgrad_routes, oip_routes
+from actgrad_server.http import actgrad_routes, oip_routes, playground
 from actgrad_server.http.pipeline import Pipeline
 from actgrad_server.http.responses import json_response
 from actgrad_server.oip.dataplane import DataPlane
@@ -64,6 +64,7 @@ def openapi_document(*, with_playground: bool = True) -> dict[str, Any]:
         "paths": {
             **oip_routes.OPENAPI_PATHS,
             **actgrad_routes.OPENAPI_PATHS,
+            **(playground.OPENAPI_PATHS if with_playground else {}),
         },
         "components": components,
     }
@@ -100,6 +101,7 @@ def build_app(
         *oip_routes.OipRoutes(plane, run, max_body_bytes=max_body_bytes).routes(),
         *actgrad_routes.routes(ops, run),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *(playground.routes() if with_playground else []),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -121,5 +123,6 @@ def build_app(
         max_body_bytes=max_body_bytes,
         max_open=max_open,
         tracing=tracing,
+        public_paths=playground.PUBLIC_PATHS if with_playground else frozenset(),
     )
     return HttpApp(pipeline, pool, asgi)
