@@ -49,7 +49,7 @@ from actgrad._client import Client
 from actgrad._types import FunctionInfo, ParamInfo, ServerInfo
 from actgrad.errors import ActgradError
 
-__all__ = ["build_parser", "main", "parse_param"]
+__all__ = ["build_parser", "main", "parse_param", "plot_figure"]
 
 TARGET_ENV = "ACTGRAD_TARGET"
 _DTYPE_NAMES = [info.name for info in wire.DTYPES]
@@ -570,7 +570,7 @@ def _cmd_plot(client: Client, args: argparse.Namespace, out: TextIO) -> int | No
         y, dy = _sample(client, name, info, x, own)
         shown = ", ".join(f"{k}={v}" for k, v in own.items())
         curves.append((f"{name} ({shown})" if shown else name, y, dy))
-    fig = _plot_figure(pyplot, x, curves, grad=args.grad)
+    fig = plot_figure(pyplot, x, curves, grad=args.grad)
     try:
         fig.savefig(args.output)
     finally:
@@ -579,19 +579,30 @@ def _cmd_plot(client: Client, args: argparse.Namespace, out: TextIO) -> int | No
     return None
 
 
-def _plot_figure(
+def plot_figure(
     pyplot: Any,
-    x: npt.NDArray[np.float64],
-    curves: list[tuple[str, npt.NDArray[Any], npt.NDArray[Any]]],
+    x: npt.NDArray[Any],
+    curves: Sequence[tuple[str, npt.NDArray[Any], npt.NDArray[Any]]],
     *,
     grad: bool,
+    panel_size: tuple[float, float] = (7.0, 3.4),
 ) -> Any:
     """f on one panel and, with `grad`, f' on a second one under it, sharing the x axis
     (as the playground page draws them): f' keeps a scale of its own instead of being
-    squashed onto f's. Each panel has its title and y label; a function has one colour."""
+    squashed onto f's. Each panel has its title and y label; a function has one colour.
+
+    `curves` holds (label, f(x), f'(x)) per function; `panel_size` is one panel's
+    (width, height) in inches. `actgrad plot` and docs/functions.md's figures both draw
+    with it. The caller saves and closes the figure::
+
+        fig = plot_figure(pyplot, x, [("relu", y, dy)], grad=True)
+        fig.savefig("relu.png")
+        pyplot.close(fig)
+    """
     names = ", ".join(label for label, _, _ in curves)
     rows = 2 if grad else 1
-    fig, axes = pyplot.subplots(rows, 1, sharex=True, figsize=(7, 3.4 * rows), squeeze=False)
+    width, height = panel_size
+    fig, axes = pyplot.subplots(rows, 1, sharex=True, figsize=(width, height * rows), squeeze=False)
     panels = [(axes[0][0], "f(x)", 1)] + ([(axes[1][0], "f'(x)", 2)] if grad else [])
     for ax, what, column in panels:
         ax.axhline(0, color="0.7", linewidth=0.8)

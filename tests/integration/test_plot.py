@@ -14,13 +14,13 @@ from actgrad_server.app import ActgradServer
 def _drawn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The figures `actgrad plot` draws (still readable once it has closed them)."""
     figures: list[Any] = []
-    draw = cli._plot_figure
+    draw = cli.plot_figure
 
     def keep(*args: Any, **kwargs: Any) -> Any:
         figures.append(draw(*args, **kwargs))
         return figures[-1]
 
-    monkeypatch.setattr(cli, "_plot_figure", keep)
+    monkeypatch.setattr(cli, "plot_figure", keep)
     return figures
 
 
