@@ -162,9 +162,29 @@ test: check node-deps deploy-deps
 # The benchmark (not a test): latency, throughput and server memory against the
 # transport and compute floors; writes bench/results/. Flags go in BENCH_ARGS, e.g.
 # make bench BENCH_ARGS="--sizes 16,1Ki,64Ki --repeats 3"; `$(PY) -m bench --help`.
+# Throughput (gRPC and HTTP) is sent by h2load: Debian's nghttp2-client
+# (sudo apt-get install nghttp2-client); without it the bench stops at once and says so.
+# The MLServer comparison runs where .venv-mlserver exists (make bench-mlserver-venv);
+# make bench does not install it, and says loudly in its log and report when it skipped it.
 BENCH_ARGS ?=
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
+
+# MLServer 1.7 for make bench's comparison (issue 21), in a venv of its own from its own
+# hash-pinned lock (requirements/mlserver.txt, every pin on PyPI), never in the project's.
+.PHONY: bench-mlserver-venv bench-mlserver-lock
+MLSERVER_VENV := .venv-mlserver
+MLSERVER_LOCK := requirements/mlserver.txt
+bench-mlserver-venv: $(MLSERVER_VENV)/.installed-stamp
+$(MLSERVER_VENV)/.installed-stamp: $(MLSERVER_LOCK)
+	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(PYPI_ONLY) $(MLSERVER_VENV)/bin/python -m pip install --quiet --require-hashes \
+		-r $(MLSERVER_LOCK)
+	touch $@
+
+# Renews MLServer's lock from requirements/mlserver.in (against PyPI alone).
+bench-mlserver-lock: install
+	$(PYPI_ONLY) $(PIP_COMPILE) $(LOCK_ARGS) -o $(MLSERVER_LOCK) requirements/mlserver.in
 
 # The settings sweeps behind docs/performance.md's "Settings chosen by measurement"
 # (a few minutes; not part of `make bench`): bench/results/settings-*.

@@ -4,7 +4,9 @@
 of actgrad's RPCs through the SDK against a real ``actgrad serve`` process, a bare
 grpcio echo of the same request bytes in its own process (the transport floor) and
 onnxruntime in-process on the same array (the compute floor); throughput at several
-concurrency levels; and the server's peak memory. It writes JSON, Markdown and a PNG
+concurrency levels, sent by h2load and verified call by call; the HTTP front end
+against a bare echo on the same HTTP stack and against MLServer; and the server's
+peak memory. It writes JSON, Markdown and a PNG
 chart under ``bench/results/``. A benchmark is not a test: nothing here asserts on time.
 
 Tensors above the SDK's stream threshold are streamed in chunks, and their echo is a

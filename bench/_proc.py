@@ -54,18 +54,30 @@ class ServerProcess:
     on a full pipe. The file is polled for the line that gives the port.
     """
 
-    def __init__(self, name: str, module: str, args: Sequence[str], *, start_timeout: float):
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        *,
+        start_timeout: float,
+        python: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        """`python`: another interpreter (another venv's, e.g. MLServer's); `env`:
+        variables set on top of this process's environment."""
         self.name = name
-        self.argv = [sys.executable, "-m", module, *args]
+        self.argv = [python or sys.executable, "-m", module, *args]
         # ACTGRAD_* variables of the caller would silently change the server's settings.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTGRAD_")}
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("ACTGRAD_")}
+        environment.update(env or {})
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             mode="w+b", prefix=f"bench-{name}-", suffix=".log"
         )
         self._proc = subprocess.Popen(
             _die_with_parent(self.argv),
             cwd=REPO_ROOT,
-            env=env,
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
@@ -88,6 +100,16 @@ class ServerProcess:
         tail = seen.decode(errors="replace")[-4000:]
         self.stop()
         raise RuntimeError(f"{self.name} did not start: {' '.join(self.argv)}\n{tail}")
+
+    def log_text(self) -> str:
+        """What the server has logged so far (its stderr)."""
+        with open(self._log.name, "rb") as log:
+            return log.read().decode(errors="replace")
+
+    def log_port(self, pattern: str) -> int | None:
+        """The port in the first log line matching `pattern` (one group), if any."""
+        match = re.search(pattern, self.log_text())
+        return int(match.group(1)) if match else None
 
     @property
     def pid(self) -> int:

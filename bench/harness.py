@@ -9,8 +9,13 @@ Phases (``--phases``, all by default):
   subject order rotated by one each round, so that drift in the machine's load falls
   on all subjects alike. The servers' RSS high-water mark is read per size.
 - ``throughput``: calls per second for small tensors at each concurrency level, the
-  same rotation. Load comes from one asyncio event loop per cell with that many
-  calls in flight on one channel (see `_throughput_cell` for why).
+  same rotation. The load is h2load (`bench.h2load`) sending the exact gRPC request
+  over min(--channels, in flight) connections, every cell verified (no figure from
+  failed calls), and the server's CPU time per call beside it.
+- ``http``: actgrad's HTTP front end (OIP REST, JSON and the binary extension)
+  against a bare echo on the same HTTP stack and, where ``.venv-mlserver`` exists,
+  MLServer serving the same graph: p50 from a Python keep-alive client, throughput
+  from h2load over HTTP/1.1 (`bench.http_phase`).
 - ``memory``: for each ``--memory-sizes`` size and operation, a fresh server serves
   one call (streamed where the SDK streams it) and its peak RSS is read; then, for each
   ``--roundtrip-sizes`` size, a fresh actgrad server with the default limits
@@ -20,8 +25,6 @@ Phases (``--phases``, all by default):
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import dataclasses
 import gc
 import json
@@ -43,10 +46,9 @@ import numpy as np
 from actgrad import ActgradError
 from actgrad._requests import DEFAULT_CHUNK_BYTES, DEFAULT_STREAM_THRESHOLD_BYTES
 from actgrad_server.config import DEVICES, Settings
-from bench import report
+from bench import h2load, http_phase, report
 from bench import subjects as _subjects
 from bench._common import (
-    keep_in_flight,
     median,
     positive_float,
     positive_int,
@@ -63,6 +65,7 @@ from bench.subjects import (
     THROUGHPUT_DEFAULTS,
     TRANSPORT_FLOOR,
     BenchError,
+    GrpcLoad,
     Prepared,
     Setup,
     Subject,
@@ -76,16 +79,24 @@ __all__ = ["Config", "main", "parse_count", "run"]
 
 _LOGGER = logging.getLogger("bench")
 
-PHASES = ("latency", "throughput", "memory")
+PHASES = ("latency", "throughput", "http", "memory")
 _SUFFIXES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
 # 2: streaming (per-cell transport, 2-D inputs, the round trip, variants).
-_SCHEMA = 2
+# 3: throughput from h2load (verified cells, server CPU per call), the http phase.
+_SCHEMA = 3
 
 
 def parse_count(text: str) -> int:
     """``"16"``, ``"64Ki"``, ``"16Mi"``, ``"1Gi"`` (binary multiples) -> a positive int."""
     try:
         return _subjects.parse_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _http_case(text: str) -> http_phase.HttpCase:
+    try:
+        return http_phase.parse_case(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -151,12 +162,17 @@ class Config:
     seed: int
     note: str
     variants: tuple[str, ...] = ()  # the --variant texts, as given
+    http_cases: tuple[http_phase.HttpCase, ...] = http_phase.DEFAULT_CASES
+    http_concurrency: int = 64
+    http_throughput_repeats: int = 3
+    mlserver: bool = True  # the http phase's MLServer part, where its venv exists
     # Subjects measured in the throughput phase only (the default server, by default).
     throughput_only: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         values = asdict(self)
         values["out"] = str(self.out)
+        values["http_cases"] = [case.name for case in self.http_cases]
         return values
 
     def registry(self) -> dict[str, SubjectSpec]:
@@ -237,6 +253,33 @@ def build_parser() -> argparse.ArgumentParser:
         "each is its own TCP connection, so SO_REUSEPORT can spread them over --workers)",
     )
     add("--throughput-elements", type=parse_count, default=16, help="tensor size for throughput")
+    add(
+        "--http-cases",
+        type=_list(_http_case),
+        default=http_phase.DEFAULT_CASES,
+        help="the http phase's OIP infer calls, ENCODING:ELEMENTS with ENCODING json or "
+        "binary (default: json:16,json:64Ki,binary:64Ki,binary:1Mi)",
+    )
+    add(
+        "--http-concurrency",
+        type=positive_int,
+        default=64,
+        help="the http phase's calls in flight, one HTTP/1.1 connection each (default: 64)",
+    )
+    add(
+        "--http-throughput-repeats",
+        type=positive_int,
+        default=3,
+        help="the http phase's throughput rounds (default: 3; MLServer's slowest cell "
+        "takes about 30 s a round)",
+    )
+    add(
+        "--no-mlserver",
+        dest="mlserver",
+        action="store_false",
+        help="leave MLServer out of the http phase (by default it runs where "
+        ".venv-mlserver exists: make bench-mlserver-venv)",
+    )
     add("--throughput-seconds", type=positive_float, default=2.0, help="measured time per cell")
     add("--throughput-warmup", type=positive_float, default=0.5, help="unmeasured lead-in")
     add(
@@ -343,6 +386,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         note=args.note,
         variants=tuple(args.variant),
         throughput_only=throughput_only if "throughput" in phases else (),
+        http_cases=tuple(dict.fromkeys(args.http_cases)),
+        http_concurrency=args.http_concurrency,
+        http_throughput_repeats=args.http_throughput_repeats,
+        mlserver=args.mlserver,
     )
 
 
@@ -508,27 +555,25 @@ def _status_name(exc: BaseException) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else type(exc).__name__
 
 
-async def _throughput_cell(
-    subject: Subject, x: np.ndarray[Any, Any], concurrency: int, config: Config
+def _throughput_cell(
+    subject: Subject, load: GrpcLoad, concurrency: int, config: Config
 ) -> dict[str, Any]:
-    """`concurrency` calls kept in flight from one event loop over a few connections.
+    """`concurrency` calls kept in flight by h2load over a few connections, verified.
 
-    The calls go round-robin over min(channels, concurrency) connections of their
-    own (a local subchannel pool each): one connection would pin every call to one
-    process of a server running --workers, as the kernel spreads connections, not
-    calls, over the processes sharing the port.
+    The calls go over min(channels, concurrency) connections, concurrency / connections
+    streams each: one connection would pin every call to one process of a server
+    running --workers, as the kernel spreads connections, not calls, over the
+    processes sharing the port.
 
-    asyncio rather than one thread per call: with 64 sync clients the Python client
-    pays a GIL hand-off and a thread wake-up per call, which on a small machine costs
-    more than the server's work on 16 elements, so the number would describe the
-    client. One loop keeps the client's cost per call low and the same for actgrad
-    and the echo; the server's own CPU time per call is read from its CPU clock, a
-    measure that does not depend on the client at all.
+    h2load, not a Python client: 64 calls in flight from Python on a small machine
+    cost the client more CPU than the server's work on 16 elements (issue 21: 185-280
+    us a call), so the figure described the client. The server's own CPU time per call
+    is read from its CPU clock around the measured run, a measure that does not depend
+    on the client at all.
     """
-    op = OPS["activate"]
     server = subject.process
-    # The CPU of each server process at keep_in_flight's two snapshots: how the
-    # kernel's choice of a worker per connection split the load (`cpu_split`).
+    # The CPU of each server process around the measured run: how the kernel's
+    # choice of a worker per connection split the load (`cpu_split`).
     snapshots: list[dict[int, float]] = []
 
     def server_cpu() -> float:
@@ -537,21 +582,32 @@ async def _throughput_cell(
         snapshots.append(server.cpu_seconds_by_process())
         return sum(snapshots[-1].values())
 
-    async with contextlib.AsyncExitStack() as stack:
-        call_sites = [
-            await stack.enter_async_context(subject.async_calls(op, x))
-            for _ in range(min(config.channels, concurrency))
-        ]
-        measured = await keep_in_flight(
-            call_sites,
+    connections = min(config.channels, concurrency)
+    h2 = h2load.grpc_load(
+        load.target,
+        load.method,
+        load.message,
+        connections=connections,
+        streams=-(-concurrency // connections),
+    )
+    measured = h2load.measure(
+        h2,
+        sample=h2load.Sample(load.sample),
+        warmup_s=config.throughput_warmup,
+        seconds=config.throughput_seconds,
+        server_cpu=server_cpu,
+        ok_calls=load.ok_calls,
+    )
+    if not measured["verified"]:
+        _LOGGER.error(
+            "throughput: %s at %d in flight NOT VERIFIED, no figure: %s",
+            subject.name,
             concurrency,
-            warmup=config.throughput_warmup,
-            seconds=config.throughput_seconds,
-            server_cpu=server_cpu,
-            failures=(grpc.RpcError, ActgradError),
-            status=_status_name,
+            "; ".join(measured["problems"]),
         )
-    measured["cpu_split"] = cpu_split(snapshots[0], snapshots[-1]) if snapshots else []
+    # measure() reads the CPU last just before and just after the measured run.
+    measured["cpu_split"] = cpu_split(snapshots[-2], snapshots[-1]) if len(snapshots) > 1 else []
+    measured["load"] = h2.describe()
     return measured
 
 
@@ -565,14 +621,19 @@ def cpu_split(before: dict[int, float], after: dict[int, float]) -> list[float]:
     return sorted((round(u / total, 3) for u in used.values() if u >= 0.02 * total), reverse=True)
 
 
-def _throughput_phase(config: Config, subjects: Sequence[Subject]) -> list[dict[str, Any]]:
+def _throughput_phase(
+    config: Config, subjects: Sequence[Subject], setup: Setup
+) -> list[dict[str, Any]]:
     loaders = [s for s in subjects if s.supports_throughput]
+    op = OPS["activate"]
     x = make_input(config.throughput_elements, config.seed)
+    reference = Reference(op, x, setup.sessions)
+    loads = {s.name: s.grpc_load(op, x, reference) for s in loaders}
     rounds: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for round_index in range(config.repeats):
         for concurrency in config.concurrency:
             for subject in rotated(loaders, round_index):
-                measured = asyncio.run(_throughput_cell(subject, x, concurrency, config))
+                measured = _throughput_cell(subject, loads[subject.name], concurrency, config)
                 rounds[subject.name, concurrency].append(measured)
         _LOGGER.info("throughput: round %d/%d done", round_index + 1, config.repeats)
     rows = []
@@ -582,15 +643,26 @@ def _throughput_phase(config: Config, subjects: Sequence[Subject]) -> list[dict[
             errors: Counter[str] = Counter()
             for cell in cells:
                 errors.update(cell["errors"])
+            # A figure only where every round's calls were all verified.
+            verified = all(c["verified"] for c in cells)
             rows.append(
                 {
                     "subject": subject.name,
                     "role": subject.role,
                     "elements": config.throughput_elements,
                     "concurrency": concurrency,
-                    "calls_per_s": median([c["calls_per_s"] for c in cells]),
-                    "round_calls_per_s": [round(c["calls_per_s"], 1) for c in cells],
-                    "server_cpu_us_per_call": median([c["server_cpu_us_per_call"] for c in cells]),
+                    "load": cells[0]["load"],
+                    "verified": verified,
+                    "problems": [p for c in cells for p in c["problems"]],
+                    "calls_per_s": median([c["calls_per_s"] for c in cells]) if verified else None,
+                    "round_calls_per_s": [
+                        None if c["calls_per_s"] is None else round(c["calls_per_s"], 1)
+                        for c in cells
+                    ],
+                    "calls": [c["calls"] for c in cells],
+                    "server_cpu_us_per_call": (
+                        median([c["server_cpu_us_per_call"] for c in cells]) if verified else None
+                    ),
                     "server_cpu_cores": median([c["server_cpu_cores"] for c in cells]),
                     "client_cpu_cores": median([c["client_cpu_cores"] for c in cells]),
                     "round_cpu_split": [c["cpu_split"] for c in cells],
@@ -730,7 +802,7 @@ def _roundtrip_phase(config: Config, setup: Setup) -> list[dict[str, Any]]:
 # -- ratios and the run --------------------------------------------------------------
 
 
-def compute_ratios(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
     """Every service subject over every floor: latency p50/p99, throughput."""
     latency: list[dict[str, Any]] = []
     measured = {
@@ -768,15 +840,21 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             base = by_key.get((floor, concurrency))
             if base is None or not base["calls_per_s"] or row["calls_per_s"] is None:
                 continue
+            cpu, base_cpu = row.get("server_cpu_us_per_call"), base.get("server_cpu_us_per_call")
             throughput.append(
                 {
                     "concurrency": concurrency,
                     "subject": name,
                     "floor": floor,
                     "calls_per_s_ratio": round(row["calls_per_s"] / base["calls_per_s"], 3),
+                    # Server CPU time per call over the echo's, in the same run.
+                    "server_cpu_ratio": round(cpu / base_cpu, 3) if cpu and base_cpu else None,
                 }
             )
-    return {"latency": latency, "throughput": throughput}
+    ratios: dict[str, Any] = {"latency": latency, "throughput": throughput}
+    if "http" in results:
+        ratios["http"] = http_phase.ratios(results["http"], results.get("throughput", []))
+    return ratios
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -821,18 +899,51 @@ def run(config: Config) -> dict[str, Any]:
             },
         },
     }
-    if "latency" in config.phases or "throughput" in config.phases:
+    if "throughput" in config.phases or "http" in config.phases:
+        h2load.h2load_path()  # H2loadMissing, saying how to install it, before any server
+        results["h2load"] = h2load.h2load_version()
+    if {"latency", "throughput", "http"} & set(config.phases):
         subjects: list[Subject] = []
         try:
-            for name in (*config.subjects, *config.throughput_only):
+            names = [*config.subjects, *config.throughput_only]
+            # The http phase calls the one-process actgrad server's HTTP port.
+            extra = ["actgrad"] if "http" in config.phases and "actgrad" not in names else []
+            for name in (*names, *extra):
                 subjects.append(registry[name].start(setup))
-            results["subjects"] = [s.describe() for s in subjects]
+            results["subjects"] = [s.describe() for s in subjects if s.name not in extra]
             if "latency" in config.phases:
                 results["latency"], results["server_memory"] = _latency_phase(
-                    config, [s for s in subjects if s.name not in config.throughput_only], setup
+                    config,
+                    [s for s in subjects if s.name not in (*config.throughput_only, *extra)],
+                    setup,
                 )
             if "throughput" in config.phases:
-                results["throughput"] = _throughput_phase(config, subjects)
+                results["throughput"] = _throughput_phase(
+                    config, [s for s in subjects if s.name not in extra], setup
+                )
+            if "http" in config.phases:
+                actgrad = next(s for s in subjects if s.name == "actgrad")
+                assert actgrad.process is not None
+                results["http"] = http_phase.run_phase(
+                    http_phase.PhaseConfig(
+                        cases=config.http_cases,
+                        repeats=config.repeats,
+                        warmup=config.warmup,
+                        cell_seconds=config.cell_seconds,
+                        min_calls=config.min_calls,
+                        max_calls=config.max_calls,
+                        concurrency=config.http_concurrency,
+                        throughput_repeats=config.http_throughput_repeats,
+                        throughput_seconds=config.throughput_seconds,
+                        throughput_warmup=config.throughput_warmup,
+                        seed=config.seed,
+                        timeout=setup.timeout,
+                        start_timeout=setup.start_timeout,
+                        mlserver=config.mlserver,
+                    ),
+                    actgrad.process,
+                    setup.sessions,
+                )
         finally:
             for subject in subjects:
                 subject.close()
@@ -857,8 +968,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             _LOGGER.info("wrote %s", path)
         return 0
     config = config_from_args(argv)
-    results = run(config)
+    try:
+        results = run(config)
+    except h2load.H2loadMissing as exc:
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 2
     paths = report.write_all(results, config.out, config.name)
     for path in paths:
         _LOGGER.info("wrote %s", path)
+    unverified = unverified_cells(results)
+    if unverified:
+        _LOGGER.error(
+            "%d throughput cells were not verified and have no figure: %s",
+            len(unverified),
+            "; ".join(unverified),
+        )
+        return 1
+    if results.get("http", {}).get("mlserver_skipped"):
+        _LOGGER.warning("%s", results["http"]["mlserver_skipped"].upper())
     return 0
+
+
+def unverified_cells(results: dict[str, Any]) -> list[str]:
+    """The throughput cells (gRPC and HTTP) whose calls could not all be verified."""
+    bad = [
+        f"{r['subject']} at {r['concurrency']}: {r['problems'][0]}"
+        for r in results.get("throughput", [])
+        if not r.get("verified", True)
+    ]
+    bad += [
+        f"{r['subject']} {r['case']}: {r['problems'][0]}"
+        for r in results.get("http", {}).get("throughput", [])
+        if not r["verified"]
+    ]
+    return bad

@@ -193,17 +193,21 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
     header += [f"{n} calls/s" for n in names]
     header += [f"{s}/{f}" for s, f in pairs]
     header += [f"{n} server CPU/call" for n in names]
+    header += [f"{s}/{f} CPU/call" for s, f in pairs]
     header += [f"{n} client CPU (cores)" for n in names]
     header.append("errors")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for concurrency in sorted({r["concurrency"] for r in rows}):
         got = [by_key[n, concurrency] for n in names]
         cells = [str(concurrency)]
-        cells += [f"{r['calls_per_s']:,.0f}" if r["calls_per_s"] else _NONE for r in got]
+        cells += [_calls_cell(r) for r in got]
         for s, f in pairs:
             r = ratios.get((s, f, concurrency))
             cells.append(_ratio(r["calls_per_s_ratio"] if r else None))
         cells += [format_time(r["server_cpu_us_per_call"]) for r in got]
+        for s, f in pairs:
+            r = ratios.get((s, f, concurrency))
+            cells.append(_ratio(r.get("server_cpu_ratio") if r else None))
         cells += [
             f"{r['client_cpu_cores']:.2f}" if r["client_cpu_cores"] is not None else _NONE
             for r in got
@@ -211,6 +215,7 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
         errors = [f"{r['subject']}: {r['errors']}" for r in got if r["errors"]]
         cells.append("; ".join(errors) or "none")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _unverified_notes(rows)
     splits = [
         f"{r['subject']} at {r['concurrency']}: "
         + ", ".join("/".join(f"{share:.2f}" for share in split) for split in r["round_cpu_split"])
@@ -224,6 +229,154 @@ def _throughput_table(results: dict[str, Any]) -> list[str]:
             "(the kernel picks a process per connection, so an uneven split means more "
             "of the connections landed on one): " + "; ".join(splits) + ".",
         ]
+    return lines
+
+
+def _calls_cell(row: dict[str, Any]) -> str:
+    if not row.get("verified", True):
+        return "not verified"
+    return f"{row['calls_per_s']:,.0f}" if row["calls_per_s"] else _NONE
+
+
+def _unverified_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    notes = [
+        f"- {r['subject']}"
+        + (f" {r['case']}" if "case" in r else f" at {r['concurrency']} in flight")
+        + ": "
+        + "; ".join(dict.fromkeys(r["problems"]))
+        for r in rows
+        if not r.get("verified", True)
+    ]
+    if not notes:
+        return []
+    return ["", "**Not verified, so no figure** (see `bench.h2load`):", "", *notes]
+
+
+def _http_latency_table(results: dict[str, Any]) -> list[str]:
+    http = results.get("http") or {}
+    rows = http.get("latency", [])
+    if not rows:
+        return []
+    subjects = list(dict.fromkeys(r["subject"] for r in rows))
+    by_key = {(r["case"], r["subject"]): r for r in rows}
+    ratios = {
+        (r["case"], r["subject"], r["floor"]): r
+        for r in results.get("ratios", {}).get("http", {}).get("rows", [])
+    }
+    header = ["case", "request"]
+    for name in subjects:
+        header += [f"{name} p50", f"{name} p99"]
+    services = [n for n in subjects if n != "http-echo"]
+    header += [f"{n}/http-echo p50" for n in services]
+    peer = "mlserver" in subjects
+    if peer:
+        header.append("mlserver/actgrad p50")
+    header.append("samples")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes: dict[str, int] = {}
+    for case in dict.fromkeys(r["case"] for r in rows):
+        first = by_key[case, subjects[0]]
+        cells = [case, format_bytes(first["request_bytes"])]
+        for name in subjects:
+            r = by_key.get((case, name))
+            if r is None:
+                cells += [_NONE, _NONE]
+                continue
+            mark = ""
+            if r["transport"] != first["transport"]:
+                mark = f" [{notes.setdefault(r['transport'], len(notes) + 1)}]"
+            cells += [format_time(r["p50_us"]) + mark, format_time(r["p99_us"])]
+        for name in services:
+            r = ratios.get((case, name, "http-echo"))
+            cells.append(_ratio(r["p50_ratio"] if r else None))
+        if peer:
+            r = ratios.get((case, "actgrad", "mlserver"))
+            cells.append(_ratio(r["p50_speedup"] if r else None))
+        cells.append(str(first["samples"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    for transport, mark in notes.items():
+        lines += ["", f"[{mark}] {transport}."]
+    return lines
+
+
+def _http_throughput_table(results: dict[str, Any]) -> list[str]:
+    http = results.get("http") or {}
+    rows = http.get("throughput", [])
+    if not rows:
+        return []
+    subjects = list(dict.fromkeys(r["subject"] for r in rows))
+    by_key = {(r["case"], r["subject"]): r for r in rows}
+    ratios = {
+        (r["case"], r["subject"], r["floor"]): r
+        for r in results.get("ratios", {}).get("http", {}).get("rows", [])
+    }
+    services = [n for n in subjects if n != "http-echo"]
+    peer = "mlserver" in subjects
+    header = ["case", *(f"{n} calls/s" for n in subjects)]
+    header += [f"{n}/http-echo" for n in services]
+    if peer:
+        header.append("actgrad/mlserver")
+    header += [f"{n} server CPU/call" for n in subjects]
+    header += [f"{n}/http-echo CPU/call" for n in services]
+    header += [f"{n} client CPU (cores)" for n in subjects]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        got = [by_key.get((case, n)) for n in subjects]
+        cells = [case]
+        cells += [_calls_cell(r) if r else _NONE for r in got]
+        for name in services:
+            r = ratios.get((case, name, "http-echo"))
+            cells.append(_ratio(r["calls_per_s_ratio"] if r else None))
+        if peer:
+            r = ratios.get((case, "actgrad", "mlserver"))
+            cells.append(_ratio(r["calls_per_s_ratio"] if r else None))
+        cells += [format_time(r["server_cpu_us_per_call"]) if r else _NONE for r in got]
+        for name in services:
+            r = ratios.get((case, name, "http-echo"))
+            cells.append(_ratio(r["server_cpu_ratio"] if r else None))
+        cells += [
+            f"{r['client_cpu_cores']:.2f}" if r and r["client_cpu_cores"] is not None else _NONE
+            for r in got
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + _unverified_notes(rows)
+
+
+def _targets_table(results: dict[str, Any]) -> list[str]:
+    targets = results.get("ratios", {}).get("http", {}).get("targets", [])
+    if not targets:
+        return []
+    lines = ["| target | value | wanted | |", "|---|---|---|---|"]
+    for t in targets:
+        wanted = ("<= " if t["at_most"] else ">= ") + f"{t['threshold']:g}x"
+        met = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['target']} | {_ratio(t['value'])} | {wanted} | {met} |")
+    return lines
+
+
+def _http_lines(results: dict[str, Any]) -> list[str]:
+    http = results.get("http")
+    if not http:
+        return []
+    lines: list[str] = []
+    if http.get("mlserver_skipped"):
+        lines += [f"**{http['mlserver_skipped']}.**", ""]
+    latency = _http_latency_table(results)
+    if latency:
+        lines += ["Latency, one call at a time (Python keep-alive client):", "", *latency, ""]
+    throughput = _http_throughput_table(results)
+    if throughput:
+        concurrency = http["throughput"][0]["concurrency"]
+        lines += [
+            f"Throughput at {concurrency} in flight (h2load; HTTP/1.1, one connection a call; "
+            "MLServer's gRPC rows over 8 HTTP/2 connections), median over rounds:",
+            "",
+            *throughput,
+            "",
+        ]
+    targets = _targets_table(results)
+    if targets:
+        lines += ["Issue 21's targets, in this run:", "", *targets, ""]
     return lines
 
 
@@ -329,14 +482,29 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         (
             "Throughput",
-            "Calls per second with that many calls in flight from one asyncio loop over "
-            "min(--channels, concurrency) connections, "
-            "median over rounds. Server CPU/call is the server process's user+system "
-            "time per completed call (over its whole process tree); client CPU near 1.0 "
-            "core means the load generator itself was the limit. `actgrad` is one "
-            "process, like the echo; `actgrad-workers` is `actgrad serve`'s default, one "
-            "process per usable CPU.",
+            "Calls per second of Activate(sigmoid) on 16 elements with that many calls in "
+            "flight, sent by h2load (the exact gRPC request, h2c) over min(--channels, "
+            "concurrency) connections, median over rounds. Every cell is verified: every "
+            "call answered 2xx with the DATA of the answer a real client checked, and "
+            "actgrad's own count of OK calls; a cell that is not has no figure. Server "
+            "CPU/call is the server's user+system time per call over its whole process "
+            "tree, with its ratio to the echo's in the same run; client CPU is h2load's. "
+            "`actgrad` is one process, like the echo; `actgrad-workers` is `actgrad "
+            "serve`'s default, one process per usable CPU.",
             _throughput_table(results),
+        ),
+        (
+            "HTTP (issue 21)",
+            "Open Inference Protocol infer of `sigmoid` (the same graph as Activate) on "
+            "actgrad's HTTP port: JSON numbers (`json`) or Triton's binary tensor "
+            "extension (`binary`). `http-echo` answers the same request bytes as they came "
+            "on actgrad's own HTTP stack (uvicorn, httptools, uvloop); `mlserver` is "
+            "MLServer 1.7 serving the same ONNX graph (its REST for JSON; for binary its "
+            "gRPC with raw_input_contents, as its REST has no binary extension). Ratios "
+            "over the echo: lower is better for p50 and CPU, higher for calls/s; "
+            "mlserver/actgrad p50 and actgrad/mlserver calls/s: how many times faster "
+            "actgrad is.",
+            _http_lines(results),
         ),
         (
             "Server memory during the latency run",

@@ -1,7 +1,8 @@
 """The things the harness measures, each behind one small interface.
 
 A subject prepares, for an operation and an input array, a zero-argument call the
-harness times (and a check of its answer), and for throughput an awaitable call.
+harness times (and a check of its answer), and for throughput the unary call that
+h2load sends (`grpc_load`).
 Three exist: ``actgrad`` (the SDK against ``actgrad serve`` in its own process),
 ``echo`` (the transport floor: a bare grpcio echo of the same request bytes in its
 own process) and ``onnxruntime`` (the compute floor, in-process). Tensors larger
@@ -17,19 +18,20 @@ more `ActgradSubject` with its own server flags and client options: registered i
 from __future__ import annotations
 
 import abc
-import contextlib
 import dataclasses
 import functools
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import grpc.aio
 
-from actgrad import AsyncClient, Client
+from actgrad import Client
+from actgrad.v1 import activation_pb2
+from actgrad.wire.tensors import decode as decode_tensor
 from actgrad_server.config import Settings
+from bench import h2load
 from bench._proc import ServerProcess
 from bench.echo_server import ECHO_METHOD, ECHO_STREAM_METHOD
 from bench.workloads import (
@@ -51,6 +53,7 @@ __all__ = [
     "THROUGHPUT_DEFAULTS",
     "TRANSPORT_FLOOR",
     "BenchError",
+    "GrpcLoad",
     "Prepared",
     "Setup",
     "Subject",
@@ -73,10 +76,6 @@ _SINGLE_PROCESS = (
 
 # Same-graph results may differ only by how onnxruntime splits work across threads.
 _RTOL, _ATOL = 1e-5, 1e-6
-
-# gRPC shares one connection between channels to the same target unless a
-# channel has a subchannel pool of its own.
-_OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
 
 
 class BenchError(RuntimeError):
@@ -116,7 +115,34 @@ class Prepared:
     check: Callable[[object], None]  # raises BenchError on a wrong answer
 
 
-AsyncCall = Callable[[], Awaitable[object]]
+# The RPC of each operation, and the answer's message and tensor field.
+_METHODS = {
+    "activate": (
+        "/actgrad.v1.ActivationService/Activate",
+        activation_pb2.ActivateResponse,
+        "output",
+    ),
+    "gradient": (
+        "/actgrad.v1.ActivationService/Gradient",
+        activation_pb2.GradientResponse,
+        "grad_input",
+    ),
+    "softmax": ("/actgrad.v1.ActivationService/Softmax", activation_pb2.SoftmaxResponse, "output"),
+}
+
+
+@dataclass(frozen=True)
+class GrpcLoad:
+    """One unary call as h2load sends it (`bench.h2load`): the server's address, the
+    method's path, the serialized request, a checked call by a real client (`sample`:
+    its answer framed as gRPC sends it) and, where the server counts its calls by
+    status, that count (`ok_calls`: finished OK, finished otherwise)."""
+
+    target: str
+    method: str
+    message: bytes
+    sample: Callable[[], bytes]
+    ok_calls: Callable[[], tuple[int, int]] | None = None
 
 
 class Subject(abc.ABC):
@@ -135,8 +161,8 @@ class Subject(abc.ABC):
         """How the call travels (None: in-process)."""
         return None
 
-    def async_calls(self, op: Op, x: Array) -> contextlib.AbstractAsyncContextManager[AsyncCall]:
-        """An async context giving an awaitable call of `op` on `x` (for throughput)."""
+    def grpc_load(self, op: Op, x: Array, reference: Reference) -> GrpcLoad:
+        """`op` on `x` as one unary call for h2load (the throughput phase)."""
         raise NotImplementedError(f"{self.name} has no throughput mode")
 
     def describe(self) -> dict[str, Any]:
@@ -148,6 +174,14 @@ class Subject(abc.ABC):
     def close(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+def _message_options(setup: Setup) -> list[tuple[str, int]]:
+    # The two options the SDK sets on its channel (actgrad._client._BaseClient).
+    return [
+        ("grpc.max_send_message_length", setup.max_message_bytes),
+        ("grpc.max_receive_message_length", setup.max_message_bytes),
+    ]
 
 
 def _check_array(name: str, reference: Reference) -> Callable[[object], None]:
@@ -183,6 +217,8 @@ class ActgradSubject(Subject):
             "--host=127.0.0.1",
             "--port=0",
             "--http-port=0",
+            # actgrad's own count of calls by status: the throughput cells' check.
+            "--metrics-port=0",
             f"--device={setup.device}",
             f"--max-message-bytes={setup.max_message_bytes}",
             f"--threads={setup.threads}",
@@ -195,6 +231,42 @@ class ActgradSubject(Subject):
         ]
         self.process = ServerProcess(name, "actgrad", args, start_timeout=setup.start_timeout)
         self._client = Client(self.process.target, **self._client_kwargs())
+        # The SDK's shared memory carries no tensor bytes in the request: h2load
+        # would send a request naming a region it never made.
+        self.supports_throughput = not self._client_options.get("shared_memory")
+        self._raw: grpc.Channel | None = None
+
+    def grpc_load(self, op: Op, x: Array, reference: Reference) -> GrpcLoad:
+        from bench.http_phase import actgrad_metrics
+
+        assert self.process is not None
+        sent = wire(op, x, self._chunking, serialize=True)
+        if sent.streamed:
+            raise BenchError(f"{self.name}: throughput takes a unary call, not a stream")
+        method, response, field = _METHODS[op.name]
+        if self._raw is None:
+            self._raw = grpc.insecure_channel(
+                self.process.target, options=_message_options(self._setup)
+            )
+        call = self._raw.unary_unary(method, None, None)
+        message, timeout, check = sent.messages[0], self._setup.timeout, self._check(reference)
+
+        def sample() -> bytes:
+            answer: bytes = call(message, timeout=timeout)
+            check(decode_tensor(getattr(response.FromString(answer), field), field=field))
+            return h2load.grpc_frame(answer)
+
+        metrics = self.process.log_port(r"metrics on http://\S+:(\d+)/metrics")
+        return GrpcLoad(
+            self.process.target,
+            method,
+            message,
+            sample,
+            None if metrics is None else actgrad_metrics(metrics, method.lstrip("/"), "OK"),
+        )
+
+    def _check(self, reference: Reference) -> Callable[[object], None]:
+        return _check_array(self.name, reference)
 
     def _client_kwargs(self) -> dict[str, Any]:
         return {
@@ -216,20 +288,10 @@ class ActgradSubject(Subject):
     def prepare(self, op: Op, x: Array, reference: Reference) -> Prepared:
         return Prepared(op.sdk_call(self._client, x), _check_array(self.name, reference))
 
-    @contextlib.asynccontextmanager
-    async def _async_calls(self, op: Op, x: Array) -> AsyncIterator[AsyncCall]:
-        assert self.process is not None
-        kwargs = self._client_kwargs()
-        # A connection of its own per call site (see harness._throughput_cell).
-        kwargs["options"] = [*(kwargs.get("options") or ()), _OWN_CONNECTION]
-        async with AsyncClient(self.process.target, **kwargs) as client:
-            yield lambda: op.async_sdk_call(client, x)
-
-    def async_calls(self, op: Op, x: Array) -> contextlib.AbstractAsyncContextManager[AsyncCall]:
-        return self._async_calls(op, x)
-
     def close(self) -> None:
         self._client.close()
+        if self._raw is not None:
+            self._raw.close()
         super().close()
 
 
@@ -312,31 +374,20 @@ class EchoSubject(Subject):
 
         return Prepared(call, check)
 
-    @contextlib.asynccontextmanager
-    async def _async_calls(self, op: Op, x: Array) -> AsyncIterator[AsyncCall]:
+    def grpc_load(self, op: Op, x: Array, reference: Reference) -> GrpcLoad:
         assert self.process is not None
         sent = self.transport(op, x)
-        messages = sent.messages
-        timeout = self._setup.timeout
-        options = [*self._options, _OWN_CONNECTION]
-        async with grpc.aio.insecure_channel(self.process.target, options=options) as ch:
-            if sent.streamed:
-                echo_stream = ch.stream_stream(ECHO_STREAM_METHOD, None, None)
+        if sent.streamed:
+            raise BenchError(f"{self.name}: throughput takes a unary call, not a stream")
+        message, timeout = sent.messages[0], self._setup.timeout
 
-                async def call() -> object:
-                    return [r async for r in echo_stream(iter(messages), timeout=timeout)]
+        def sample() -> bytes:
+            answer: bytes = self._echo(message, timeout=timeout)
+            if answer != message:
+                raise BenchError(f"{self.name} {op.label}: the echo changed the bytes")
+            return h2load.grpc_frame(answer)
 
-            else:
-                echo = ch.unary_unary(ECHO_METHOD, None, None)
-                payload = messages[0]
-
-                async def call() -> object:
-                    return await echo(payload, timeout=timeout)
-
-            yield call
-
-    def async_calls(self, op: Op, x: Array) -> contextlib.AbstractAsyncContextManager[AsyncCall]:
-        return self._async_calls(op, x)
+        return GrpcLoad(self.process.target, ECHO_METHOD, message, sample)
 
     def close(self) -> None:
         self._channel.close()

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from actgrad import Client
-from actgrad._client import AsyncClient, _BaseClient
+from actgrad._client import _BaseClient
 from actgrad._requests import DEFAULT_CHUNK_BYTES, DEFAULT_STREAM_THRESHOLD_BYTES
 from actgrad._requests import StreamRpc as _StreamRpc
 from actgrad._responses import function_info as _function_info
@@ -63,13 +63,6 @@ class Op:
         if self.name == "gradient":
             return lambda: client.gradient(x, self.function, **self.params)
         return lambda: client.softmax(x, **self.params)
-
-    async def async_sdk_call(self, client: AsyncClient, x: Array) -> Array:
-        if self.name == "activate":
-            return await client.activate(x, self.function, **self.params)
-        if self.name == "gradient":
-            return await client.gradient(x, self.function, **self.params)
-        return await client.softmax(x, **self.params)
 
 
 # Gradient sends no grad_output (the server uses ones), so that all three requests

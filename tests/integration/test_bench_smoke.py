@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -39,15 +41,27 @@ VARIANT = "small-chunks:actgrad:--chunk-elements=4096 client.chunk_bytes=32Ki"
 SUBJECTS = ("actgrad", "echo", "onnxruntime", "small-chunks")
 # Without --subjects the throughput phase also measures the default server.
 THROUGHPUT_ONLY = ("actgrad-workers",)
+# The http phase at its smallest: one JSON and one binary call, 4 in flight.
+HTTP_CASES = ("json 16", "binary 1 Ki")
+HTTP_CONCURRENCY = 4
+# Throughput (gRPC and HTTP) is sent by h2load (Debian's nghttp2-client).
+H2LOAD = shutil.which("h2load")
+needs_h2load = pytest.mark.skipif(
+    H2LOAD is None,
+    reason="h2load is missing (apt-get install nghttp2-client): the throughput and http "
+    "phases need it",
+)
+PHASES = "latency,throughput,http,memory" if H2LOAD else "latency,memory"
 
 
-def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+def _bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bench", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
+        env=env,
     )
 
 
@@ -69,7 +83,13 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"--roundtrip-sizes={ROUNDTRIP}",
         f"--max-message-bytes={LIMIT}",
         f"--variant={VARIANT}",
+        f"--phases={PHASES}",
+        "--http-cases=json:16,binary:1Ki",
+        f"--http-concurrency={HTTP_CONCURRENCY}",
+        "--http-throughput-repeats=1",
         "--note=smoke test",
+        # No MLServer here (its own test is below): the run must say it skipped it.
+        env={**os.environ, "BENCH_MLSERVER_VENV": str(folder / "no-mlserver-venv")},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return folder
@@ -145,13 +165,21 @@ def test_ratios_cover_both_floors(results: dict[str, Any]) -> None:
     for r in ratios.values():
         assert math.isfinite(r["p50_ratio"]) and r["p50_ratio"] > 0
         assert math.isfinite(r["p99_ratio"]) and r["p99_ratio"] > 0
+
+
+@needs_h2load
+def test_throughput_ratios_cover_calls_and_cpu(results: dict[str, Any]) -> None:
     throughput = {
-        (r["subject"], r["floor"], r["concurrency"]) for r in results["ratios"]["throughput"]
+        (r["subject"], r["floor"], r["concurrency"]): r for r in results["ratios"]["throughput"]
     }
-    loaders = (*services, *THROUGHPUT_ONLY)
-    assert throughput == {(s, "echo", c) for s in loaders for c in CONCURRENCY}
+    loaders = ("actgrad", "small-chunks", *THROUGHPUT_ONLY)
+    assert set(throughput) == {(s, "echo", c) for s in loaders for c in CONCURRENCY}
+    for r in throughput.values():
+        assert r["calls_per_s_ratio"] > 0
+        assert r["server_cpu_ratio"] > 0  # server CPU per call over the echo's
 
 
+@needs_h2load
 def test_throughput_rows(results: dict[str, Any]) -> None:
     rows = {(r["subject"], r["concurrency"]): r for r in results["throughput"]}
     servers = ("actgrad", "echo", "small-chunks", *THROUGHPUT_ONLY)
@@ -159,12 +187,21 @@ def test_throughput_rows(results: dict[str, Any]) -> None:
     # Measured for throughput only: no latency cells, no latency ratios.
     assert not [r for r in results["latency"] if r["subject"] in THROUGHPUT_ONLY]
     assert not [r for r in results["ratios"]["latency"] if r["subject"] in THROUGHPUT_ONLY]
-    for row in rows.values():
+    for (_subject, concurrency), row in rows.items():
         assert row["elements"] == 16
         assert len(row["round_calls_per_s"]) == REPEATS
+        # h2load's load, every call verified (2xx, the checked answer's bytes, and
+        # actgrad's own count of OK calls): only then is there a figure.
+        assert row["verified"] is True and row["problems"] == [], row["problems"]
         assert row["calls_per_s"] > 0
         assert row["server_cpu_us_per_call"] > 0
-        assert all(isinstance(count, int) for count in row["errors"].values())
+        assert row["errors"] == {}
+        load = row["load"]
+        assert load["protocol"] == "h2c"
+        assert load["connections"] == min(8, concurrency)
+        assert load["connections"] * load["streams_per_connection"] == concurrency
+        assert load["request_body_bytes"] > 5  # the gRPC prefix and the request
+        assert all(calls >= 2 * concurrency for calls in row["calls"])
         # Each round's split of the server's CPU between its processes, largest first.
         assert len(row["round_cpu_split"]) == REPEATS
         for split in row["round_cpu_split"]:
@@ -208,7 +245,6 @@ def test_markdown_report(out: Path, results: dict[str, Any]) -> None:
     text = (out / "bench.md").read_text()
     for heading in (
         "## Latency",
-        "## Throughput",
         "## Peak server memory serving one tensor",
         "## Large-tensor round trip",
     ):
@@ -217,7 +253,13 @@ def test_markdown_report(out: Path, results: dict[str, Any]) -> None:
     assert "| actgrad/onnxruntime p50 |" in text
     assert "| small-chunks/echo p50 |" in text
     assert "actgrad-workers p50" not in text  # throughput only
-    assert "| actgrad-workers/echo |" in text
+    if H2LOAD:
+        assert "## Throughput" in text and "## HTTP (issue 21)" in text
+        assert "| actgrad-workers/echo |" in text
+        assert "| actgrad/echo CPU/call |" in text
+        assert "| actgrad/http-echo p50 |" in text
+        assert "Issue 21's targets, in this run:" in text
+        assert "**MLServer skipped" in text
     assert "| transport |" in text
     # The variant chunks differently, so the cell names each subject's transport.
     assert "| Softmax | 64 Ki | actgrad: streamed, 4 x " in text
@@ -231,6 +273,95 @@ def test_png_chart(out: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
     assert width > 100 and height > 100
+
+
+@needs_h2load
+def test_http_phase_rows(results: dict[str, Any]) -> None:
+    http = results["http"]
+    assert [s["name"] for s in http["servers"]] == ["actgrad", "http-echo"]
+    # Said loudly, with how to install it (the log and the report say it too).
+    assert "MLServer skipped" in http["mlserver_skipped"]
+    assert "make bench-mlserver-venv" in http["mlserver_skipped"]
+    latency = {(r["case"], r["subject"]): r for r in http["latency"]}
+    assert set(latency) == {(c, s) for c in HTTP_CASES for s in ("actgrad", "http-echo")}
+    for (case, _subject), row in latency.items():
+        assert 0 < row["p50_us"] <= row["p99_us"]
+        assert row["samples"] % REPEATS == 0 and 3 * REPEATS <= row["samples"] <= 10 * REPEATS
+        kind = "JSON" if case.startswith("json") else "binary extension"
+        assert row["transport"] == f"HTTP/1.1 OIP REST {kind}"
+        # The echo is sent the same bytes as actgrad.
+        assert row["request_bytes"] == latency[case, "actgrad"]["request_bytes"]
+    throughput = {(r["case"], r["subject"]): r for r in http["throughput"]}
+    assert set(throughput) == set(latency)
+    for row in throughput.values():
+        assert row["verified"] is True and row["problems"] == [], row["problems"]
+        assert row["calls_per_s"] > 0 and row["server_cpu_us_per_call"] > 0
+        assert row["load"]["protocol"] == "http/1.1"
+        assert row["load"]["connections"] == HTTP_CONCURRENCY
+    ratios = results["ratios"]["http"]
+    assert {(r["case"], r["subject"], r["floor"]) for r in ratios["rows"]} == {
+        (c, "actgrad", "http-echo") for c in HTTP_CASES
+    }
+    targets = {t["target"]: t for t in ratios["targets"]}
+    assert "json 16: p50 over the echo" in targets
+    assert f"binary 1 Ki: calls/s at {HTTP_CONCURRENCY} in flight over the echo" in targets
+    over_grpc = targets.pop(
+        f"json 16: HTTP calls/s over actgrad's own gRPC (Activate, 16 elements) at "
+        f"{HTTP_CONCURRENCY} in flight"
+    )
+    assert over_grpc["met"] is None  # no gRPC cell at that many in flight in this run
+    for target in targets.values():
+        assert target["met"] in (True, False)  # measured, whichever way it went
+
+
+MLSERVER_VENV = REPO_ROOT / ".venv-mlserver"
+
+
+@needs_h2load
+@pytest.mark.skipif(
+    not (MLSERVER_VENV / "bin" / "python").exists(),
+    reason="MLServer is not installed (make bench-mlserver-venv): its bench part is not run",
+)
+def test_mlserver_serves_the_same_graph_json_and_grpc_raw(tmp_path: Path) -> None:
+    proc = _bench(
+        f"--out={tmp_path}",
+        "--phases=http",
+        "--subjects=actgrad",
+        "--http-cases=json:16,binary:1Ki",
+        "--http-concurrency=2",
+        "--http-throughput-repeats=1",
+        "--repeats=1",
+        "--warmup=2",
+        "--cell-seconds=0.01",
+        "--min-calls=2",
+        "--max-calls=4",
+        "--throughput-seconds=0.2",
+        "--throughput-warmup=0.1",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    http = json.loads((tmp_path / "bench.json").read_text())["http"]
+    assert http["mlserver_skipped"] is None
+    assert [s["name"] for s in http["servers"]] == ["actgrad", "http-echo", "mlserver"]
+    rows = {(r["case"], r["subject"]): r for r in http["latency"]}
+    # Every answer was checked against onnxruntime before anything was timed.
+    assert rows["json 16", "mlserver"]["transport"] == "HTTP/1.1 OIP REST JSON"
+    assert (
+        rows["json 16", "mlserver"]["request_bytes"] == rows["json 16", "actgrad"]["request_bytes"]
+    )
+    # No binary extension in MLServer's REST: its gRPC with raw_input_contents instead.
+    assert rows["binary 1 Ki", "mlserver"]["transport"].startswith("gRPC ModelInfer")
+    for row in http["throughput"]:
+        assert row["verified"] is True, row["problems"]
+    text = (tmp_path / "bench.md").read_text()
+    assert "| mlserver/actgrad p50 |" in text and "| actgrad/mlserver |" in text
+
+
+def test_missing_h2load_stops_the_run_and_says_how_to_install_it(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}  # no h2load on it
+    proc = _bench(f"--out={tmp_path}", "--phases=throughput", env=env)
+    assert proc.returncode == 2
+    assert "nghttp2-client" in proc.stderr
+    assert not list(tmp_path.glob("*.json"))
 
 
 def test_bad_flags_exit_with_usage() -> None:
