@@ -1,4 +1,5 @@
-"""docker-compose.yml, up for real: the default service, then the scale profile.
+"""docker-compose.yml, up for real: the default service, then the scale profile, each
+over gRPC (the SDK) and HTTP (httpx, from the host on the published ports).
 
 The file is used as users use it, with the image built by make test-containers;
 only the host ports are variables set here (0: any free port) and the project name
@@ -21,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import yaml
@@ -32,6 +34,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 NGINX_1_22_OVERRIDE = Path(__file__).parent / "compose.nginx-1.22.yml"
 PROJECT = "actgrad-test"
 REPLICAS = 3
+HTTP_PORT = 8000  # the server's and the load balancer's HTTP port in their containers
 _UPSTREAM = re.compile(r"\bupstream=(\S+)")
 
 
@@ -50,7 +53,12 @@ class Compose:
         self.files = files
         # Every host port the file publishes: any free one, never a port in use here.
         ports = set(re.findall(r"\$\{(ACTGRAD_\w*PUBLISH_PORT)\b", COMPOSE_FILE.read_text()))
-        assert "ACTGRAD_PUBLISH_PORT" in ports and "ACTGRAD_LB_PUBLISH_PORT" in ports
+        assert {
+            "ACTGRAD_PUBLISH_PORT",
+            "ACTGRAD_HTTP_PUBLISH_PORT",
+            "ACTGRAD_LB_PUBLISH_PORT",
+            "ACTGRAD_LB_HTTP_PUBLISH_PORT",
+        } <= ports, ports
         self.env = dict(os.environ, ACTGRAD_REPLICAS=str(REPLICAS))
         self.env.update(dict.fromkeys(ports, "0"))
 
@@ -121,6 +129,10 @@ def test_default_service_comes_up_healthy_and_answers(compose: Compose) -> None:
         np.testing.assert_allclose(
             client.softmax(np.array([2.0, 1.0, 0.1])), [0.659, 0.242, 0.099], atol=1e-3
         )
+    # HTTP on its published port, from the host, as curl users call it.
+    base_url = f"http://{compose.target('actgrad', HTTP_PORT)}"
+    with httpx.Client(base_url=base_url, timeout=30, trust_env=False) as http:
+        assert check_http(http) == "compose-http"
     for line in compose("logs", "--no-log-prefix", "actgrad").stdout.splitlines():
         json.loads(line)
     seconds = compose.down()
@@ -128,10 +140,25 @@ def test_default_service_comes_up_healthy_and_answers(compose: Compose) -> None:
     MEASURED["compose down (default service)"] = f"{seconds:.1f} s, nothing left"
 
 
-def upstreams(compose: Compose) -> list[str]:
-    """The replica address of each call in the load balancer's access log."""
+def check_http(http: httpx.Client, request_id: str = "compose-http") -> str:
+    """Readiness and the seed's softmax over HTTP; returns the answer's request id."""
+    ready = http.get("/v2/health/ready")
+    assert ready.status_code == 200 and ready.json() == {"ready": True}, ready.text
+    answer = http.post("/v1/softmax", json={"x": [2, 1, 0.1]}, headers={"X-Request-Id": request_id})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json()["output"], [0.659, 0.242, 0.099], atol=1e-3)
+    return answer.headers["x-request-id"]
+
+
+def upstreams(compose: Compose, protocol: str = "grpc") -> list[str]:
+    """The replica address of each gRPC (or HTTP) call in the load balancer's access
+    log; only gRPC lines have a grpc_status."""
     lines = compose("logs", "--no-log-prefix", "actgrad-lb").stdout.splitlines()
-    return [m.group(1) for line in lines if (m := _UPSTREAM.search(line))]
+    return [
+        m.group(1)
+        for line in lines
+        if ("grpc_status=" in line) == (protocol == "grpc") and (m := _UPSTREAM.search(line))
+    ]
 
 
 def test_scale_profile_spreads_calls_and_loses_none_when_a_replica_stops(
@@ -166,6 +193,16 @@ def test_scale_profile_spreads_calls_and_loses_none_when_a_replica_stops(
     assert len(spread) == REPLICAS, spread
     assert min(spread.values()) >= 2, spread
 
+    # HTTP through the balancer's published HTTP port, spread over the replicas' 8000.
+    with httpx.Client(
+        base_url=f"http://{compose.target('actgrad-lb', HTTP_PORT)}", timeout=30, trust_env=False
+    ) as http:
+        ids = {check_http(http, request_id=f"lb-{i}") for i in range(REPLICAS * 2)}
+    assert ids == {f"lb-{i}" for i in range(REPLICAS * 2)}
+    http_spread = Counter(upstreams(compose, "http"))
+    assert len(http_spread) == REPLICAS, http_spread
+    assert {address.rsplit(":", 1)[1] for address in http_spread} == {str(HTTP_PORT)}
+
     # One replica stopped (SIGTERM, drain) while 4 threads keep calling: none lost.
     errors: list[str] = []
     answered = Counter[str]()
@@ -196,8 +233,9 @@ def test_scale_profile_spreads_calls_and_loses_none_when_a_replica_stops(
     assert answered["wrong"] == 0 and after > 0, answered
     assert inspect_exit_code(victim) == 0
     MEASURED["scale profile"] = (
-        f"calls over {REPLICAS} replicas {sorted(spread.values())}; one stopped mid-run: "
-        f"{sum(answered.values())} calls, 0 lost"
+        f"calls over {REPLICAS} replicas {sorted(spread.values())} (HTTP: "
+        f"{sorted(http_spread.values())}); one stopped mid-run: "
+        f"{sum(answered.values())} gRPC calls, 0 lost"
     )
 
     seconds = compose.down()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -45,21 +46,21 @@ def nginx_prefix() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def load_balancer(replicas: list[Replica], nginx_prefix: Path) -> Iterator[LoadBalancer]:
-    """nginx in front of the three replicas; stopped (SIGQUIT, then SIGKILL) after."""
+@contextlib.contextmanager
+def running_nginx(prefix: Path, config: Path) -> Iterator[LoadBalancer]:
+    """nginx with `config` (write_nginx_config's) until both its sockets listen;
+    stopped (SIGQUIT, then SIGKILL) after."""
     binary = nginx_binary()
-    config = write_nginx_config(nginx_prefix, [r.address for r in replicas])
-    balancer = LoadBalancer(nginx_prefix)
+    balancer = LoadBalancer(prefix)
     balancer.proc = subprocess.Popen(
-        [binary, "-p", f"{nginx_prefix}/", "-c", str(config), "-e", str(balancer.error_log)],
+        [binary, "-p", f"{prefix}/", "-c", str(config), "-e", str(balancer.error_log)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own group: a last-resort kill takes the workers too
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        while not balancer.socket.exists():
+        while not (balancer.socket.exists() and balancer.http_socket.exists()):
             if balancer.proc.poll() is not None or time.monotonic() > deadline:
                 log = balancer.error_log.read_text() if balancer.error_log.exists() else ""
                 raise AssertionError(f"nginx did not start:\n{log}")
@@ -73,3 +74,13 @@ def load_balancer(replicas: list[Replica], nginx_prefix: Path) -> Iterator[LoadB
             except subprocess.TimeoutExpired:
                 os.killpg(balancer.proc.pid, signal.SIGKILL)
                 balancer.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def load_balancer(replicas: list[Replica], nginx_prefix: Path) -> Iterator[LoadBalancer]:
+    """nginx in front of the three replicas (gRPC and HTTP)."""
+    config = write_nginx_config(
+        nginx_prefix, [r.address for r in replicas], [r.http_address for r in replicas]
+    )
+    with running_nginx(nginx_prefix, config) as balancer:
+        yield balancer

@@ -5,7 +5,7 @@ Deployment tests: what docker/ and docker-compose.yml say, checked without Docke
 No Docker engine runs on our machines, so these tests run the parts for real where
 they can: `actgrad serve` replicas as subprocesses on 127.0.0.1 port 0, and nginx
 (the Debian package) with the repository's load-balancer template, rendered for
-those loopback ports and listening on a unix socket in a private temp dir.
+those loopback ports and listening on unix sockets (gRPC, HTTP) in a private temp dir.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 NGINX_TEMPLATE = DOCKER / "nginx.conf.template"
 
 START_TIMEOUT = 60.0
-_SERVING = re.compile(r"serving actgrad\.v1 on [^ ]+:(\d+)")
+#: The replicas' --max-message-bytes (and the balancer's body limit) in these tests.
+MAX_MESSAGE_BYTES = 1 << 20
+_SERVING = re.compile(r"serving actgrad\.v1 on [^ ]+:(\d+)(?:.*; HTTP on port (\d+))?")
 # Replicas for the balancer tests: loopback, port 0, JSON logs (they are parsed).
 REPLICA_ENVIRONMENT = {
     "ACTGRAD_HOST": "127.0.0.1",
@@ -46,6 +48,8 @@ REPLICA_ENVIRONMENT = {
     "ACTGRAD_ACCESS_LOG": "true",
     # One process per replica: SIGSTOP and SIGKILL in the tests must reach the server.
     "ACTGRAD_WORKERS": "1",
+    # Small, so that a body over it is cheap to send; the balancer gets the same.
+    "ACTGRAD_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
 }
 _TEMPLATE_VARIABLE = re.compile(r"\$\{?(ACTGRAD_LB_[A-Z0-9_]+)\}?")
 
@@ -59,12 +63,18 @@ class Replica:
 
     proc: subprocess.Popen[str]
     port: int = 0
+    #: The HTTP port, 0 when the replica serves no HTTP.
+    http_port: int = 0
     lines: list[str] = field(default_factory=list)
     _reader: threading.Thread | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
 
     def access_entries(self) -> list[dict[str, Any]]:
         """The replica's per-call log entries (JSON log format)."""
@@ -115,6 +125,7 @@ def start_replica(
             match = _SERVING.search(line)
             if match:
                 replica.port = int(match.group(1))
+                replica.http_port = int(match.group(2) or 0)
                 break
         if not replica.port:
             raise AssertionError("actgrad serve did not start:\n" + "".join(replica.lines))
@@ -163,7 +174,8 @@ def nginx_binary() -> str:
 
 @dataclass
 class LoadBalancer:
-    """nginx with the repository's template, in front of loopback replicas."""
+    """nginx with the repository's template, in front of loopback replicas: gRPC on
+    `socket`, HTTP on `http_socket`."""
 
     prefix: Path
     proc: subprocess.Popen[bytes] | None = None
@@ -175,6 +187,10 @@ class LoadBalancer:
     @property
     def target(self) -> str:
         return f"unix:{self.socket}"
+
+    @property
+    def http_socket(self) -> Path:
+        return self.prefix / "http.sock"
 
     @property
     def access_log(self) -> Path:
@@ -190,24 +206,37 @@ class LoadBalancer:
             return []
         entries = []
         for line in self.access_log.read_text().splitlines():
-            fields = dict(re.findall(r"(\w+)=(\S+(?:, \S+)*)", line))
+            # A value is one word, or a list ("A, B": every replica nginx tried).
+            fields = dict(re.findall(r"(\w+)=([^\s,]+(?:, [^\s,]+)*)", line))
             fields["request"] = line.split('"')[1] if line.count('"') >= 2 else ""
             entries.append(fields)
         return entries
 
 
-def write_nginx_config(prefix: Path, upstreams: Sequence[str]) -> Path:
+def _servers(addresses: Sequence[str]) -> str:
+    return "\n    ".join(f"server {address} max_fails=1 fail_timeout=5s;" for address in addresses)
+
+
+def write_nginx_config(
+    prefix: Path,
+    upstreams: Sequence[str],
+    http_upstreams: Sequence[str],
+    max_body_bytes: int = MAX_MESSAGE_BYTES,
+) -> Path:
     """Renders the template for loopback and wraps it in a minimal main config.
 
+    `upstreams` are the replicas' gRPC addresses, `http_upstreams` their HTTP ones,
+    `max_body_bytes` their --max-message-bytes.
     The wrapper plays the nginx image's own nginx.conf (pid, logs, temp paths,
-    `http { include conf.d/*.conf; }`); everything about gRPC, balancing and
+    `http { include conf.d/*.conf; }`); everything about gRPC, HTTP, balancing and
     errors comes from the repository's template.
     """
     values = {
         "ACTGRAD_LB_LISTEN": f"unix:{prefix / 'lb.sock'}",
-        "ACTGRAD_LB_UPSTREAMS": "\n    ".join(
-            f"server {address} max_fails=1 fail_timeout=5s;" for address in upstreams
-        ),
+        "ACTGRAD_LB_UPSTREAMS": _servers(upstreams),
+        "ACTGRAD_LB_HTTP_LISTEN": f"unix:{prefix / 'http.sock'}",
+        "ACTGRAD_LB_HTTP_UPSTREAMS": _servers(http_upstreams),
+        "ACTGRAD_LB_MAX_BODY_BYTES": str(max_body_bytes),
         # Never asked: every upstream above is an IP address.
         "ACTGRAD_LB_RESOLVER": "127.0.0.1",
         "ACTGRAD_LB_ACCESS_LOG": str(prefix / "access.log"),

@@ -212,17 +212,57 @@ def _published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
     return ports
 
 
+#: Each published port's host-port variable and default: gRPC 5005x, HTTP 800x.
+PUBLISHED = {
+    "actgrad": {"ACTGRAD_PUBLISH_PORT": 50051, "ACTGRAD_HTTP_PUBLISH_PORT": 8000},
+    "actgrad-gpu": {"ACTGRAD_GPU_PUBLISH_PORT": 50052, "ACTGRAD_GPU_HTTP_PUBLISH_PORT": 8001},
+    "actgrad-lb": {"ACTGRAD_LB_PUBLISH_PORT": 50053, "ACTGRAD_LB_HTTP_PUBLISH_PORT": 8003},
+}
+
+
 def test_published_ports_bind_loopback_and_do_not_collide(
     services: dict[str, dict[str, Any]],
 ) -> None:
     published = {name: _published(service) for name, service in services.items()}
     assert published["actgrad-replica"] == []  # reached through the balancer only
     host_ports = [host for ports in published.values() for _, host, _ in ports]
-    assert len(host_ports) == len(set(host_ports)) == 3
+    assert sorted(host_ports) == sorted(p for ports in PUBLISHED.values() for p in ports.values())
+    assert len(host_ports) == len(set(host_ports)) == 6
     assert {address for ports in published.values() for address, _, _ in ports} == {"127.0.0.1"}
+    # gRPC and HTTP, each on the port the server listens on.
     for name in ("actgrad", "actgrad-gpu"):
-        ((_, _, container),) = published[name]
-        assert container == int(services[name]["environment"]["ACTGRAD_PORT"])
+        environment = services[name]["environment"]
+        assert [container for _, _, container in published[name]] == [
+            int(environment["ACTGRAD_PORT"]),
+            int(environment["ACTGRAD_HTTP_PORT"]),
+        ]
+    lb = services["actgrad-lb"]["environment"]
+    assert [container for _, _, container in published["actgrad-lb"]] == [
+        int(lb["ACTGRAD_LB_LISTEN"]),
+        int(lb["ACTGRAD_LB_HTTP_LISTEN"]),
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_host_ports_are_variables_named_in_the_docs(
+    raw: dict[str, Any], name: str
+) -> None:
+    """Every host port is `${VARIABLE:-default}` on ACTGRAD_PUBLISH_ADDRESS, and the
+    file's header and docs/deployment.md name each variable and its default."""
+    entries = raw["services"][name]["ports"]
+    found = {}
+    for entry in entries:
+        match = re.fullmatch(
+            r"\$\{ACTGRAD_PUBLISH_ADDRESS:-127\.0\.0\.1\}:\$\{(\w+):-(\d+)\}:\d+", entry
+        )
+        assert match, entry
+        found[match[1]] = int(match[2])
+    assert found == PUBLISHED[name]
+    header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
+    deployment = (REPO / "docs" / "deployment.md").read_text()
+    for variable, default in found.items():
+        assert variable in header and variable in deployment, variable
+        assert f":{default}" in header and f":{default}" in deployment, (variable, default)
 
 
 def test_scale_profile_puts_replicas_behind_nginx_on_one_port(
@@ -240,15 +280,22 @@ def test_scale_profile_puts_replicas_behind_nginx_on_one_port(
 
     environment = balancer["environment"]
     assert template_variables() <= set(environment)
+    # Nothing of ours in the template is left to a default: compose sets every name.
+    assert {n for n in environment if n.startswith("ACTGRAD_LB_")} == template_variables()
     # The image substitutes only names matching the filter: all of ours, none of
     # nginx's own variables.
     pattern = re.compile(environment["NGINX_ENVSUBST_FILTER"])
     assert all(pattern.search(name) for name in template_variables())
     assert not any(pattern.search(name) for name in ("upstream_addr", "request_id", "HOSTNAME"))
 
-    ((_, _, container),) = _published(balancer)
-    assert environment["ACTGRAD_LB_LISTEN"] == str(container)
-    replica_port = replica["environment"]["ACTGRAD_PORT"]
-    assert f"server actgrad-replica:{replica_port} " in environment["ACTGRAD_LB_UPSTREAMS"]
+    replica_settings = config.load(environ={k: str(v) for k, v in replica["environment"].items()})
+    assert f"server actgrad-replica:{replica_settings.port} " in environment["ACTGRAD_LB_UPSTREAMS"]
+    assert (
+        f"server actgrad-replica:{replica_settings.http_port} "
+        in environment["ACTGRAD_LB_HTTP_UPSTREAMS"]
+    )
+    # nginx's body limit is the replicas' own, no smaller (and no larger: a body over
+    # it would cost the replica its connection, see the template).
+    assert int(environment["ACTGRAD_LB_MAX_BODY_BYTES"]) == replica_settings.max_message_bytes
     # Replicas must take calls on all interfaces of their container network.
     assert replica["environment"]["ACTGRAD_HOST"] == "0.0.0.0"
