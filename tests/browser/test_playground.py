@@ -364,7 +364,64 @@ def test_the_flow_presets_show_the_vanishing_and_the_rescue(
         sdk.gradient_flow("sigmoid", init="normal", init_std=0.2).grad_rms,
     )
     flow = parse_qs(urlsplit(page.current_url).query)["flow"][0]
-    assert flow.split(",")[0] == "sigmoid:normal:30:256:0:0:0:0.2"
+    assert flow.split(",")[0] == "sigmoid:normal:30:256:0:0:0:0.2:128:float64:"
+    assert console_errors(page) == []
+
+
+def test_a_flow_configurations_parameters_batch_and_dtype_give_the_sdks_values(
+    page: Any, page_server: ActgradServer, sdk: Client
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    _open(page, page_server)
+    with httpx.Client(base_url=_origin(page_server), timeout=60.0) as http:
+        (alpha,) = http.get("/v1/functions/elu").json()["params"]
+        flow_spec = http.get("/openapi.json").json()["paths"]["/v1/gradient_flow"]
+    fields = flow_spec["post"]["requestBody"]["content"]["application/json"]["schema"]
+    fields = fields["properties"]
+    # batch and dtype start at the defaults /openapi.json states, within its ranges.
+    batch = page.find_element("id", "flow-0-batch")
+    assert batch.get_attribute("value") == str(fields["batch"]["default"])
+    assert batch.get_attribute("min") == str(fields["batch"]["minimum"])
+    dtype = page.find_element("id", "flow-0-dtype")
+    assert dtype.get_attribute("value") == fields["dtype"]["default"]
+    options = dtype.find_elements("tag name", "option")
+    assert [o.get_attribute("value") for o in options] == fields["dtype"]["enum"]
+
+    # A function with a parameter gets a control for it, at the catalog's default.
+    before = _renders(page, "flow")
+    _change(page, "flow-0-function", "elu")
+    assert _settled(page, "flow", before) == "ready"
+    control = page.find_element("id", "flow-0-p-alpha")
+    assert float(control.get_attribute("value")) == alpha["default"]
+    assert page.find_element("css selector", "label[for=flow-0-p-alpha]").text == "alpha"
+
+    before = _renders(page, "flow")
+    _change(page, "flow-0-p-alpha", "0.5")
+    _change(page, "flow-0-batch", "16")
+    assert _settled(page, "flow", before) == "ready"
+    # By keyboard: float64 -> float32, the option above it.
+    assert fields["dtype"]["enum"].index("float32") + 1 == fields["dtype"]["enum"].index("float64")
+    before = _renders(page, "flow")
+    dtype.send_keys(Keys.ARROW_UP)
+    assert _settled(page, "flow", before) == "ready"
+    assert dtype.get_attribute("value") == "float32"
+    columns = _table(page, "flow-values")
+    expected = sdk.gradient_flow("elu", init="xavier_normal", alpha=0.5, batch=16, dtype="float32")
+    for name in ("grad_rms", "act_rms", "saturated", "dead"):
+        np.testing.assert_array_equal(_flow_column(columns, f"1 {name}"), getattr(expected, name))
+    in_float64 = sdk.gradient_flow("elu", init="xavier_normal", alpha=0.5, batch=16)
+    assert not np.array_equal(expected.grad_rms, in_float64.grad_rms)  # the dtype was sent
+    summary = page.find_element("id", "flow-summary").text
+    assert "1. elu (alpha=0.5), xavier_normal, batch 16, float32" in summary
+
+    # The address keeps them: opened again, it shows the same table.
+    flow = parse_qs(urlsplit(page.current_url).query)["flow"][0]
+    assert flow.split(",")[0] == "elu:xavier_normal:30:256:0:0:0::16:float32:alpha=0.5"
+    page.get(page.current_url)
+    _wait(page, lambda d: d.execute_script("return document.documentElement.dataset.ready"), "")
+    assert page.find_element("id", "flow-0-p-alpha").get_attribute("value") == "0.5"
+    assert _table(page, "flow-values") == columns
     assert console_errors(page) == []
 
 

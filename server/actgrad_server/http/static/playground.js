@@ -350,7 +350,7 @@
       input.addEventListener("input", onChange);
       input.addEventListener("change", onChange);
       const label = el("label", { for: id, title: p.description }, `${p.name} `);
-      box.append(label, input);
+      box.append(el("span", { class: "field" }, label, input));
       read.push([p.name, value]);
     }
     return {
@@ -731,41 +731,61 @@
       const fn = el("select", { id: id("function") });
       fnOptions(fn, probe, false);
       fn.value = canonical(c.function) || "sigmoid";
-      const init = el("select", { id: id("init") },
-        ...flowSpec.init.enum.map((v) => el("option", { value: v }, v)));
+      // The function's parameters, as the catalog states them (GET /v1/functions).
+      const paramBox = el("span", { class: "flow-params" });
+      let params = null;
+      const buildParams = (given) => {
+        params = paramControls(byName.get(fn.value), id("p"), given, soon);
+        paramBox.replaceChildren(params.box);
+      };
+      buildParams(c.params || {});
+      const choices = (name) => el("select", { id: id(name) },
+        ...flowSpec[name].enum.map((v) => el("option", { value: v }, v)));
+      const init = choices("init");
       init.value = c.init || d("init");
-      const number = (name, min) => el("input", { id: id(name), type: "number", step: "1",
-        min, value: c[name] ?? d(name) });
-      const depth = number("depth", 1);
-      const width = number("width", 1);
-      const seed = number("seed", 0);
+      // Integers with the minimum and default /openapi.json states for each.
+      const number = (name) => el("input", { id: id(name), type: "number", step: "1",
+        min: flowSpec[name].minimum, value: c[name] ?? d(name) });
+      const depth = number("depth");
+      const width = number("width");
+      const batch = number("batch");
+      const seed = number("seed");
+      const dtype = choices("dtype");
+      dtype.value = c.dtype || d("dtype");
       const initStd = el("input", { id: id("init_std"), type: "number", step: "any", min: 0,
         value: c.init_std ?? "", title: flowSpec.init_std.description });
       const residual = el("input", { id: id("residual"), type: "checkbox", checked: !!c.residual });
       const normalize = el("input", { id: id("normalize"), type: "checkbox", checked: !!c.normalize });
-      const fields = [["function", fn], ["init", init], ["init_std", initStd], ["depth", depth],
-        ["width", width], ["seed", seed]];
+      const fields = [["function", fn], [null, paramBox], ["init", init], ["init_std", initStd],
+        ["depth", depth], ["width", width], ["batch", batch], ["seed", seed], ["dtype", dtype]];
       const set = el("fieldset", { class: `flow-config c${i}` }, el("legend", {}, `configuration ${i + 1}`));
       for (const [name, input] of fields) {
-        set.append(el("label", { for: input.id }, `${name} `), input);
+        // A label and its field wrap to the next line together.
+        set.append(name ? el("span", { class: "field" }, el("label", { for: input.id,
+          title: flowSpec[name].description }, `${name} `), input) : input);
       }
       set.append(el("label", {}, residual, " residual"), el("label", {}, normalize, " normalize"));
-      for (const input of [fn, init, residual, normalize]) input.addEventListener("change", rerun);
+      fn.addEventListener("change", () => {
+        buildParams({});
+        rerun();
+      });
+      for (const input of [init, dtype, residual, normalize]) input.addEventListener("change", rerun);
       const showStd = () => {
         initStd.disabled = init.value !== "normal";
       };
       showStd();
       init.addEventListener("change", showStd);
-      for (const input of [depth, width, seed, initStd]) {
+      for (const input of [depth, width, batch, seed, initStd]) {
         input.addEventListener("input", soon);
         input.addEventListener("change", rerun);
       }
       box.append(set);
       configs.push({
         set,
-        read: () => ({ function: fn.value, init: init.value, depth: Number(depth.value),
-          width: Number(width.value), seed: Number(seed.value), residual: residual.checked,
-          normalize: normalize.checked,
+        read: () => ({ function: fn.value, params: params.values(), init: init.value,
+          depth: Number(depth.value), width: Number(width.value), batch: Number(batch.value),
+          seed: Number(seed.value), residual: residual.checked, normalize: normalize.checked,
+          dtype: dtype.value,
           ...(init.value === "normal" && initStd.value !== ""
             ? { init_std: Number(initStd.value) } : {}) }),
       });
@@ -785,14 +805,32 @@
       remove.disabled = configs.length <= 1;
     }
 
+    // One configuration in the address: its fields joined by ":", the parameters last
+    // as name=value pairs joined by ";", each part escaped (configurations are joined by ",").
     const encode = (c) => [c.function, c.init, c.depth, c.width, c.seed, c.residual ? 1 : 0,
-      c.normalize ? 1 : 0, c.init_std ?? ""].join(":");
+      c.normalize ? 1 : 0, c.init_std ?? "", c.batch, c.dtype, Object.entries(c.params)
+        .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join(";")]
+      .join(":");
     const decode = (s) => {
-      const [fn, init, depth, width, seed, residual, normalize, std] = s.split(":");
+      const [fn, init, depth, width, seed, residual, normalize, std, batch, dtype, params] =
+        s.split(":");
+      const given = {};
+      const unescape = (t) => {
+        try {
+          return decodeURIComponent(t);
+        } catch (exc) {
+          return t; // a hand-edited address: the API will say what is wrong with it
+        }
+      };
+      for (const pair of (params || "").split(";")) {
+        const at = pair.indexOf("=");
+        if (at > 0) given[unescape(pair.slice(0, at))] = unescape(pair.slice(at + 1));
+      }
       return { function: fn, init, depth: Number(depth) || undefined,
         width: Number(width) || undefined, seed: Number(seed) || 0,
         residual: residual === "1", normalize: normalize === "1",
-        init_std: std ? Number(std) : undefined };
+        init_std: std ? Number(std) : undefined, batch: Number(batch) || undefined,
+        dtype: dtype || undefined, params: given };
     };
     const presets = {
       vanish: [{ function: "sigmoid", init: "xavier_normal" }, { function: "relu", init: "he_normal" }],
@@ -817,9 +855,17 @@
       rerun();
     });
 
-    const label = (c, i) => `${i + 1}. ${c.function}, ${c.init}${
-      c.init_std !== undefined ? ` ${c.init_std}` : ""}${c.residual ? ", residual" : ""}${
-      c.normalize ? ", normalize" : ""}`;
+    // A configuration's name: its function, parameters and init, and what else differs
+    // from the defaults.
+    const label = (c, i) => {
+      const declared = new Map(byName.get(c.function).params.map((p) => [p.name, p.default]));
+      const shown = Object.entries(c.params).filter(([k, v]) => String(v) !== String(declared.get(k)))
+        .map(([k, v]) => `${k}=${v}`).join(", ");
+      return `${i + 1}. ${c.function}${shown ? ` (${shown})` : ""}, ${c.init}${
+        c.init_std !== undefined ? ` ${c.init_std}` : ""}${c.residual ? ", residual" : ""}${
+        c.normalize ? ", normalize" : ""}${c.batch !== d("batch") ? `, batch ${c.batch}` : ""}${
+        c.dtype !== d("dtype") ? `, ${c.dtype}` : ""}`;
+    };
     const work = {
       async compute() {
         const list = configs.map((c) => c.read());
