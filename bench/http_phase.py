@@ -312,6 +312,16 @@ def start_mlserver(folder: Path, sessions: SessionSetup, start_timeout: float) -
     )
 
 
+def _server_metadata(target: Target) -> dict[str, Any] | None:
+    """OIP's server metadata (``GET /v2``: name, version, extensions), as it answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{target.http_port}/v2", timeout=10) as r:
+            answer: dict[str, Any] = json.loads(r.read())
+            return answer
+    except (OSError, ValueError):
+        return None
+
+
 def actgrad_metrics(metrics_port: int, rpc: str, ok_code: str) -> Callable[[], tuple[int, int]]:
     """actgrad's own count of finished `rpc` calls: (with `ok_code`, with any other)."""
 
@@ -531,7 +541,13 @@ def run_phase(
                 _LOGGER.warning("%s", skipped.upper())
         results = _measure(config, targets, sessions)
         results["servers"] = [
-            {"name": t.name, "role": t.role, "argv": t.process.argv[1:], "http_port": t.http_port}
+            {
+                "name": t.name,
+                "role": t.role,
+                "argv": t.process.argv[1:],
+                "http_port": t.http_port,
+                "server_metadata": _server_metadata(t) if t.role == "peer" else None,
+            }
             for t in targets
         ]
         results["mlserver_skipped"] = skipped

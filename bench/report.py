@@ -87,6 +87,37 @@ def _access_log(settings: dict[str, Any]) -> str:
     return f"; actgrad access log {'on' if on else 'off'}"
 
 
+def _throughput_intro(results: dict[str, Any]) -> str:
+    common = (
+        "Server CPU/call is the server's user+system time per call over its whole "
+        "process tree. `actgrad` is one process, like the echo; `actgrad-workers` is "
+        "`actgrad serve`'s default, one process per usable CPU."
+    )
+    if results.get("schema", 0) < 3:  # runs before 2026-12-07
+        return (
+            "Calls per second with that many calls in flight from one asyncio loop (a "
+            "Python client) over min(--channels, concurrency) connections, median over "
+            "rounds; client CPU near 1.0 core means the load generator was the limit. " + common
+        )
+    return (
+        "Calls per second of Activate(sigmoid) on 16 elements with that many calls in "
+        "flight, sent by h2load (the exact gRPC request, h2c) over min(--channels, "
+        "concurrency) connections, median over rounds. Every cell is verified: every "
+        "call answered 2xx with the DATA of the answer a real client checked, and "
+        "actgrad's own count of OK calls; a cell that is not has no figure. "
+        + common
+        + " CPU/call ratios are over the echo's in the same run; client CPU is h2load's."
+    )
+
+
+def _load_generator(results: dict[str, Any]) -> str:
+    if results.get("h2load"):
+        return str(results["h2load"])
+    if results.get("schema", 0) < 3 and results.get("throughput"):
+        return "a Python asyncio client (runs before 2026-12-07's schema 3)"
+    return "none (no throughput phase)"
+
+
 def _machine_lines(results: dict[str, Any]) -> list[str]:
     m = results["machine"]
     v = m["versions"]
@@ -111,6 +142,7 @@ def _machine_lines(results: dict[str, Any]) -> list[str]:
             else ""
         )
         + _access_log(s),
+        f"- Load generator for throughput: {_load_generator(results)}",
         f"- Run: {cfg['repeats']} interleaved rounds, warm-up {cfg['warmup']} calls per cell, "
         f"{cfg['min_calls']}-{cfg['max_calls']} calls per cell per round "
         f"(~{cfg['cell_seconds']} s); command `{results['command']}`",
@@ -361,6 +393,15 @@ def _http_lines(results: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if http.get("mlserver_skipped"):
         lines += [f"**{http['mlserver_skipped']}.**", ""]
+    for server in http.get("servers", []):
+        meta = server.get("server_metadata")
+        if meta:
+            extensions = ", ".join(meta.get("extensions") or []) or "none"
+            lines += [
+                f"`{server['name']}` answered `GET /v2` as {meta.get('name')} "
+                f"{meta.get('version')} (extensions: {extensions}).",
+                "",
+            ]
     latency = _http_latency_table(results)
     if latency:
         lines += ["Latency, one call at a time (Python keep-alive client):", "", *latency, ""]
@@ -482,15 +523,7 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         (
             "Throughput",
-            "Calls per second of Activate(sigmoid) on 16 elements with that many calls in "
-            "flight, sent by h2load (the exact gRPC request, h2c) over min(--channels, "
-            "concurrency) connections, median over rounds. Every cell is verified: every "
-            "call answered 2xx with the DATA of the answer a real client checked, and "
-            "actgrad's own count of OK calls; a cell that is not has no figure. Server "
-            "CPU/call is the server's user+system time per call over its whole process "
-            "tree, with its ratio to the echo's in the same run; client CPU is h2load's. "
-            "`actgrad` is one process, like the echo; `actgrad-workers` is `actgrad "
-            "serve`'s default, one process per usable CPU.",
+            _throughput_intro(results),
             _throughput_table(results),
         ),
         (
