@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actgrad.wire import dtype_info
+from actgrad.wire.dtypes import DTYPES
 from actgrad_server.models import GRADIENT_SUFFIX, MODELS, VERSION, Model, find_model, lookup_model
 from actgrad_server.oip import model_config_pb2 as mc
 
@@ -38,18 +38,12 @@ __all__ = [
 
 PLATFORM = "onnxruntime_onnx"
 
-# OIP datatype names of the served dtypes (numpy dtypes come from the codec's table).
-DATATYPES: Mapping[str, np.dtype[Any]] = {
-    "FP32": dtype_info("float32").numpy,
-    "FP64": dtype_info("float64").numpy,
-    "FP16": dtype_info("float16").numpy,
-    "BF16": dtype_info("bfloat16").numpy,
-}
+# The served dtypes by OIP datatype name, from the codec's one table (a dtype added
+# there is served here too).
+DATATYPES: Mapping[str, np.dtype[Any]] = {info.oip: info.numpy for info in DTYPES}
+# Triton's model configuration names each datatype TYPE_<OIP name> (TYPE_FP32, ...).
 _CONFIG_TYPES: Mapping[str, int] = {
-    "FP32": mc.TYPE_FP32,
-    "FP64": mc.TYPE_FP64,
-    "FP16": mc.TYPE_FP16,
-    "BF16": mc.TYPE_BF16,
+    info.oip: mc.DataType.Value(f"TYPE_{info.oip}") for info in DTYPES
 }
 
 
