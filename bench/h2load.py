@@ -275,6 +275,8 @@ def measure(
         },
         "verified": not problems,
         "problems": problems,
+        # Whether the server's own count of OK calls was checked too (actgrad's).
+        "server_counted": ok_calls is not None,
         "warmup_calls_per_s": round(rate, 1),
     }
     return row

@@ -654,6 +654,7 @@ def _throughput_phase(
                     "load": cells[0]["load"],
                     "verified": verified,
                     "problems": [p for c in cells for p in c["problems"]],
+                    "server_counted": all(c["server_counted"] for c in cells),
                     "calls_per_s": median([c["calls_per_s"] for c in cells]) if verified else None,
                     "round_calls_per_s": [
                         None if c["calls_per_s"] is None else round(c["calls_per_s"], 1)

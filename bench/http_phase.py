@@ -681,6 +681,7 @@ def _throughput(config: PhaseConfig, cells: Sequence[Cell]) -> list[dict[str, An
                 "load": got[0]["load"] if got else None,
                 "verified": verified,
                 "problems": [p for r in got for p in r["problems"]],
+                "server_counted": all(r["server_counted"] for r in got),
                 "calls_per_s": median([r["calls_per_s"] for r in got]) if verified else None,
                 "round_calls_per_s": [
                     None if r["calls_per_s"] is None else round(r["calls_per_s"], 1) for r in got

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import logging
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ __all__ = [
     "parse_count",
     "parse_variant",
 ]
+
+_LOGGER = logging.getLogger(__name__)
 
 SERVICE = "service"
 TRANSPORT_FLOOR = "transport floor"
@@ -257,6 +260,12 @@ class ActgradSubject(Subject):
             return h2load.grpc_frame(answer)
 
         metrics = self.process.log_port(r"metrics on http://\S+:(\d+)/metrics")
+        if metrics is None:
+            _LOGGER.warning(
+                "%s logged no metrics port: its throughput is checked without its own "
+                "count of OK calls (the answers' bytes still are)",
+                self.name,
+            )
         return GrpcLoad(
             self.process.target,
             method,

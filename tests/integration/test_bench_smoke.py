@@ -187,8 +187,10 @@ def test_throughput_rows(results: dict[str, Any]) -> None:
     # Measured for throughput only: no latency cells, no latency ratios.
     assert not [r for r in results["latency"] if r["subject"] in THROUGHPUT_ONLY]
     assert not [r for r in results["ratios"]["latency"] if r["subject"] in THROUGHPUT_ONLY]
-    for (_subject, concurrency), row in rows.items():
+    for (subject, concurrency), row in rows.items():
         assert row["elements"] == 16
+        # actgrad's own count of OK calls was checked; the echo has none.
+        assert row["server_counted"] is (subject != "echo")
         assert len(row["round_calls_per_s"]) == REPEATS
         # h2load's load, every call verified (2xx, the checked answer's bytes, and
         # actgrad's own count of OK calls): only then is there a figure.
@@ -293,8 +295,9 @@ def test_http_phase_rows(results: dict[str, Any]) -> None:
         assert row["request_bytes"] == latency[case, "actgrad"]["request_bytes"]
     throughput = {(r["case"], r["subject"]): r for r in http["throughput"]}
     assert set(throughput) == set(latency)
-    for row in throughput.values():
+    for (_case, subject), row in throughput.items():
         assert row["verified"] is True and row["problems"] == [], row["problems"]
+        assert row["server_counted"] is (subject == "actgrad")
         assert row["calls_per_s"] > 0 and row["server_cpu_us_per_call"] > 0
         assert row["load"]["protocol"] == "http/1.1"
         assert row["load"]["connections"] == HTTP_CONCURRENCY
