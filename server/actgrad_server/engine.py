@@ -8,10 +8,12 @@ session. Nothing here imports grpc.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, overload
 
@@ -31,6 +33,8 @@ __all__ = [
     "GradientResult",
     "Sink",
     "Source",
+    "WouldBuild",
+    "no_builds",
     "resolve_providers",
 ]
 
@@ -132,6 +136,29 @@ def _graph_dtype(dtype: np.dtype[Any]) -> str:
         raise TypeError(f"unsupported dtype {dtype}") from None
 
 
+class WouldBuild(Exception):
+    """A call needs a session not built yet, in a context that may not wait for a build
+    (`no_builds`): the caller runs it again where it may."""
+
+
+# Set while a call runs where a build (milliseconds to a tenth of a second) would hold
+# up others: the HTTP event loop (`http.runner`).
+_NO_BUILDS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "actgrad_no_builds", default=False
+)
+
+
+@contextlib.contextmanager
+def no_builds() -> Iterator[None]:
+    """Within this block, a call that needs a session not yet built raises WouldBuild
+    before it computes anything (a cache hit costs nothing more)."""
+    token = _NO_BUILDS.set(True)
+    try:
+        yield
+    finally:
+        _NO_BUILDS.reset(token)
+
+
 class Engine:
     """Evaluates validated calls; safe to use from many threads."""
 
@@ -209,6 +236,8 @@ class Engine:
             except KeyError:
                 pass
             return session
+        if _NO_BUILDS.get():
+            raise WouldBuild(key)
         with self._lock:
             session = self._sessions.get(key)
             if session is not None:

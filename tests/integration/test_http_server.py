@@ -21,10 +21,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from _running import SlowEngine, running, sample, scrape, settings
 
 from actgrad_server.app import ActgradServer
+from actgrad_server.http.runner import INLINE_BYTES
 
 REPO = Path(__file__).resolve().parents[2]
 CURL = shutil.which("curl")
@@ -62,7 +64,12 @@ def test_drain_refuses_new_requests_and_finishes_those_in_flight() -> None:
     server.start()
     try:
         with httpx.Client(timeout=60.0) as http, futures.ThreadPoolExecutor(1) as pool:
-            held = pool.submit(http.post, _url(server, "/v2/models/relu/infer"), json=_INFER_X)
+            # A small request is computed on the event loop itself (http.runner): the
+            # one held in flight here is over the inline limit, so it waits on the
+            # routes' pool while the loop answers the others.
+            padded = orjson.dumps(_INFER_X) + b" " * INLINE_BYTES
+            url = _url(server, "/v2/models/relu/infer")
+            held = pool.submit(http.post, url, content=padded)
             engine.wait_entered(1)
             done = server.stop()
             with httpx.Client(timeout=30.0) as late:

@@ -49,12 +49,12 @@ from actgrad.wire import BFLOAT16, DTYPES, dtype_info
 from actgrad_server import catalog, neuron
 from actgrad_server.errors import InvalidArgument, OverLimit, shown
 from actgrad_server.http.responses import HttpError, error_response, json_response, parse_json
+from actgrad_server.http.runner import Runner
 from actgrad_server.ops import GradientFlowResult, Operations
 
 __all__ = ["OPENAPI_COMPONENTS", "OPENAPI_PATHS", "routes"]
 
 Array = npt.NDArray[Any]
-RunInThread = Callable[..., Awaitable[Any]]
 Fields = Mapping[str, Any]
 
 DEFAULT_DTYPE = "float64"
@@ -498,6 +498,10 @@ _TABLE: dict[str, tuple[str, Operation]] = {
 }
 
 
+# Their work follows their body's size: a small one is computed inline (`Runner`).
+_ELEMENTWISE = frozenset({"/v1/activate", "/v1/gradient", "/v1/softmax"})
+
+
 async def _body(request: Request, limit: int) -> bytes:
     """The request's body, refused (413) as soon as it passes `limit` bytes."""
     length = request.headers.get("content-length", "")
@@ -513,7 +517,7 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _answer(ops: Operations, operation: Operation, raw: bytes) -> bytes | Response:
+def _answer(ops: Operations, operation: Operation, raw: bytes) -> Response:
     body = parse_json(raw) if raw.strip() else {}
     if not isinstance(body, dict):
         raise InvalidArgument(f"body: must be a JSON object, got {_kind(body)}")
@@ -524,18 +528,25 @@ def _answer(ops: Operations, operation: Operation, raw: bytes) -> bytes | Respon
         _MAY_HOLD_BOOLEANS.reset(token)
 
 
-def routes(ops: Operations, run: RunInThread | None = None) -> list[BaseRoute]:
+def routes(ops: Operations, run: Runner | None = None) -> list[BaseRoute]:
     """The /v1/ routes of actgrad's own calls, answered by `ops`; decoding, computing
-    and encoding run through `run` (default: Starlette's thread pool), never on the
-    event loop."""
-    run_in_thread: RunInThread = run or run_in_threadpool
+    and encoding run through `run` (default: Starlette's thread pool): on its pool, or
+    inline for a small elementwise request (`Runner.small`)."""
     limit = ops.limits.max_message_bytes
 
-    def endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(
+        operation: Operation, elementwise: bool
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def answer(request: Request) -> Response:
             try:
                 raw = await _body(request, limit) if request.method == "POST" else b""
-                response: Response = await run_in_thread(_answer, ops, operation, raw)
+                response: Response
+                if run is None:
+                    response = await run_in_threadpool(_answer, ops, operation, raw)
+                elif elementwise:
+                    response = await run.small(len(raw), _answer, ops, operation, raw)
+                else:
+                    response = await run(_answer, ops, operation, raw)
                 return response
             except OverLimit as exc:
                 return error_response(HttpError(413, exc.message), request.url.path)
@@ -552,7 +563,7 @@ def routes(ops: Operations, run: RunInThread | None = None) -> list[BaseRoute]:
             return error_response(exc, f"{request.method} {request.url.path}")
 
     table: list[BaseRoute] = [
-        Route(path, endpoint(operation), methods=[method])
+        Route(path, endpoint(operation, path in _ELEMENTWISE), methods=[method])
         for path, (method, operation) in _TABLE.items()
     ]
     table.append(Route("/v1/functions/{name}", function, methods=["GET"]))

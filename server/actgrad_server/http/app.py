@@ -8,10 +8,6 @@ Route modules only convert (`oip_routes` over the process's one `DataPlane`,
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +23,7 @@ from actgrad_server.calls.records import CallRecords
 from actgrad_server.http import actgrad_routes, oip_routes, playground
 from actgrad_server.http.pipeline import Pipeline
 from actgrad_server.http.responses import json_response
+from actgrad_server.http.runner import Runner
 from actgrad_server.oip.dataplane import DataPlane
 from actgrad_server.ops import Operations
 from actgrad_server.tracing import Tracing
@@ -85,12 +82,9 @@ def build_app(
     """The Starlette application over `plane` (OIP) and `ops` (actgrad's calls), and
     the playground page at / unless `with_playground` is false."""
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actgrad-http")
-
-    async def run(function: Callable[..., Any], *args: Any) -> Any:
-        # On the front end's own pool, with the request's context (its request id).
-        context = contextvars.copy_context()
-        call = functools.partial(context.run, function, *args)
-        return await asyncio.get_running_loop().run_in_executor(pool, call)
+    # On the front end's own pool, with the request's context (its request id); small
+    # elementwise requests inline (`Runner.small`).
+    run = Runner(pool)
 
     document = openapi_document(with_playground=with_playground)
 

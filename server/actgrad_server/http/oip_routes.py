@@ -34,6 +34,7 @@ from actgrad_server.http.responses import (
     json_response,
     parse_json,
 )
+from actgrad_server.http.runner import Runner
 from actgrad_server.oip import dataplane as dp
 from actgrad_server.oip import model_table as models
 
@@ -49,7 +50,6 @@ _CONFIG_TYPES = {name: f"TYPE_{name}" for name in models.DATATYPES}
 _NOT_READY = "the server is not ready (warming up or draining)"
 
 Array = npt.NDArray[Any]
-RunInThread = Callable[..., Awaitable[Any]]
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Awaitable[Response]])
 
 
@@ -67,9 +67,10 @@ def _answers(endpoint: _Endpoint) -> _Endpoint:
 
 
 class OipRoutes:
-    """The REST routes over one DataPlane; `run` runs a function on the front end's pool."""
+    """The REST routes over one DataPlane; `run` runs a function on the front end's pool
+    (or inline, for a small request: `Runner.small`)."""
 
-    def __init__(self, plane: dp.DataPlane, run: RunInThread, *, max_body_bytes: int) -> None:
+    def __init__(self, plane: dp.DataPlane, run: Runner, *, max_body_bytes: int) -> None:
         self._plane = plane
         self._run = run
         self._max_body = max_body_bytes
@@ -209,8 +210,8 @@ class OipRoutes:
         body = await request.body()
         header_length = request.headers.get(HEADER_LENGTH)
         encoding = request.headers.get("content-encoding")
-        content, headers = await self._run(
-            self._infer, name, version, body, header_length, encoding, started
+        content, headers = await self._run.small(
+            len(body), self._infer, name, version, body, header_length, encoding, started
         )
         return Response(content, headers=headers)
 
@@ -384,9 +385,11 @@ def _input(
                 f"{where}.parameters['binary_data_size']: {size} bytes, but only "
                 f"{len(binary)} follow the JSON header"
             )
-        data = plane.from_bytes(
-            bytes(binary[:size]), datatype, dtype, shape, f"{where} (binary data)"
-        )
+        # A view of the body's bytes, copied only where it does not start at a multiple
+        # of the item size (the JSON header before it has any length).
+        data = plane.from_bytes(binary[:size], datatype, dtype, shape, f"{where} (binary data)")
+        if not data.flags.aligned:
+            data = data.copy()
         return dp.InferInput(name, data, _values(parameters)), size
     if "data" not in tensor:
         raise InvalidArgument(f"{where}.data: required (or parameters.binary_data_size)")
@@ -433,7 +436,7 @@ def _response(
         if isinstance(o.parameters.get("binary_data"), bool)
     }
     outputs = []
-    blobs = []
+    blobs: list[memoryview] = []
     for output in result.outputs:
         entry: dict[str, Any] = {
             "name": output.name,
@@ -441,9 +444,10 @@ def _response(
             "shape": list(output.shape),
         }
         if binary_by_name.get(output.name, binary_output):
-            blob = output.data.tobytes()
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
+            # The array's own bytes, copied once: into the answer's body below.
+            blob = np.ascontiguousarray(output.data).reshape(-1).view(np.uint8)
+            entry["parameters"] = {"binary_data_size": blob.nbytes}
+            blobs.append(blob.data)
         else:
             flat = output.data.reshape(-1)
             if flat.dtype.itemsize < 4:  # FP16, BF16: orjson writes float32 and up

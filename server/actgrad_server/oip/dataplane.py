@@ -30,7 +30,7 @@ from actgrad import __version__
 from actgrad.wire import TensorError, check_shape, to_float_array
 from actgrad_server import catalog
 from actgrad_server.config import Limits
-from actgrad_server.engine import Engine
+from actgrad_server.engine import Engine, WouldBuild
 from actgrad_server.errors import InvalidArgument, NotFound
 from actgrad_server.oip import model_table as models
 
@@ -365,9 +365,15 @@ class DataPlane:
             raise InvalidArgument(str(exc)) from exc
 
     def from_bytes(
-        self, raw: bytes, datatype: str, dtype: np.dtype[Any], shape: Sequence[int], field: str
+        self,
+        raw: bytes | memoryview,
+        datatype: str,
+        dtype: np.dtype[Any],
+        shape: Sequence[int],
+        field: str,
     ) -> Array:
-        """A checked shape's raw little-endian row-major bytes as a read-only array."""
+        """A checked shape's raw little-endian row-major bytes as a read-only array (a
+        view of `raw`)."""
         expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if len(raw) != expected:
             raise InvalidArgument(
@@ -424,6 +430,8 @@ class DataPlane:
         stages = _Stages(started)
         try:
             yield stages
+        except WouldBuild:
+            raise  # not an outcome: the front end runs the request again (http.runner)
         except BaseException:
             self._statistics.failure(found.name, time.perf_counter_ns() - started)
             raise
