@@ -385,11 +385,14 @@ def _input(
                 f"{where}.parameters['binary_data_size']: {size} bytes, but only "
                 f"{len(binary)} follow the JSON header"
             )
-        # A view of the body's bytes, copied only where it does not start at a multiple
-        # of the item size (the JSON header before it has any length).
-        data = plane.from_bytes(binary[:size], datatype, dtype, shape, f"{where} (binary data)")
+        # A view of the body's bytes where they start at a multiple of the item size;
+        # else (the JSON header before them has any length) copied once, as bytes: a
+        # memcpy, where numpy copies an unaligned array value by value.
+        raw = binary[:size]
+        field = f"{where} (binary data)"
+        data = plane.from_bytes(raw, datatype, dtype, shape, field)
         if not data.flags.aligned:
-            data = data.copy()
+            data = plane.from_bytes(bytes(raw), datatype, dtype, shape, field)
         return dp.InferInput(name, data, _values(parameters)), size
     if "data" not in tensor:
         raise InvalidArgument(f"{where}.data: required (or parameters.binary_data_size)")
