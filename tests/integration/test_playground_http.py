@@ -34,6 +34,10 @@ def test_the_page_and_its_files_are_served_with_a_self_only_policy(server: Actgr
     for name in ("index.html", "nothing.js", "..%2Fplayground.py"):
         missing = _get(server, f"/playground/{name}")
         assert missing.status_code == 404 and "error" in missing.json()
+    # A name is quoted as every request value is: cut, with its length.
+    long_name = "x" * 5000
+    error = _get(server, f"/playground/{long_name}").json()["error"]
+    assert "(5000 characters)" in error and len(error) < 200
     paths = _get(server, "/openapi.json").json()["paths"]
     assert "/" in paths and "/playground/{name}" in paths
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from actgrad_server.errors import shown
 from actgrad_server.http.responses import json_response
 
 __all__ = ["ASSETS", "OPENAPI_PATHS", "PUBLIC_PATHS", "routes"]
@@ -65,7 +66,7 @@ def routes() -> list[BaseRoute]:
     async def asset(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in files or name == "index.html":
-            return json_response({"error": f"no playground file {name!r}"}, 404)
+            return json_response({"error": f"no playground file {shown(name)}"}, 404)
         return answer(name)
 
     return [
