@@ -91,9 +91,15 @@ def build_app(
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
+    # Starlette tries routes in order: the calls first (no path of theirs overlaps
+    # another's), then the rest in their own order (/v2/models/stats before
+    # /v2/models/{model_name}).
+    oip = oip_routes.OipRoutes(plane, run, max_body_bytes=max_body_bytes).routes()
+    calls = [route for route in oip if getattr(route, "path", "").endswith("/infer")]
     routes: list[BaseRoute] = [
-        *oip_routes.OipRoutes(plane, run, max_body_bytes=max_body_bytes).routes(),
+        *calls,
         *actgrad_routes.routes(ops, run),
+        *(route for route in oip if route not in calls),
         Route("/openapi.json", openapi, methods=["GET"]),
         *(playground.routes() if with_playground else []),
     ]

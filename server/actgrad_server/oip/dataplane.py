@@ -213,8 +213,44 @@ class ModelStatistics:
 # -- statistics -------------------------------------------------------------------
 
 
-def _add(duration: StatisticDuration, ns: int) -> StatisticDuration:
-    return StatisticDuration(duration.count + 1, duration.ns + max(ns, 0))
+class _Tally:
+    """One model's running counts, changed in place under `_Statistics`' lock: a
+    request costs a few additions, not new frozen records (`ModelStatistics` is built
+    when asked for)."""
+
+    __slots__ = (
+        "count",
+        "fail",
+        "fail_ns",
+        "infer_ns",
+        "input_ns",
+        "last",
+        "output_ns",
+        "success_ns",
+    )
+
+    def __init__(self) -> None:
+        self.last = self.count = self.fail = 0
+        self.success_ns = self.fail_ns = self.input_ns = self.infer_ns = self.output_ns = 0
+
+    def statistics(self, name: str) -> ModelStatistics:
+        def duration(ns: int) -> StatisticDuration:
+            return StatisticDuration(self.count, ns)
+
+        return ModelStatistics(
+            name,
+            models.VERSION,
+            last_inference=self.last,
+            inference_count=self.count,
+            execution_count=self.count,
+            inference_stats=InferStatistics(
+                success=duration(self.success_ns),
+                fail=StatisticDuration(self.fail, self.fail_ns),
+                compute_input=duration(self.input_ns),
+                compute_infer=duration(self.infer_ns),
+                compute_output=duration(self.output_ns),
+            ),
+        )
 
 
 class _Statistics:
@@ -222,41 +258,31 @@ class _Statistics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_model = {m.name: ModelStatistics(m.name, models.VERSION) for m in models.MODELS}
+        self._by_model = {m.name: _Tally() for m in models.MODELS}
 
     def get(self, name: str) -> ModelStatistics:
         with self._lock:
-            return self._by_model[name]
+            return self._by_model[name].statistics(name)
 
     def success(self, name: str, input_ns: int, infer_ns: int, output_ns: int) -> None:
         now_ms = time.time_ns() // 1_000_000
+        input_ns, infer_ns, output_ns = max(input_ns, 0), max(infer_ns, 0), max(output_ns, 0)
         with self._lock:
-            old = self._by_model[name]
-            stats = old.inference_stats
-            self._by_model[name] = replace(
-                old,
-                last_inference=now_ms,
-                inference_count=old.inference_count + 1,
-                execution_count=old.execution_count + 1,
-                inference_stats=replace(
-                    stats,
-                    success=_add(stats.success, input_ns + infer_ns + output_ns),
-                    compute_input=_add(stats.compute_input, input_ns),
-                    compute_infer=_add(stats.compute_infer, infer_ns),
-                    compute_output=_add(stats.compute_output, output_ns),
-                ),
-            )
+            tally = self._by_model[name]
+            tally.last = now_ms
+            tally.count += 1
+            tally.success_ns += input_ns + infer_ns + output_ns
+            tally.input_ns += input_ns
+            tally.infer_ns += infer_ns
+            tally.output_ns += output_ns
 
     def failure(self, name: str, ns: int) -> None:
         now_ms = time.time_ns() // 1_000_000
         with self._lock:
-            old = self._by_model[name]
-            stats = old.inference_stats
-            self._by_model[name] = replace(
-                old,
-                last_inference=now_ms,
-                inference_stats=replace(stats, fail=_add(stats.fail, ns)),
-            )
+            tally = self._by_model[name]
+            tally.last = now_ms
+            tally.fail += 1
+            tally.fail_ns += max(ns, 0)
 
 
 # -- the operations ---------------------------------------------------------------
