@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -40,6 +41,8 @@ from deploy_support import (
 from actgrad import Client
 
 CALL_TIMEOUT = 30.0
+# How long a log line may trail the answer it records (see `_logged`).
+LOG_WAIT = 10.0
 SOFTMAX_REQUEST = {"x": [2, 1, 0.1]}
 SOFTMAX_ANSWER = [0.659, 0.242, 0.099]
 NO_REPLICA = {"error": "no actgrad replica available"}
@@ -52,6 +55,26 @@ def _served_by(entry: dict[str, str]) -> str:
 
 def _activate_entries(balancer: LoadBalancer) -> list[dict[str, str]]:
     return [e for e in balancer.access_entries() if "/Activate" in e["request"]]
+
+
+T = TypeVar("T")
+
+
+def _logged(read: Callable[[], list[T]], count: int) -> list[T]:
+    """What `read` returns once it holds `count` entries (at most LOG_WAIT seconds).
+
+    nginx and the replicas write a call's log line after its last byte is sent, so
+    the caller may hold the answer a moment before the line is there: a count read at
+    once may miss the last call (a run once counted 241 calls against 240 because
+    the warm-up's last line landed after `before` was read). The assertions that
+    follow compare exactly.
+    """
+    deadline = time.monotonic() + LOG_WAIT
+    entries = read()
+    while len(entries) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+        entries = read()
+    return entries
 
 
 def test_template_names_exactly_the_variables_compose_sets() -> None:
@@ -93,7 +116,7 @@ def test_calls_spread_over_all_three_replicas(
             np.testing.assert_array_equal(client.activate(x, "relu"), np.maximum(x, 0))
         assert client.health() == "SERVING"
 
-    entries = _activate_entries(load_balancer)
+    entries = _logged(lambda: _activate_entries(load_balancer), calls)
     assert len(entries) == calls
     assert {e["status"] for e in entries} == {"200"}
     assert {e["grpc_status"] for e in entries} == {"0"}
@@ -103,11 +126,13 @@ def test_calls_spread_over_all_three_replicas(
     # Each replica logged exactly the calls nginx says it sent there.
     for replica in replicas:
         expected = {e["request_id"] for e in entries if _served_by(e) == replica.address}
-        logged = {
-            entry["request_id"]
-            for entry in replica.access_entries()
-            if entry.get("rpc", "").endswith("Activate")
-        }
+        lines = _logged(
+            lambda r=replica: [
+                e for e in r.access_entries() if e.get("rpc", "").endswith("Activate")
+            ],
+            len(expected),
+        )
+        logged = {entry["request_id"] for entry in lines}
         assert logged == expected, replica.address
 
 
@@ -151,10 +176,11 @@ def test_killing_a_replica_mid_run_loses_no_call(
     x = np.linspace(-4.0, 4.0, 1 << 16, dtype=np.float32)
     expected = np.tanh(x)
     victim = replicas[1]
+    earlier = len(_activate_entries(load_balancer))
     with Client(load_balancer.target, timeout=CALL_TIMEOUT) as client:
         for _ in range(2 * len(replicas)):
             np.testing.assert_allclose(client.activate(x, "tanh"), expected, rtol=1e-6, atol=1e-6)
-    before = _activate_entries(load_balancer)
+    before = _logged(lambda: _activate_entries(load_balancer), earlier + 2 * len(replicas))
     assert any(_served_by(e) == victim.address for e in before)
 
     results: list[np.ndarray] = []
@@ -195,12 +221,16 @@ def test_killing_a_replica_mid_run_loses_no_call(
         assert y.dtype == np.float32 and y.shape == x.shape
         np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
 
+    def answered_since() -> list[dict[str, str]]:
+        later = _activate_entries(load_balancer)[len(before) :]
+        return [e for e in later if e["grpc_status"] == "0"]
+
+    answered = _logged(answered_since, workers * calls_per_worker)
     entries = _activate_entries(load_balancer)[len(before) :]
     # The calls caught on the victim reached the caller as UNAVAILABLE (a gRPC
     # status made by the template's error_page) and were tried again by the SDK.
     caught = [e for e in entries if victim.address in e["upstream"] and e["grpc_status"] == "14"]
     assert caught, "no call was in flight on the killed replica"
-    answered = [e for e in entries if e["grpc_status"] == "0"]
     assert len(answered) == workers * calls_per_worker
     survivors = {r.address for r in replicas if r is not victim}
     assert {_served_by(e) for e in answered} == survivors
@@ -263,7 +293,7 @@ def test_http_is_balanced_over_all_three_replicas_with_request_ids(
             made.add(response.headers["x-request-id"])
         assert len(made) == calls and "" not in made
 
-    entries = _http_entries(load_balancer, "/v1/softmax")
+    entries = _logged(lambda: _http_entries(load_balancer, "/v1/softmax"), calls + 1)
     assert len(entries) == calls + 1
     assert {e["status"] for e in entries} == {"200"}
     assert {e["request_id"] for e in entries} == made | {"lb-42"}
@@ -276,11 +306,15 @@ def test_http_is_balanced_over_all_three_replicas_with_request_ids(
 
     for replica in replicas:
         expected = {e["request_id"] for e in entries if _http_served_by(e) == replica.http_address}
-        logged = {
-            entry["request_id"]
-            for entry in replica.access_entries()
-            if entry.get("protocol") == "http" and entry.get("rpc", "").endswith("/softmax")
-        }
+        lines = _logged(
+            lambda r=replica: [
+                e
+                for e in r.access_entries()
+                if e.get("protocol") == "http" and e.get("rpc", "").endswith("/softmax")
+            ],
+            len(expected),
+        )
+        logged = {entry["request_id"] for entry in lines}
         assert logged == expected, replica.http_address
 
 
@@ -316,9 +350,10 @@ def test_http_body_over_the_replicas_limit_is_refused_with_their_error(
         # No replica was involved, nor taken out of rotation.
         for _ in range(3 * len(replicas)):
             _assert_softmax(http.post("/v1/softmax", json=SOFTMAX_REQUEST))
-    entry = _http_entries(load_balancer, "/v1/softmax")[1]
+    logged = _logged(lambda: _http_entries(load_balancer, "/v1/softmax"), 2 + 3 * len(replicas))
+    entry = logged[1]
     assert entry["status"] == "413" and entry["upstream"] == "-", entry
-    served = {_http_served_by(e) for e in _http_entries(load_balancer, "/v1/softmax")[2:]}
+    served = {_http_served_by(e) for e in logged[2:]}
     assert served == {r.http_address for r in replicas}
 
 
