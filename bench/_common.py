@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import statistics
@@ -24,9 +25,26 @@ __all__ = [
     "positive_float",
     "positive_int",
     "rotated",
+    "sample",
     "to_us",
     "write_results",
 ]
+
+
+def sample(call: Callable[[], object], calls: int) -> list[int]:
+    """The nanoseconds each of `calls` calls took, one after another. The collector
+    is paused so that a client-side GC pass lands on no subject."""
+    gc.collect()
+    gc.disable()
+    try:
+        samples = []
+        for _ in range(calls):
+            start = time.perf_counter_ns()
+            call()
+            samples.append(time.perf_counter_ns() - start)
+        return samples
+    finally:
+        gc.enable()
 
 
 def positive_int(text: str) -> int:

@@ -53,6 +53,7 @@ from bench._common import (
     positive_float,
     positive_int,
     rotated,
+    sample,
     to_us,
 )
 from bench._proc import REPO_ROOT
@@ -422,21 +423,6 @@ def _warm_up(prepared: Prepared, calls: int, budget_s: float) -> list[int]:
     return durations
 
 
-def _sample(call: Callable[[], object], calls: int) -> list[int]:
-    # The collector is paused so that a client-side GC pass lands on no subject.
-    gc.collect()
-    gc.disable()
-    try:
-        samples = []
-        for _ in range(calls):
-            start = time.perf_counter_ns()
-            call()
-            samples.append(time.perf_counter_ns() - start)
-        return samples
-    finally:
-        gc.enable()
-
-
 def _latency_phase(
     config: Config, subjects: Sequence[Subject], setup: Setup
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -488,7 +474,7 @@ def _latency_phase(
                 for subject in order:
                     key = (subject.name, op.name, n)
                     if key in cells:
-                        samples[key].append(_sample(cells[key].call, calls[op.name, n]))
+                        samples[key].append(sample(cells[key].call, calls[op.name, n]))
             for s in servers:
                 assert s.process is not None
                 peak = s.process.peak_rss_bytes()

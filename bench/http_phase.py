@@ -52,7 +52,7 @@ import orjson
 from actgrad_server import catalog, graphs
 from actgrad_server.oip import grpc_predict_v2_pb2 as oip_pb2
 from bench import h2load
-from bench._common import median, rotated, to_us
+from bench._common import median, rotated, sample, to_us
 from bench._proc import REPO_ROOT, ServerProcess
 from bench.workloads import OPS, Reference, SessionSetup, make_input
 
@@ -474,22 +474,6 @@ def _check(reference: Reference, where: str, got: np.ndarray[Any, Any]) -> None:
         raise BenchError(str(exc)) from None
 
 
-def _sample(call: Callable[[], bytes], calls: int) -> list[int]:
-    import gc
-
-    gc.collect()
-    gc.disable()
-    try:
-        samples = []
-        for _ in range(calls):
-            start = time.perf_counter_ns()
-            call()
-            samples.append(time.perf_counter_ns() - start)
-        return samples
-    finally:
-        gc.enable()
-
-
 @dataclass(frozen=True)
 class PhaseConfig:
     cases: tuple[HttpCase, ...]
@@ -599,7 +583,7 @@ def _measure(
         for round_index in range(config.repeats):
             for case in config.cases:
                 for cell in rotated([c for c in cells if c.case == case], round_index):
-                    samples[case.name, cell.target.name].append(_sample(cell.call, calls[case]))
+                    samples[case.name, cell.target.name].append(sample(cell.call, calls[case]))
             _LOGGER.info("http latency: round %d/%d done", round_index + 1, config.repeats)
         latency = []
         for cell in cells:

@@ -284,17 +284,30 @@ def _unverified_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
     return ["", "**Not verified, so no figure** (see `bench.h2load`):", "", *notes]
 
 
-def _http_latency_table(results: dict[str, Any]) -> list[str]:
-    http = results.get("http") or {}
-    rows = http.get("latency", [])
-    if not rows:
-        return []
+def _http_rows(
+    results: dict[str, Any], phase: str
+) -> tuple[
+    list[dict[str, Any]],
+    list[str],
+    dict[tuple[str, str], dict[str, Any]],
+    dict[tuple[str, str, str], dict[str, Any]],
+]:
+    """The http phase's rows of `phase` ("latency" or "throughput"), its subjects in
+    order, the rows by (case, subject) and the ratios by (case, subject, floor)."""
+    rows: list[dict[str, Any]] = (results.get("http") or {}).get(phase, [])
     subjects = list(dict.fromkeys(r["subject"] for r in rows))
     by_key = {(r["case"], r["subject"]): r for r in rows}
     ratios = {
         (r["case"], r["subject"], r["floor"]): r
         for r in results.get("ratios", {}).get("http", {}).get("rows", [])
     }
+    return rows, subjects, by_key, ratios
+
+
+def _http_latency_table(results: dict[str, Any]) -> list[str]:
+    rows, subjects, by_key, ratios = _http_rows(results, "latency")
+    if not rows:
+        return []
     header = ["case", "request"]
     for name in subjects:
         header += [f"{name} p50", f"{name} p99"]
@@ -326,22 +339,15 @@ def _http_latency_table(results: dict[str, Any]) -> list[str]:
             cells.append(_ratio(r["p50_speedup"] if r else None))
         cells.append(str(first["samples"]))
         lines.append("| " + " | ".join(cells) + " |")
-    for transport, mark in notes.items():
-        lines += ["", f"[{mark}] {transport}."]
+    for transport, number in notes.items():
+        lines += ["", f"[{number}] {transport}."]
     return lines
 
 
 def _http_throughput_table(results: dict[str, Any]) -> list[str]:
-    http = results.get("http") or {}
-    rows = http.get("throughput", [])
+    rows, subjects, by_key, ratios = _http_rows(results, "throughput")
     if not rows:
         return []
-    subjects = list(dict.fromkeys(r["subject"] for r in rows))
-    by_key = {(r["case"], r["subject"]): r for r in rows}
-    ratios = {
-        (r["case"], r["subject"], r["floor"]): r
-        for r in results.get("ratios", {}).get("http", {}).get("rows", [])
-    }
     services = [n for n in subjects if n != "http-echo"]
     peer = "mlserver" in subjects
     header = ["case", *(f"{n} calls/s" for n in subjects)]

@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import gc
 import json
 import logging
 import math
@@ -71,6 +70,7 @@ from bench._common import (
     positive_float,
     positive_int,
     rotated,
+    sample,
     to_us,
     write_results,
 )
@@ -494,21 +494,6 @@ def _warm_up(where: str, call: Call, payload: Payload, config: Config) -> list[i
     return durations
 
 
-def _sample(call: Call, calls: int) -> list[int]:
-    # The collector is paused so that a client-side GC pass lands on no subject.
-    gc.collect()
-    gc.disable()
-    try:
-        samples = []
-        for _ in range(calls):
-            start = time.perf_counter_ns()
-            call()
-            samples.append(time.perf_counter_ns() - start)
-        return samples
-    finally:
-        gc.enable()
-
-
 def _latency_phase(
     endpoints: Sequence[Endpoint], payloads: Sequence[Payload], config: Config
 ) -> list[dict[str, Any]]:
@@ -541,7 +526,7 @@ def _latency_phase(
                 for endpoint in order:
                     key = (endpoint.name, payload.label)
                     cpu0 = endpoint.server.cpu_seconds()
-                    samples[key].append(_sample(calls[key], counts[payload.label]))
+                    samples[key].append(sample(calls[key], counts[payload.label]))
                     server_cpu[key] += endpoint.server.cpu_seconds() - cpu0
             _LOGGER.info("latency: round %d/%d done", round_index + 1, config.repeats)
 
